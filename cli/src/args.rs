@@ -1,0 +1,228 @@
+//! Command-line arguments and their validation into engine options.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use snapferry_engine::location::Location;
+use snapferry_engine::pipeline::SyncOptions;
+use snapferry_engine::size::{parse_rate, parse_size};
+
+/// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
+#[derive(Debug, Parser)]
+#[command(name = "snapferry", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug). SNAPFERRY_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DST hold exactly what SRC holds, copying only what differs.
+    Sync(SyncArgs),
+}
+
+/// When to show a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, periodic lines otherwise.
+    Auto,
+    /// Progress even when stderr is not a terminal (then a line every second).
+    Always,
+    /// No progress output.
+    Never,
+}
+
+const SYNC_AFTER_HELP: &str = "\
+Memory: peak buffer memory is about --concurrency x --part-size (defaults: 16 x 16MiB = 256MiB);
+objects at or below --multipart-threshold are held whole, so keep the threshold near the part size.
+
+Credentials, per side: SNAPFERRY_SRC_ACCESS_KEY_ID / SNAPFERRY_SRC_SECRET_ACCESS_KEY /
+SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_; when unset, the standard AWS chain.
+
+Exit codes: 0 everything in sync; 1 some objects failed (listed in the report) or the run was
+interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a store.";
+
+/// `snapferry sync SRC DST [options]`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = SYNC_AFTER_HELP)]
+pub struct SyncArgs {
+    /// Source: s3://BUCKET[/PREFIX], file:///DIR or a plain path.
+    pub src: String,
+    /// Destination: s3://BUCKET[/PREFIX], file:///DIR or a plain path.
+    pub dst: String,
+    /// Custom S3-compatible endpoint of the source, e.g. http://127.0.0.1:9000 (path-style).
+    #[arg(long, value_name = "URL")]
+    pub src_endpoint: Option<String>,
+    /// Custom S3-compatible endpoint of the destination.
+    #[arg(long, value_name = "URL")]
+    pub dst_endpoint: Option<String>,
+    /// Source region (a custom endpoint with no region uses us-east-1).
+    #[arg(long, value_name = "R")]
+    pub src_region: Option<String>,
+    /// Destination region.
+    #[arg(long, value_name = "R")]
+    pub dst_region: Option<String>,
+    /// Print every planned action with its reason; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Parts (or small objects) in flight at once; memory ≈ N x part size.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Multipart part size, 5MiB..5GiB (grown automatically past 10,000 parts).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub part_size: String,
+    /// Objects larger than this are copied in parts; at least the part size, at most 5GiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+    pub multipart_threshold: String,
+    /// Bandwidth limit for all workers together, e.g. 200MiB/s.
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+    /// Requests per second for all workers together.
+    #[arg(long, value_name = "N")]
+    pub tpslimit: Option<u32>,
+    /// Remove destination objects that the source no longer has (after all copies land).
+    #[arg(long)]
+    pub delete: bool,
+    /// Write a JSON report to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// (set by -v on the top level)
+    #[arg(skip)]
+    pub verbose: u8,
+}
+
+/// Static credentials: (access key id, secret, session token).
+pub type Creds = (String, String, Option<String>);
+
+/// One side's connection settings.
+#[derive(Debug, Clone, Default)]
+pub struct SideArgs {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub credentials: Option<Creds>,
+}
+
+/// A validated sync.
+#[derive(Debug)]
+pub struct Plan {
+    pub src: Location,
+    pub dst: Location,
+    pub src_side: SideArgs,
+    pub dst_side: SideArgs,
+    pub opts: SyncOptions,
+    pub report_path: Option<PathBuf>,
+    pub progress: ProgressMode,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn credentials(side: &str) -> Result<Option<Creds>, String> {
+    let id = env_nonempty(&format!("SNAPFERRY_{side}_ACCESS_KEY_ID"));
+    let secret = env_nonempty(&format!("SNAPFERRY_{side}_SECRET_ACCESS_KEY"));
+    let token = env_nonempty(&format!("SNAPFERRY_{side}_SESSION_TOKEN"));
+    match (id, secret) {
+        (Some(i), Some(s)) => Ok(Some((i, s, token))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(format!(
+            "SNAPFERRY_{side}_ACCESS_KEY_ID is set but SNAPFERRY_{side}_SECRET_ACCESS_KEY is not; set both or neither"
+        )),
+        (None, Some(_)) => Err(format!(
+            "SNAPFERRY_{side}_SECRET_ACCESS_KEY is set but SNAPFERRY_{side}_ACCESS_KEY_ID is not; set both or neither"
+        )),
+    }
+}
+
+fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
+    let Some(ep) = ep else { return Ok(()) };
+    if !matches!(loc, Location::S3 { .. }) {
+        return Err(format!("{flag} applies to s3:// locations only; remove it or use an s3:// URL"));
+    }
+    let rest = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+        .ok_or_else(|| format!("{flag} {ep:?} must start with http:// or https://, e.g. http://127.0.0.1:9000"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("{flag} {ep:?} has no host; write e.g. http://127.0.0.1:9000"));
+    }
+    if let Some((_, port)) = host.rsplit_once(':') {
+        if !host.ends_with(']') && port.parse::<u16>().is_err() {
+            return Err(format!("{flag} {ep:?} has a bad port {port:?}; use a number 1..65535"));
+        }
+    }
+    Ok(())
+}
+
+impl SyncArgs {
+    /// Checks every argument; the error is one line naming the problem and the fix.
+    pub fn validate(&self) -> Result<Plan, String> {
+        let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
+        let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
+        check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
+        check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
+        if src == dst && self.src_endpoint == self.dst_endpoint {
+            return Err("source and destination are the same location; give two different ones".into());
+        }
+        let part_size = parse_size(&self.part_size).map_err(|e| format!("--part-size: {e}"))?;
+        let multipart_threshold =
+            parse_size(&self.multipart_threshold).map_err(|e| format!("--multipart-threshold: {e}"))?;
+        let bwlimit = match &self.bwlimit {
+            Some(b) => Some(parse_rate(b).map_err(|e| format!("--bwlimit: {e}"))?),
+            None => None,
+        };
+        if self.tpslimit == Some(0) {
+            return Err("--tpslimit 0 would send nothing; give a positive number or leave it out".into());
+        }
+        let opts = SyncOptions {
+            concurrency: self.concurrency,
+            part_size,
+            multipart_threshold,
+            bwlimit,
+            tpslimit: self.tpslimit,
+            delete: self.delete,
+            dry_run: self.dry_run,
+            ..SyncOptions::default()
+        };
+        opts.validate().map_err(|e| e.to_string())?;
+        if let Some(p) = &self.report {
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(d) = parent {
+                if !d.is_dir() {
+                    return Err(format!(
+                        "--report {}: directory {} does not exist; create it or choose another path",
+                        p.display(),
+                        d.display()
+                    ));
+                }
+            }
+            if p.is_dir() {
+                return Err(format!("--report {} is a directory; give a file path", p.display()));
+            }
+        }
+        let side = |loc: &Location, endpoint: &Option<String>, region: &Option<String>, name: &str| {
+            Ok::<_, String>(SideArgs {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                credentials: if matches!(loc, Location::S3 { .. }) { credentials(name)? } else { None },
+            })
+        };
+        Ok(Plan {
+            src_side: side(&src, &self.src_endpoint, &self.src_region, "SRC")?,
+            dst_side: side(&dst, &self.dst_endpoint, &self.dst_region, "DST")?,
+            src,
+            dst,
+            opts,
+            report_path: self.report.clone(),
+            progress: self.progress,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The `snapferry` binary: parses arguments, validates them into engine options,
+//! renders progress and reports, and maps outcomes to exit codes. No copy logic here.
+//!
+//! Exit codes (a contract with scripts): 0 everything in sync; 1 some objects failed
+//! (listed in the report) or the run was interrupted; 2 bad usage or configuration;
+//! 3 cannot reach or authenticate to a store.
+
+mod args;
+mod progress;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use snapferry_engine::location::Location;
+use snapferry_engine::pipeline::{Report, SyncRun};
+use snapferry_engine::store::fs::FsStore;
+use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
+use snapferry_engine::store::Store;
+use snapferry_engine::Error;
+
+use args::{Cli, Command, SideArgs, SyncArgs};
+
+const EXIT_OK: u8 = 0;
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_STORE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("snapferry: error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Sync(mut a) => {
+                a.verbose = cli.verbose;
+                sync(a).await
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+fn init_logging(verbose: u8) {
+    // Only our own crates log: SDK internals at debug/trace can include request
+    // headers, and secrets must never reach a log.
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("SNAPFERRY_LOG")
+        .unwrap_or_else(|_| format!("warn,snapferry={level},snapferry_engine={level}"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// One clear line on stderr and the exit code.
+fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {
+    eprintln!("snapferry: error: {msg}");
+    code
+}
+
+fn exit_code_for(e: &Error) -> u8 {
+    match e {
+        Error::InvalidInput(_) => EXIT_USAGE,
+        e if e.is_store_access() => EXIT_STORE,
+        Error::Timeout(_) => EXIT_STORE,
+        _ => EXIT_FAILED,
+    }
+}
+
+async fn open_store(side: &str, loc: &Location, s: &SideArgs) -> Result<Arc<dyn Store>, Error> {
+    match loc {
+        Location::S3 { bucket, prefix } => {
+            let cfg = S3Config {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                credentials: s.credentials.as_ref().map(|c| StaticCredentials {
+                    access_key_id: c.0.clone(),
+                    secret_access_key: c.1.clone(),
+                    session_token: c.2.clone(),
+                }),
+            };
+            let st = S3Store::connect(cfg).await?;
+            tracing::debug!("{side}: {}", st.describe());
+            Ok(Arc::new(st))
+        }
+        Location::Fs { path } => Ok(Arc::new(FsStore::new(path.clone()))),
+    }
+}
+
+async fn sync(a: SyncArgs) -> u8 {
+    // 1. Everything the user typed is checked before any store is contacted.
+    let plan = match a.validate() {
+        Ok(p) => p,
+        Err(msg) => return fail(EXIT_USAGE, msg),
+    };
+    // 2. Stores: built, then preflighted (reachable, authenticated, bucket exists).
+    let src = match open_store("source", &plan.src, &plan.src_side).await {
+        Ok(s) => s,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    let dst = match open_store("destination", &plan.dst, &plan.dst_side).await {
+        Ok(s) => s,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    let observer = Arc::new(progress::Printer::new(plan.opts.dry_run, a.verbose > 0));
+    let run = SyncRun::new(src.clone(), dst.clone(), plan.opts.clone(), observer.clone());
+    if let Err(e) = run.preflight().await {
+        return fail(exit_code_for(&e), e);
+    }
+    eprintln!(
+        "snapferry: sync {} -> {}{}",
+        src.describe(),
+        dst.describe(),
+        if plan.opts.dry_run { " (dry run: nothing will be written)" } else { "" }
+    );
+    // 3. Run, with progress and Ctrl-C / SIGTERM handling.
+    let handle = run.handle();
+    let signals = tokio::spawn(progress::on_signal(handle.cancel.clone()));
+    let display = progress::spawn(handle.counters.clone(), plan.progress, handle.cancel.clone());
+    let result = run.run().await;
+    display.finish().await;
+    signals.abort();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    // 4. Report and exit code.
+    print_summary(&report);
+    if let Some(path) = &plan.report_path {
+        if let Err(e) = write_report(path, &report) {
+            return fail(EXIT_FAILED, format!("cannot write the report to {}: {e}", path.display()));
+        }
+    }
+    if report.fatal_error.is_some() || report.interrupted || report.failed_objects > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn print_summary(r: &Report) {
+    let mut err = std::io::stderr().lock();
+    if let Some(f) = &r.fatal_error {
+        let _ = writeln!(err, "snapferry: error: the run stopped: {f}");
+    }
+    for f in r.failures.iter().take(20) {
+        let _ = writeln!(err, "snapferry: failed: {}: {}", f.key, f.reason);
+    }
+    if r.failures.len() > 20 {
+        let _ = writeln!(err, "snapferry: … and {} more failures (see --report)", r.failed_objects - 20);
+    }
+    let _ = writeln!(
+        err,
+        "snapferry: {}copied {} objects ({}), skipped {}, deleted {}, failed {} in {:.1}s ({}/s){}",
+        if r.dry_run { "dry run: would have " } else { "" },
+        if r.dry_run { r.planned_copy_objects } else { r.copied_objects },
+        progress::human(if r.dry_run { r.planned_copy_bytes } else { r.copied_bytes }),
+        r.skipped_objects,
+        if r.dry_run { r.planned_delete_objects } else { r.deleted_objects },
+        r.failed_objects,
+        r.duration_seconds,
+        progress::human(r.throughput_bytes_per_second as u64),
+        if r.interrupted { " — interrupted" } else { "" },
+    );
+}
+
+fn write_report(path: &std::path::Path, r: &Report) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+    // Atomic: a reader never sees a half-written report.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,176 @@
+//! Progress display, dry-run plan printing and signal handling.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use snapferry_engine::pipeline::{Event, Observer};
+use snapferry_engine::stats::Counters;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::ProgressMode;
+
+/// Human-readable binary size.
+pub fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Prints the plan in dry-run mode (stdout, one action per line) and events with -v.
+pub struct Printer {
+    dry_run: bool,
+    verbose: bool,
+}
+
+impl Printer {
+    pub fn new(dry_run: bool, verbose: bool) -> Self {
+        Printer { dry_run, verbose }
+    }
+}
+
+impl Observer for Printer {
+    fn event(&self, e: &Event) {
+        let mut out = std::io::stdout().lock();
+        match e {
+            Event::PlanCopy { key, size, reason } => {
+                let _ = writeln!(out, "copy   {key} ({}): {reason}", human(*size));
+            }
+            Event::PlanDelete { key } => {
+                let _ = writeln!(out, "delete {key}: not in source");
+            }
+            Event::StaleUpload { key, aborted } => {
+                let _ = writeln!(
+                    out,
+                    "{} {key}: incomplete multipart upload left by an earlier run",
+                    if *aborted { "abort " } else { "would abort" }
+                );
+            }
+            Event::Copied { key, size } if self.verbose && !self.dry_run => {
+                let _ = writeln!(out, "copied {key} ({})", human(*size));
+            }
+            Event::Deleted { key } if self.verbose => {
+                let _ = writeln!(out, "deleted {key}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Cancels the run on Ctrl-C or SIGTERM (a second Ctrl-C exits at once).
+pub async fn on_signal(cancel: CancellationToken) {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(1);
+    }
+}
+
+/// A running progress display.
+pub struct Display {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Display {
+    pub async fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+fn line(c: &Counters, started: Instant) -> String {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let el = started.elapsed().as_secs_f64().max(0.001);
+    format!(
+        "{} of {} moved ({}/s); objects: {} listed, {} copied, {} skipped, {} failed",
+        human(g(&c.transferred_bytes)),
+        human(g(&c.planned_bytes)),
+        human((g(&c.transferred_bytes) as f64 / el) as u64),
+        g(&c.listed_objects),
+        g(&c.copied_objects),
+        g(&c.skipped_objects),
+        g(&c.failed_objects),
+    )
+}
+
+/// Starts the display for `mode`.
+pub fn spawn(counters: Arc<Counters>, mode: ProgressMode, _cancel: CancellationToken) -> Display {
+    let stop = CancellationToken::new();
+    let tty = std::io::stderr().is_terminal();
+    let task = match (mode, tty) {
+        (ProgressMode::Never, _) => None,
+        (_, true) => {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let stop2 = stop.clone();
+            Some(tokio::spawn(async move {
+                let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                loop {
+                    bar.set_length(g(&counters.planned_bytes));
+                    bar.set_position(g(&counters.transferred_bytes));
+                    bar.set_message(format!(
+                        "{} copied, {} skipped, {} failed",
+                        g(&counters.copied_objects),
+                        g(&counters.skipped_objects),
+                        g(&counters.failed_objects)
+                    ));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = stop2.cancelled() => break,
+                    }
+                }
+                bar.finish_and_clear();
+            }))
+        }
+        (_, false) => {
+            let stop2 = stop.clone();
+            let started = Instant::now();
+            // Not a terminal: periodic lines (log files, CronJobs); `always` makes them
+            // once a second, `auto` every 10 s.
+            let every = if mode == ProgressMode::Always { 1 } else { 10 };
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(every)) => {
+                            eprintln!("snapferry: progress: {}", line(&counters, started));
+                        }
+                        _ = stop2.cancelled() => break,
+                    }
+                }
+            }))
+        }
+    };
+    Display { stop, task }
+}

@@ -1,0 +1,212 @@
+//! Counters and latency histograms shared by every stage.
+//!
+//! Counters are atomics, read by the CLI's progress display while the run goes on.
+//! Latencies go into one hdrhistogram per request kind (microseconds, 3 significant
+//! digits), summarised in the report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The kinds of request (and stages) that are counted and timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A listing page (source or destination).
+    List,
+    /// HEAD of a destination object, made only when a listing cannot decide.
+    Head,
+    /// Ranged GET of the source.
+    Get,
+    /// Single PUT.
+    Put,
+    /// CreateMultipartUpload.
+    CreateMultipart,
+    /// UploadPart.
+    UploadPart,
+    /// CompleteMultipartUpload.
+    CompleteMultipart,
+    /// AbortMultipartUpload.
+    AbortMultipart,
+    /// ListMultipartUploads.
+    ListUploads,
+    /// DeleteObject.
+    Delete,
+}
+
+impl Kind {
+    const ALL: [Kind; 10] = [
+        Kind::List,
+        Kind::Head,
+        Kind::Get,
+        Kind::Put,
+        Kind::CreateMultipart,
+        Kind::UploadPart,
+        Kind::CompleteMultipart,
+        Kind::AbortMultipart,
+        Kind::ListUploads,
+        Kind::Delete,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::List => "list",
+            Kind::Head => "head",
+            Kind::Get => "get",
+            Kind::Put => "put",
+            Kind::CreateMultipart => "create_multipart",
+            Kind::UploadPart => "upload_part",
+            Kind::CompleteMultipart => "complete_multipart",
+            Kind::AbortMultipart => "abort_multipart",
+            Kind::ListUploads => "list_multipart_uploads",
+            Kind::Delete => "delete",
+        }
+    }
+
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters of a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Source objects seen in the listing.
+    pub listed_objects: AtomicU64,
+    /// Objects planned for copy.
+    pub planned_objects: AtomicU64,
+    /// Bytes planned for copy.
+    pub planned_bytes: AtomicU64,
+    /// Objects copied and verified.
+    pub copied_objects: AtomicU64,
+    /// Bytes of objects copied and verified.
+    pub copied_bytes: AtomicU64,
+    /// Bytes uploaded so far (parts included, verified or not yet): the progress figure.
+    pub transferred_bytes: AtomicU64,
+    /// Objects already in sync.
+    pub skipped_objects: AtomicU64,
+    /// Objects deleted from the destination.
+    pub deleted_objects: AtomicU64,
+    /// Objects that failed.
+    pub failed_objects: AtomicU64,
+    /// Retries made, all kinds.
+    pub retries: AtomicU64,
+}
+
+impl Counters {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Latency histograms and request counts per [`Kind`].
+pub struct Latencies {
+    hists: Vec<Mutex<Histogram<u64>>>,
+    requests: Vec<AtomicU64>,
+}
+
+impl std::fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Latencies")
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            hists: Kind::ALL
+                .iter()
+                // 1 µs .. 1 hour, 3 significant digits: fixed, small allocation.
+                .map(|_| {
+                    Mutex::new(
+                        Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                            .expect("static histogram bounds are valid"),
+                    )
+                })
+                .collect(),
+            requests: Kind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// One kind's latency summary, in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencySummary {
+    /// Requests timed.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Latencies {
+    /// Records one request's latency (one attempt).
+    pub fn record(&self, kind: Kind, d: Duration) {
+        self.requests[kind.idx()].fetch_add(1, Ordering::Relaxed);
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        if let Ok(mut h) = self.hists[kind.idx()].lock() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// Requests issued per kind.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        Kind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), self.requests[k.idx()].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Summaries of every kind that saw at least one request.
+    pub fn summaries(&self) -> BTreeMap<String, LatencySummary> {
+        let mut out = BTreeMap::new();
+        for k in Kind::ALL {
+            let Ok(h) = self.hists[k.idx()].lock() else { continue };
+            if h.is_empty() {
+                continue;
+            }
+            let ms = |v: u64| v as f64 / 1000.0;
+            out.insert(
+                k.name().to_string(),
+                LatencySummary {
+                    count: h.len(),
+                    p50_ms: ms(h.value_at_quantile(0.5)),
+                    p90_ms: ms(h.value_at_quantile(0.9)),
+                    p99_ms: ms(h.value_at_quantile(0.99)),
+                    max_ms: ms(h.max()),
+                },
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_reflect_recorded_latencies() {
+        let l = Latencies::default();
+        for ms in 1..=100u64 {
+            l.record(Kind::Get, Duration::from_millis(ms));
+        }
+        let s = l.summaries();
+        let g = &s["get"];
+        assert_eq!(g.count, 100);
+        assert!((g.p50_ms - 50.0).abs() < 1.0, "{g:?}");
+        assert!((g.p99_ms - 99.0).abs() < 1.0, "{g:?}");
+        assert!(!s.contains_key("put"));
+        assert_eq!(l.request_counts()["get"], 100);
+    }
+}

@@ -1,0 +1,534 @@
+//! `fs`: a local directory as a store.
+//!
+//! A real backend (staging, air-gapped moves, the README's first command), not a test
+//! double. Design points:
+//! - Writes are atomic: bytes go to a hidden temp file in the target directory, are
+//!   fsynced, read back and checked against the caller's CRC32, and only then renamed
+//!   over the key. An interrupted run never leaves a half-written object under a key.
+//! - Multipart uploads live under `<root>/.snapferry-uploads/<id>/` until completed or
+//!   aborted, so a killed run's upload can be found and aborted by the next run.
+//! - The source version is recorded in `user.snapferry-*` extended attributes, and the
+//!   file mtime is set to the source LastModified; listings read both, so the differ
+//!   decides without extra calls.
+//! - Listing walks directories depth-first, ordering each directory's entries by name
+//!   with `/` appended to directory names, which yields exactly the byte order of the
+//!   relative keys (`a-c` < `a/b`) while holding only one directory's names per level.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord, Store};
+use crate::error::{Error, Result};
+
+/// Name prefix of everything the fs backend keeps for itself; never listed or copied.
+const INTERNAL_PREFIX: &str = ".snapferry-";
+const UPLOADS_DIR: &str = ".snapferry-uploads";
+const XATTR_PREFIX: &str = "user.";
+
+/// A local directory store.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// A store rooted at `root` (created on first write if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsStore { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps a relative key to a path, refusing keys a directory tree cannot hold safely.
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        if key.is_empty() || key.ends_with('/') {
+            return Err(Error::InvalidInput(format!(
+                "key {key:?} ends with '/' (a directory marker) and cannot be stored as a file"
+            )));
+        }
+        let mut p = self.root.clone();
+        for comp in key.split('/') {
+            if comp.is_empty() || comp == "." || comp == ".." || comp.contains('\0') {
+                return Err(Error::InvalidInput(format!(
+                    "key {key:?} has an empty, '.' or '..' path segment and cannot be stored as a file"
+                )));
+            }
+            if comp.starts_with(INTERNAL_PREFIX) {
+                return Err(Error::InvalidInput(format!(
+                    "key {key:?} uses the reserved name prefix {INTERNAL_PREFIX}"
+                )));
+            }
+            p.push(comp);
+        }
+        Ok(p)
+    }
+
+    fn uploads_dir(&self) -> PathBuf {
+        self.root.join(UPLOADS_DIR)
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf> {
+        if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::InvalidInput(format!("bad upload id {upload_id:?}")));
+        }
+        Ok(self.uploads_dir().join(upload_id))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("blocking task failed: {e}")))?
+}
+
+fn mtime_ms(md: &fs::Metadata) -> Option<i64> {
+    let t = md.modified().ok()?;
+    Some(match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    })
+}
+
+fn read_record(path: &Path) -> Option<SourceRecord> {
+    // Missing xattr support (ENOTSUP) simply means no record: the differ then uses the
+    // size + mtime fallback, and we set the mtime to the source's on write.
+    let get = |name: &str| -> Option<String> {
+        xattr::get(path, format!("{XATTR_PREFIX}{name}"))
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    let etag = get(super::META_SRC_ETAG);
+    let mtime = get(super::META_SRC_MTIME);
+    let pairs: Vec<(&str, &str)> = [
+        (super::META_SRC_ETAG, etag.as_deref()),
+        (super::META_SRC_MTIME, mtime.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    SourceRecord::from_metadata(pairs)
+}
+
+fn meta_of(key: String, path: &Path, md: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: md.len(),
+        mtime_ms: mtime_ms(md),
+        etag: None,
+        record: read_record(path),
+    }
+}
+
+fn apply_options(path: &Path, opts: &PutOptions) -> Result<()> {
+    for (k, v) in &opts.metadata {
+        if let Err(e) = xattr::set(path, format!("{XATTR_PREFIX}{k}"), v.as_bytes()) {
+            // Not fatal: the mtime below still records the source version.
+            tracing::debug!("cannot set xattr on {}: {e}", path.display());
+        }
+    }
+    if let Some(ms) = opts.mtime_ms {
+        let t = if ms >= 0 {
+            UNIX_EPOCH + Duration::from_millis(ms as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+        };
+        filetime::set_file_mtime(path, filetime::FileTime::from_system_time(t))?;
+    }
+    Ok(())
+}
+
+fn crc_of_file(path: &Path) -> Result<(u32, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((h.finalize(), n_total))
+}
+
+fn temp_path_near(target: &Path) -> PathBuf {
+    let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+    dir.join(format!("{INTERNAL_PREFIX}tmp-{:016x}", rand::random::<u64>()))
+}
+
+/// Writes `data` to a temp file beside `target`, fsyncs it and returns the temp path.
+fn write_temp(target: &Path, data: &[u8]) -> Result<PathBuf> {
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = temp_path_near(target);
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let res = f.write_all(data).and_then(|_| f.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    Ok(tmp)
+}
+
+/// Reads `tmp` back and checks its CRC32 and length; removes it on mismatch.
+fn verify_file(tmp: &Path, crc32: u32, len: u64, what: &str) -> Result<()> {
+    let (got, n) = crc_of_file(tmp)?;
+    if got != crc32 || n != len {
+        let _ = fs::remove_file(tmp);
+        return Err(Error::ChecksumMismatch(format!(
+            "{what}: wrote {n} bytes with crc32 {got:08x}, expected {len} bytes with crc32 {crc32:08x}"
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the uploads directory once no upload is left in it.
+fn remove_if_empty(dir: Option<&Path>) {
+    if let Some(d) = dir {
+        let _ = fs::remove_dir(d); // fails (harmlessly) while other uploads remain
+    }
+}
+
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
+    let mut v = Vec::new();
+    for ent in fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = match ent.file_name().into_string() {
+            Ok(n) => n,
+            Err(n) => {
+                tracing::warn!("skipping non-UTF-8 file name {:?} in {}", n, dir.display());
+                continue;
+            }
+        };
+        if name.starts_with(INTERNAL_PREFIX) {
+            continue;
+        }
+        let ft = ent.file_type()?;
+        let is_dir = if ft.is_symlink() {
+            fs::metadata(ent.path()).map(|m| m.is_dir()).unwrap_or(false)
+        } else {
+            ft.is_dir()
+        };
+        v.push((name, is_dir));
+    }
+    // Directories sort as "name/" so that the walk yields keys in byte order.
+    v.sort_by(|a, b| {
+        let ka = a.0.as_bytes().iter().chain(if a.1 { &b"/"[..] } else { &b""[..] });
+        let kb = b.0.as_bytes().iter().chain(if b.1 { &b"/"[..] } else { &b""[..] });
+        ka.cmp(kb)
+    });
+    Ok(v)
+}
+
+/// The blocking walk behind [`FsStore::list`]; sends entries into `tx` in key order.
+fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<ObjectMeta>>) {
+    if !root.exists() {
+        return; // an absent root is an empty store (a destination not created yet)
+    }
+    // Stack of (relative dir prefix, entries, next index).
+    let mut stack: Vec<(String, Vec<(String, bool)>, usize)> = Vec::new();
+    match sorted_entries(&root) {
+        Ok(v) => stack.push((String::new(), v, 0)),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e.into()));
+            return;
+        }
+    }
+    while let Some((prefix, entries, idx)) = stack.last_mut() {
+        if *idx >= entries.len() {
+            stack.pop();
+            continue;
+        }
+        let (name, is_dir) = entries[*idx].clone();
+        *idx += 1;
+        let rel = format!("{prefix}{name}");
+        let path = root.join(&rel);
+        if let Some(after) = &start_after {
+            // Skip whole subtrees that sort entirely at or before `after`.
+            let subtree_done = is_dir && !after.starts_with(&format!("{rel}/")) && format!("{rel}/").as_str() < after.as_str();
+            if subtree_done || (!is_dir && rel.as_str() <= after.as_str()) {
+                continue;
+            }
+        }
+        if is_dir {
+            match sorted_entries(&path) {
+                Ok(v) => stack.push((format!("{rel}/"), v, 0)),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            }
+            continue;
+        }
+        let item = fs::metadata(&path)
+            .map(|md| meta_of(rel, &path, &md))
+            .map_err(Error::from);
+        if tx.blocking_send(item).is_err() {
+            return; // the consumer went away
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FsStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn listing_has_records(&self) -> bool {
+        true
+    }
+
+    fn list(&self, start_after: Option<String>) -> ListStream<'_> {
+        let (tx, rx) = mpsc::channel(1024);
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || walk(root, start_after, tx));
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || match fs::metadata(&path) {
+            Ok(md) if md.is_file() => Ok(Some(meta_of(key, &path, &md))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, _if_match: Option<&str>) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            use std::io::{Seek, SeekFrom};
+            let mut f = File::open(&path)?;
+            let len = range.end.saturating_sub(range.start) as usize;
+            let mut buf = vec![0u8; len];
+            f.seek(SeekFrom::Start(range.start))?;
+            f.read_exact(&mut buf).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::SourceChanged(format!("{key}: file is shorter than listed"))
+                } else {
+                    e.into()
+                }
+            })?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
+        let target = self.path_of(key)?;
+        let opts = opts.clone();
+        let key = key.to_string();
+        blocking(move || {
+            let tmp = write_temp(&target, &data)?;
+            verify_file(&tmp, crc32, data.len() as u64, &key)?;
+            apply_options(&tmp, &opts)?;
+            fs::rename(&tmp, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_multipart(&self, key: &str, _opts: &PutOptions) -> Result<String> {
+        self.path_of(key)?;
+        let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let dir = self.upload_dir(&id)?;
+        let key = key.to_string();
+        blocking(move || {
+            fs::create_dir_all(&dir)?;
+            fs::write(dir.join("key"), key.as_bytes())?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc32: u32,
+    ) -> Result<CompletedPart> {
+        let dir = self.upload_dir(upload_id)?;
+        let what = format!("{key} part {number}");
+        blocking(move || {
+            if !dir.join("key").exists() {
+                return Err(Error::NotFound(format!("{what}: upload no longer exists")));
+            }
+            let target = dir.join(format!("part-{number:05}"));
+            let tmp = write_temp(&target, &data)?;
+            verify_file(&tmp, crc32, data.len() as u64, &what)?;
+            fs::rename(&tmp, &target)?;
+            Ok(CompletedPart {
+                number,
+                etag: format!("{crc32:08x}"),
+                crc32,
+                size: data.len() as u64,
+            })
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        opts: &PutOptions,
+    ) -> Result<()> {
+        let target = self.path_of(key)?;
+        let dir = self.upload_dir(upload_id)?;
+        let parts = parts.to_vec();
+        let opts = opts.clone();
+        let key = key.to_string();
+        blocking(move || {
+            if let Some(d) = target.parent() {
+                fs::create_dir_all(d)?;
+            }
+            let tmp = temp_path_near(&target);
+            let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let res = (|| -> Result<()> {
+                for p in &parts {
+                    let mut f = File::open(dir.join(format!("part-{:05}", p.number)))?;
+                    let mut h = crc32fast::Hasher::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut n_total = 0u64;
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                        out.write_all(&buf[..n])?;
+                        n_total += n as u64;
+                    }
+                    let got = h.finalize();
+                    if got != p.crc32 || n_total != p.size {
+                        return Err(Error::ChecksumMismatch(format!(
+                            "{key} part {}: stored part has crc32 {got:08x}/{n_total} bytes, expected {:08x}/{}",
+                            p.number, p.crc32, p.size
+                        )));
+                    }
+                }
+                out.sync_all()?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            drop(out);
+            apply_options(&tmp, &opts)?;
+            fs::rename(&tmp, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+            fs::remove_dir_all(&dir)?;
+            remove_if_empty(dir.parent());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        let dir = self.upload_dir(upload_id)?;
+        blocking(move || {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            remove_if_empty(dir.parent());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
+        let dir = self.uploads_dir();
+        blocking(move || {
+            let mut out = Vec::new();
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            for ent in rd {
+                let ent = ent?;
+                let id = ent.file_name().to_string_lossy().into_owned();
+                let key = fs::read_to_string(ent.path().join("key")).unwrap_or_default();
+                out.push(PendingUpload { key, upload_id: id });
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            // Remove directories left empty, up to (not including) the root.
+            let mut dir = path.parent().map(Path::to_path_buf);
+            while let Some(d) = dir {
+                if d == root || fs::remove_dir(&d).is_err() {
+                    break;
+                }
+                dir = d.parent().map(Path::to_path_buf);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn preflight(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || match fs::metadata(&root) {
+            Ok(md) if md.is_dir() => Ok(()),
+            Ok(_) => Err(Error::InvalidInput(format!(
+                "{} is not a directory; give a directory path",
+                root.display()
+            ))),
+            // A missing root is fine: a source lists empty, a destination is created.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+}
+
+/// The current time in Unix milliseconds (used by tests and reports).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,212 @@
+//! The storage abstraction: one small trait, one module per backend.
+//!
+//! Signatures use only our own types ([`ObjectMeta`], [`PutOptions`], ...), never SDK
+//! output types, so the pipeline is the same for every backend and a new backend (the
+//! native `oss` one comes next) plugs in by implementing [`Store`].
+//!
+//! Keys passed to and returned by a store are *relative* to the store's root (the
+//! prefix of the URL the user gave). Listings are streams in byte order of those
+//! relative keys; nothing here ever materialises a whole listing.
+
+pub mod fs;
+pub mod s3;
+
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::Result;
+
+/// The user-metadata names under which the source version is recorded on the
+/// destination. Hyphenated, lower-case, no `_`: valid for S3, OSS (`x-oss-meta-*`) and
+/// as xattr suffixes.
+pub const META_SRC_ETAG: &str = "snapferry-src-etag";
+/// See [`META_SRC_ETAG`]: the source LastModified, Unix milliseconds.
+pub const META_SRC_MTIME: &str = "snapferry-src-mtime";
+
+/// The version of a source object that a destination object was copied from, as
+/// recorded in the destination's user metadata at copy time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceRecord {
+    /// The source ETag (normalised: no quotes, lower-case), if the source had one.
+    pub etag: Option<String>,
+    /// The source LastModified in Unix milliseconds, if known.
+    pub mtime_ms: Option<i64>,
+}
+
+impl SourceRecord {
+    /// Parses the record from user metadata pairs; `None` when nothing was recorded.
+    pub fn from_metadata<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let mut rec = SourceRecord::default();
+        let mut any = false;
+        for (k, v) in pairs {
+            if k.eq_ignore_ascii_case(META_SRC_ETAG) {
+                rec.etag = Some(v.to_string());
+                any = true;
+            } else if k.eq_ignore_ascii_case(META_SRC_MTIME) {
+                rec.mtime_ms = v.parse().ok();
+                any = true;
+            }
+        }
+        any.then_some(rec)
+    }
+
+    /// The user metadata pairs that record this source version.
+    pub fn to_metadata(&self) -> Vec<(String, String)> {
+        let mut v = Vec::with_capacity(2);
+        if let Some(e) = &self.etag {
+            v.push((META_SRC_ETAG.to_string(), e.clone()));
+        }
+        if let Some(m) = self.mtime_ms {
+            v.push((META_SRC_MTIME.to_string(), m.to_string()));
+        }
+        v
+    }
+}
+
+/// What a listing or HEAD says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root, `/`-separated.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// LastModified in Unix milliseconds (S3/OSS have second granularity, fs has more).
+    pub mtime_ms: Option<i64>,
+    /// ETag, normalised (no quotes, lower-case). Multipart ETags keep their `-N` suffix.
+    pub etag: Option<String>,
+    /// The source version recorded in this object's user metadata, when the listing
+    /// carries it (fs does; S3 listings do not, so the differ HEADs when it must).
+    pub record: Option<SourceRecord>,
+}
+
+impl ObjectMeta {
+    /// The record a destination copy of this (source) object should carry.
+    pub fn as_record(&self) -> SourceRecord {
+        SourceRecord {
+            etag: self.etag.clone(),
+            mtime_ms: self.mtime_ms,
+        }
+    }
+}
+
+/// Normalises an ETag for comparison: strips quotes and weak markers, lower-cases.
+pub fn normalize_etag(raw: &str) -> String {
+    raw.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase()
+}
+
+/// Options for writing an object or starting a multipart upload.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// User metadata to store with the object (names without prefix).
+    pub metadata: Vec<(String, String)>,
+    /// The source LastModified, for backends that can set it (fs sets the file mtime).
+    pub mtime_ms: Option<i64>,
+}
+
+/// One uploaded part, as needed to complete the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// The ETag the store returned for the part.
+    pub etag: String,
+    /// CRC32 of the part's bytes, as we computed it and the store confirmed it.
+    pub crc32: u32,
+    /// Part length in bytes.
+    pub size: u64,
+}
+
+/// A multipart upload that was started and not completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Key relative to the store root.
+    pub key: String,
+    /// The store's upload id.
+    pub upload_id: String,
+}
+
+/// A stream of listing entries in byte order of their relative keys.
+pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<ObjectMeta>> + Send + 'a>>;
+
+/// The storage trait. Small on purpose; every method is one request (or one local
+/// operation) so that retries, rate limits and latency histograms wrap it uniformly.
+///
+/// Integrity contract: `put` and `upload_part` receive the CRC32 the caller computed over
+/// `data`, and must fail with [`crate::Error::ChecksumMismatch`] unless the store
+/// confirms that it holds exactly those bytes (the server validating a checksum header
+/// and echoing it, or a read-back for local files).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A human-readable description (`s3://bucket/prefix @ endpoint`), with no secrets.
+    fn describe(&self) -> String;
+
+    /// Lists every object under the root whose relative key is greater than
+    /// `start_after` (all when `None`), in byte order of relative keys. Resuming with the
+    /// last key seen is how a listing continues after a failed page.
+    fn list(&self, start_after: Option<String>) -> ListStream<'_>;
+
+    /// Whether listing entries carry the recorded source version ([`ObjectMeta::record`]).
+    /// When false, the differ HEADs a destination object whose listing cannot decide.
+    fn listing_has_records(&self) -> bool {
+        false
+    }
+
+    /// Fetches metadata (including the recorded source version) of one object.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Reads `range` of an object. Fails with `SourceChanged` if `if_match` (an ETag) no
+    /// longer matches, so that a rewritten source is never stitched from two versions.
+    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes>;
+
+    /// Writes a whole object atomically.
+    async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()>;
+
+    /// Starts a multipart upload; returns its id.
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
+
+    /// Uploads one part (1-based number).
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc32: u32,
+    ) -> Result<CompletedPart>;
+
+    /// Completes an upload from its parts in ascending order; the object appears atomically.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        opts: &PutOptions,
+    ) -> Result<()>;
+
+    /// Aborts an upload, discarding its parts.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+
+    /// Lists uploads started under the root and neither completed nor aborted.
+    async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>>;
+
+    /// Deletes one object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Checks that the store is reachable, the credentials work and the bucket exists.
+    async fn preflight(&self) -> Result<()>;
+}
+
+/// Checks a relative key for things no backend should accept from a listing.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(crate::Error::InvalidInput("empty object key".into()));
+    }
+    Ok(())
+}

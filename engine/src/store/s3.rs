@@ -1,0 +1,640 @@
+//! `s3`: any S3-compatible endpoint through aws-sdk-s3.
+//!
+//! - Custom endpoints use path-style addressing (MinIO and most S3-compatible servers
+//!   want it); AWS itself keeps virtual-hosted style.
+//! - The SDK's own retries are off: [`crate::retry`] is the one retry policy, so that
+//!   attempts are counted and bounded in one place.
+//! - The SDK's automatic request checksums (aws-chunked trailers) are off; we send the
+//!   CRC32 we computed while streaming as `x-amz-checksum-crc32` and require the server
+//!   to echo it (it rejects the request if the bytes do not match). Servers that ignore
+//!   checksum headers fall back to comparing the returned ETag with the MD5 of the bytes.
+//! - SDK errors are mapped to [`Error`] here and nowhere else.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use base64::Engine as _;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use super::{
+    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord,
+    Store,
+};
+use crate::error::{Error, Result};
+
+/// Static credentials for one side (from `SNAPFERRY_{SRC,DST}_*`).
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key; never printed (see the `Debug` impl).
+    pub secret_access_key: String,
+    /// Optional session token; never printed.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// How to reach one S3 bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Root prefix inside the bucket ("" or ending with `/`).
+    pub prefix: String,
+    /// Custom endpoint URL (path-style is used with it).
+    pub endpoint: Option<String>,
+    /// Region; a custom endpoint without one uses us-east-1.
+    pub region: Option<String>,
+    /// Static credentials; `None` uses the standard AWS chain.
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// An S3 bucket (and prefix) as a store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+}
+
+impl S3Store {
+    /// Builds the client. Loads the AWS credential/region chain only when it is needed.
+    pub async fn connect(cfg: S3Config) -> Result<Self> {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .build();
+        let region = match (&cfg.region, &cfg.endpoint) {
+            (Some(r), _) => Some(Region::new(r.clone())),
+            (None, Some(_)) => Some(Region::new("us-east-1")),
+            (None, None) => None,
+        };
+        let mut builder = match (&cfg.credentials, &region) {
+            (Some(c), Some(r)) => aws_sdk_s3::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(r.clone())
+                .credentials_provider(Credentials::new(
+                    c.access_key_id.clone(),
+                    c.secret_access_key.clone(),
+                    c.session_token.clone(),
+                    None,
+                    "snapferry-env",
+                )),
+            _ => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(r) = &region {
+                    loader = loader.region(r.clone());
+                }
+                if let Some(c) = &cfg.credentials {
+                    loader = loader.credentials_provider(Credentials::new(
+                        c.access_key_id.clone(),
+                        c.secret_access_key.clone(),
+                        c.session_token.clone(),
+                        None,
+                        "snapferry-env",
+                    ));
+                }
+                let sdk = loader.load().await;
+                let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+                if sdk.region().is_none() {
+                    b = b.region(Region::new("us-east-1"));
+                }
+                b
+            }
+        };
+        builder = builder
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ep) = &cfg.endpoint {
+            builder = builder.endpoint_url(ep.clone()).force_path_style(true);
+        }
+        Ok(S3Store {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: cfg.bucket,
+            prefix: cfg.prefix,
+            endpoint: cfg.endpoint,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn rel_key(&self, full: &str) -> Option<String> {
+        full.strip_prefix(self.prefix.as_str()).map(str::to_string)
+    }
+
+    fn ctx(&self, op: &str, key: &str) -> String {
+        format!("{op} s3://{}/{}{}", self.bucket, self.prefix, key)
+    }
+}
+
+fn crc_b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+/// Maps an SDK error into ours. `ctx` names the operation and object; no secrets.
+fn map_err<E>(ctx: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) => Error::Timeout(format!("{ctx}: request timed out")),
+        SdkError::DispatchFailure(d) => {
+            let text = format!("{}", DisplayErrorContext(&err));
+            if d.is_timeout() {
+                Error::Timeout(format!("{ctx}: {text}"))
+            } else if text.contains("onnection refused")
+                || text.contains("dns error")
+                || text.contains("failed to lookup")
+                || text.contains("certificate")
+            {
+                Error::Unreachable(format!("{ctx}: {}", short(&text)))
+            } else if d.is_io() {
+                Error::Timeout(format!("{ctx}: connection error: {}", short(&text)))
+            } else if text.contains("credentials") || text.contains("identity") {
+                Error::AccessDenied(format!("{ctx}: no usable credentials: {}", short(&text)))
+            } else {
+                Error::Unreachable(format!("{ctx}: {}", short(&text)))
+            }
+        }
+        SdkError::ResponseError(_) => Error::Server(format!(
+            "{ctx}: unreadable response: {}",
+            short(&DisplayErrorContext(&err).to_string())
+        )),
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let msg = se.err().message().unwrap_or("").to_string();
+            let detail = if code.is_empty() && msg.is_empty() {
+                format!("{ctx}: HTTP {status}")
+            } else {
+                format!("{ctx}: HTTP {status} {code}: {msg}")
+            };
+            match (status, code.as_str()) {
+                (_, "NoSuchBucket") => Error::NoSuchBucket(detail),
+                (_, "NoSuchKey") | (_, "NoSuchUpload") | (404, _) => Error::NotFound(detail),
+                (_, "PreconditionFailed") | (412, _) => Error::SourceChanged(detail),
+                (_, "SlowDown") | (429, _) | (503, _) => Error::Throttled {
+                    message: detail,
+                    retry_after: None,
+                },
+                (_, "InvalidAccessKeyId")
+                | (_, "SignatureDoesNotMatch")
+                | (_, "AccessDenied")
+                | (_, "ExpiredToken")
+                | (_, "InvalidToken")
+                | (401, _)
+                | (403, _) => Error::AccessDenied(detail),
+                (_, "BadDigest") | (_, "InvalidDigest") | (_, "XAmzContentChecksumMismatch") => {
+                    Error::ChecksumMismatch(detail)
+                }
+                (_, "RequestTimeout") | (408, _) => Error::Timeout(detail),
+                (s, _) if s >= 500 => Error::Server(detail),
+                _ => Error::Other(detail),
+            }
+        }
+        _ => {
+            let text = DisplayErrorContext(&err).to_string();
+            if text.contains("credentials") || text.contains("identity") {
+                Error::AccessDenied(format!(
+                    "{ctx}: no usable credentials (set SNAPFERRY_*_ACCESS_KEY_ID / _SECRET_ACCESS_KEY or an AWS profile): {}",
+                    short(&text)
+                ))
+            } else {
+                Error::Other(format!("{ctx}: {}", short(&text)))
+            }
+        }
+    }
+}
+
+/// Keeps error texts to one readable line.
+fn short(s: &str) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.len() > 300 {
+        let mut end = 300;
+        while !one.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &one[..end])
+    } else {
+        one
+    }
+}
+
+fn dt_ms(dt: Option<&aws_smithy_types::DateTime>) -> Option<i64> {
+    dt.and_then(|d| d.to_millis().ok())
+}
+
+/// Checks the server's echo of our CRC32, or (server ignores checksums) its MD5 ETag.
+fn verify_echo(
+    ctx: &str,
+    data: &[u8],
+    crc32: u32,
+    echoed: Option<&str>,
+    etag: Option<&str>,
+) -> Result<()> {
+    let want = crc_b64(crc32);
+    match echoed {
+        Some(got) if got == want => Ok(()),
+        Some(got) => Err(Error::ChecksumMismatch(format!(
+            "{ctx}: server stored crc32 {got}, we sent {want}"
+        ))),
+        None => {
+            let md5 = md5_hex(data);
+            match etag.map(normalize_etag) {
+                Some(e) if e == md5 => Ok(()),
+                Some(e) => Err(Error::ChecksumMismatch(format!(
+                    "{ctx}: server echoed no checksum and its ETag {e} is not the MD5 {md5} of the bytes sent"
+                ))),
+                None => Err(Error::ChecksumMismatch(format!(
+                    "{ctx}: server confirmed neither checksum nor ETag"
+                ))),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(ep) => format!("s3://{}/{} @ {}", self.bucket, self.prefix, ep),
+            None => format!("s3://{}/{}", self.bucket, self.prefix),
+        }
+    }
+
+    fn list(&self, start_after: Option<String>) -> ListStream<'_> {
+        struct St {
+            token: Option<String>,
+            buf: std::collections::VecDeque<ObjectMeta>,
+            done: bool,
+            start_after: Option<String>,
+        }
+        let init = St {
+            start_after,
+            token: None,
+            buf: Default::default(),
+            done: false,
+        };
+        Box::pin(futures::stream::unfold(init, move |mut st| async move {
+            loop {
+                if let Some(m) = st.buf.pop_front() {
+                    return Some((Ok(m), st));
+                }
+                if st.done {
+                    return None;
+                }
+                let mut req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .max_keys(1000);
+                if let Some(t) = &st.token {
+                    req = req.continuation_token(t);
+                } else if let Some(a) = &st.start_after {
+                    req = req.start_after(self.full_key(a));
+                }
+                match req.send().await {
+                    Ok(out) => {
+                        for o in out.contents() {
+                            let Some(full) = o.key() else { continue };
+                            let Some(key) = self.rel_key(full) else { continue };
+                            if key.is_empty() {
+                                continue; // the prefix "directory" marker itself
+                            }
+                            st.buf.push_back(ObjectMeta {
+                                key,
+                                size: o.size().unwrap_or(0).max(0) as u64,
+                                mtime_ms: dt_ms(o.last_modified()),
+                                etag: o.e_tag().map(normalize_etag),
+                                record: None,
+                            });
+                        }
+                        st.token = out.next_continuation_token().map(str::to_string);
+                        st.done = !out.is_truncated().unwrap_or(false) || st.token.is_none();
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(map_err(&self.ctx("list", ""), e)), st));
+                    }
+                }
+            }
+        }))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let res = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let record = out.metadata().and_then(|m| {
+                    SourceRecord::from_metadata(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                });
+                Ok(Some(ObjectMeta {
+                    key: key.to_string(),
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    mtime_ms: dt_ms(out.last_modified()),
+                    etag: out.e_tag().map(normalize_etag),
+                    record,
+                }))
+            }
+            Err(e) => match map_err(&self.ctx("head", key), e) {
+                Error::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes> {
+        let want = range.end.saturating_sub(range.start);
+        if want == 0 {
+            return Ok(Bytes::new());
+        }
+        let ctx = self.ctx("get", key);
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(e) = if_match {
+            req = req.if_match(format!("\"{e}\""));
+        }
+        let out = req.send().await.map_err(|e| map_err(&ctx, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Timeout(format!("{ctx}: body read failed: {}", short(&e.to_string()))))?
+            .into_bytes();
+        if body.len() as u64 != want {
+            return Err(Error::Timeout(format!(
+                "{ctx}: short read: got {} of {want} bytes",
+                body.len()
+            )));
+        }
+        Ok(body)
+    }
+
+    async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
+        let ctx = self.ctx("put", key);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_crc32(crc_b64(crc32))
+            .content_length(data.len() as i64)
+            .body(ByteStream::from(data.clone()));
+        for (k, v) in &opts.metadata {
+            req = req.metadata(k, v);
+        }
+        let out = req.send().await.map_err(|e| map_err(&ctx, e))?;
+        verify_echo(&ctx, &data, crc32, out.checksum_crc32(), out.e_tag())
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        let ctx = self.ctx("create-multipart", key);
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        for (k, v) in &opts.metadata {
+            req = req.metadata(k, v);
+        }
+        let out = req.send().await.map_err(|e| map_err(&ctx, e))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Server(format!("{ctx}: response had no UploadId")))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc32: u32,
+    ) -> Result<CompletedPart> {
+        let ctx = format!("{} part {number}", self.ctx("upload-part", key));
+        let size = data.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .checksum_crc32(crc_b64(crc32))
+            .content_length(size as i64)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .map_err(|e| map_err(&ctx, e))?;
+        verify_echo(&ctx, &data, crc32, out.checksum_crc32(), out.e_tag())?;
+        let etag = out
+            .e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Server(format!("{ctx}: response had no ETag")))?;
+        Ok(CompletedPart {
+            number,
+            etag,
+            crc32,
+            size,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        _opts: &PutOptions,
+    ) -> Result<()> {
+        let ctx = self.ctx("complete-multipart", key);
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        aws_sdk_s3::types::CompletedPart::builder()
+                            .part_number(p.number as i32)
+                            .e_tag(&p.etag)
+                            .checksum_crc32(crc_b64(p.crc32))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| map_err(&ctx, e))?;
+        // The server's whole-object checksum: either composite ("crc-of-crcs-N") or a
+        // full-object CRC32. Both are derived from the part CRCs without re-reading.
+        if let Some(got) = out.checksum_crc32() {
+            let composite = {
+                let mut h = crc32fast::Hasher::new();
+                for p in parts {
+                    h.update(&p.crc32.to_be_bytes());
+                }
+                format!("{}-{}", crc_b64(h.finalize()), parts.len())
+            };
+            let full = {
+                let mut h = crc32fast::Hasher::new();
+                for p in parts {
+                    h.combine(&crc32fast::Hasher::new_with_initial_len(p.crc32, p.size));
+                }
+                crc_b64(h.finalize())
+            };
+            if got != composite && got != full {
+                return Err(Error::ChecksumMismatch(format!(
+                    "{ctx}: server's object checksum {got} matches neither {composite} nor {full}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let ctx = self.ctx("abort-multipart", key);
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(&ctx, e) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
+        let ctx = self.ctx("list-multipart-uploads", "");
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix);
+            if let Some(k) = &key_marker {
+                req = req.key_marker(k);
+            }
+            if let Some(i) = &id_marker {
+                req = req.upload_id_marker(i);
+            }
+            let res = req.send().await.map_err(|e| map_err(&ctx, e))?;
+            for u in res.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    if let Some(rel) = self.rel_key(k) {
+                        out.push(PendingUpload {
+                            key: rel,
+                            upload_id: id.to_string(),
+                        });
+                    }
+                }
+            }
+            if !res.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = res.next_key_marker().map(str::to_string);
+            id_marker = res.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let ctx = self.ctx("delete", key);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(&ctx, e) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn preflight(&self) -> Result<()> {
+        let ctx = format!("list s3://{}/{}", self.bucket, self.prefix);
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match map_err(&ctx, e) {
+                Error::NoSuchBucket(_) => Error::NoSuchBucket(format!(
+                    "bucket {:?} does not exist{}; create it or fix the URL",
+                    self.bucket,
+                    self.endpoint
+                        .as_ref()
+                        .map(|e| format!(" at {e}"))
+                        .unwrap_or_default()
+                )),
+                other => other,
+            })
+    }
+}
