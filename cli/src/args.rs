@@ -144,19 +144,27 @@ fn credentials(side: &str) -> Result<Option<Creds>, String> {
 fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
     let Some(ep) = ep else { return Ok(()) };
     if !matches!(loc, Location::S3 { .. }) {
-        return Err(format!("{flag} applies to s3:// locations only; remove it or use an s3:// URL"));
+        return Err(format!(
+            "{flag} applies to s3:// locations only; remove it or use an s3:// URL"
+        ));
     }
     let rest = ep
         .strip_prefix("http://")
         .or_else(|| ep.strip_prefix("https://"))
-        .ok_or_else(|| format!("{flag} {ep:?} must start with http:// or https://, e.g. http://127.0.0.1:9000"))?;
+        .ok_or_else(|| {
+            format!("{flag} {ep:?} must start with http:// or https://, e.g. http://127.0.0.1:9000")
+        })?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() {
-        return Err(format!("{flag} {ep:?} has no host; write e.g. http://127.0.0.1:9000"));
+        return Err(format!(
+            "{flag} {ep:?} has no host; write e.g. http://127.0.0.1:9000"
+        ));
     }
     if let Some((_, port)) = host.rsplit_once(':') {
         if !host.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err(format!("{flag} {ep:?} has a bad port {port:?}; use a number 1..65535"));
+            return Err(format!(
+                "{flag} {ep:?} has a bad port {port:?}; use a number 1..65535"
+            ));
         }
     }
     Ok(())
@@ -170,17 +178,21 @@ impl SyncArgs {
         check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
         check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
         if src == dst && self.src_endpoint == self.dst_endpoint {
-            return Err("source and destination are the same location; give two different ones".into());
+            return Err(
+                "source and destination are the same location; give two different ones".into(),
+            );
         }
         let part_size = parse_size(&self.part_size).map_err(|e| format!("--part-size: {e}"))?;
-        let multipart_threshold =
-            parse_size(&self.multipart_threshold).map_err(|e| format!("--multipart-threshold: {e}"))?;
+        let multipart_threshold = parse_size(&self.multipart_threshold)
+            .map_err(|e| format!("--multipart-threshold: {e}"))?;
         let bwlimit = match &self.bwlimit {
             Some(b) => Some(parse_rate(b).map_err(|e| format!("--bwlimit: {e}"))?),
             None => None,
         };
         if self.tpslimit == Some(0) {
-            return Err("--tpslimit 0 would send nothing; give a positive number or leave it out".into());
+            return Err(
+                "--tpslimit 0 would send nothing; give a positive number or leave it out".into(),
+            );
         }
         let opts = SyncOptions {
             concurrency: self.concurrency,
@@ -205,16 +217,24 @@ impl SyncArgs {
                 }
             }
             if p.is_dir() {
-                return Err(format!("--report {} is a directory; give a file path", p.display()));
+                return Err(format!(
+                    "--report {} is a directory; give a file path",
+                    p.display()
+                ));
             }
         }
-        let side = |loc: &Location, endpoint: &Option<String>, region: &Option<String>, name: &str| {
-            Ok::<_, String>(SideArgs {
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                credentials: if matches!(loc, Location::S3 { .. }) { credentials(name)? } else { None },
-            })
-        };
+        let side =
+            |loc: &Location, endpoint: &Option<String>, region: &Option<String>, name: &str| {
+                Ok::<_, String>(SideArgs {
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    credentials: if matches!(loc, Location::S3 { .. }) {
+                        credentials(name)?
+                    } else {
+                        None
+                    },
+                })
+            };
         Ok(Plan {
             src_side: side(&src, &self.src_endpoint, &self.src_region, "SRC")?,
             dst_side: side(&dst, &self.dst_endpoint, &self.dst_region, "DST")?,

@@ -30,7 +30,10 @@ const EXIT_STORE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("snapferry: error: cannot start the async runtime: {e}");
@@ -118,7 +121,12 @@ async fn sync(a: SyncArgs) -> u8 {
         Err(e) => return fail(exit_code_for(&e), e),
     };
     let observer = Arc::new(progress::Printer::new(plan.opts.dry_run, a.verbose > 0));
-    let run = SyncRun::new(src.clone(), dst.clone(), plan.opts.clone(), observer.clone());
+    let run = SyncRun::new(
+        src.clone(),
+        dst.clone(),
+        plan.opts.clone(),
+        observer.clone(),
+    );
     if let Err(e) = run.preflight().await {
         return fail(exit_code_for(&e), e);
     }
@@ -126,12 +134,20 @@ async fn sync(a: SyncArgs) -> u8 {
         "snapferry: sync {} -> {}{}",
         src.describe(),
         dst.describe(),
-        if plan.opts.dry_run { " (dry run: nothing will be written)" } else { "" }
+        if plan.opts.dry_run {
+            " (dry run: nothing will be written)"
+        } else {
+            ""
+        }
     );
     // 3. Run, with progress and Ctrl-C / SIGTERM handling.
     let handle = run.handle();
     let signals = tokio::spawn(progress::on_signal(handle.cancel.clone()));
-    let display = progress::spawn(handle.counters.clone(), plan.progress, handle.cancel.clone());
+    let display = progress::spawn(
+        handle.counters.clone(),
+        plan.progress,
+        handle.cancel.clone(),
+    );
     let result = run.run().await;
     display.finish().await;
     signals.abort();
@@ -143,7 +159,10 @@ async fn sync(a: SyncArgs) -> u8 {
     print_summary(&report);
     if let Some(path) = &plan.report_path {
         if let Err(e) = write_report(path, &report) {
-            return fail(EXIT_FAILED, format!("cannot write the report to {}: {e}", path.display()));
+            return fail(
+                EXIT_FAILED,
+                format!("cannot write the report to {}: {e}", path.display()),
+            );
         }
     }
     if report.fatal_error.is_some() || report.interrupted || report.failed_objects > 0 {
@@ -162,9 +181,14 @@ fn print_summary(r: &Report) {
         let _ = writeln!(err, "snapferry: failed: {}: {}", f.key, f.reason);
     }
     if r.failures.len() > 20 {
-        let _ = writeln!(err, "snapferry: … and {} more failures (see --report)", r.failed_objects - 20);
+        let _ = writeln!(
+            err,
+            "snapferry: … and {} more failures (see --report)",
+            r.failed_objects - 20
+        );
     }
-    let _ = writeln!(
+    let _ =
+        writeln!(
         err,
         "snapferry: {}copied {} objects ({}), skipped {}, deleted {}, failed {} in {:.1}s ({}/s){}",
         if r.dry_run { "dry run: would have " } else { "" },

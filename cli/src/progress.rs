@@ -131,8 +131,10 @@ pub fn spawn(counters: Arc<Counters>, mode: ProgressMode, _cancel: CancellationT
         (_, true) => {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let stop2 = stop.clone();
             Some(tokio::spawn(async move {

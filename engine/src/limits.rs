@@ -23,17 +23,22 @@ impl Limits {
             let cells = (b / CELL).clamp(1, u32::MAX as u64) as u32;
             let n = NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN);
             // Burst of one second's worth: smooth, and large enough for any chunk.
-            (RateLimiter::direct(Quota::per_second(n).allow_burst(n)), cells)
+            (
+                RateLimiter::direct(Quota::per_second(n).allow_burst(n)),
+                cells,
+            )
         });
-        let requests = tpslimit.and_then(NonZeroU32::new).map(|n| {
-            RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN))
-        });
+        let requests = tpslimit
+            .and_then(NonZeroU32::new)
+            .map(|n| RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN)));
         Limits { bytes, requests }
     }
 
     /// Waits until `n` bytes may move.
     pub async fn bytes(&self, n: u64) {
-        let Some((lim, burst)) = &self.bytes else { return };
+        let Some((lim, burst)) = &self.bytes else {
+            return;
+        };
         let mut cells = n.div_ceil(CELL);
         while cells > 0 {
             let take = cells.min(*burst as u64) as u32;

@@ -99,12 +99,46 @@ mod tests {
     #[test]
     fn parses_every_form() {
         let cases: &[(&str, Option<Location>)] = &[
-            ("s3://bkt", Some(Location::S3 { bucket: "bkt".into(), prefix: "".into() })),
-            ("s3://bkt/", Some(Location::S3 { bucket: "bkt".into(), prefix: "".into() })),
-            ("s3://bkt/a/b", Some(Location::S3 { bucket: "bkt".into(), prefix: "a/b/".into() })),
-            ("s3://bkt/a/b/", Some(Location::S3 { bucket: "bkt".into(), prefix: "a/b/".into() })),
-            ("file:///tmp/x", Some(Location::Fs { path: "/tmp/x".into() })),
-            ("rel/dir", Some(Location::Fs { path: "rel/dir".into() })),
+            (
+                "s3://bkt",
+                Some(Location::S3 {
+                    bucket: "bkt".into(),
+                    prefix: "".into(),
+                }),
+            ),
+            (
+                "s3://bkt/",
+                Some(Location::S3 {
+                    bucket: "bkt".into(),
+                    prefix: "".into(),
+                }),
+            ),
+            (
+                "s3://bkt/a/b",
+                Some(Location::S3 {
+                    bucket: "bkt".into(),
+                    prefix: "a/b/".into(),
+                }),
+            ),
+            (
+                "s3://bkt/a/b/",
+                Some(Location::S3 {
+                    bucket: "bkt".into(),
+                    prefix: "a/b/".into(),
+                }),
+            ),
+            (
+                "file:///tmp/x",
+                Some(Location::Fs {
+                    path: "/tmp/x".into(),
+                }),
+            ),
+            (
+                "rel/dir",
+                Some(Location::Fs {
+                    path: "rel/dir".into(),
+                }),
+            ),
             ("s3://", None),
             ("s3:///prefix", None),
             ("s3://Bad_Bucket", None),

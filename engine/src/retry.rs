@@ -48,9 +48,10 @@ impl RetryPolicy {
     /// The backoff before attempt `attempt + 1` (attempt is 1-based): full jitter over
     /// `min(cap, base * 2^(attempt-1))`, but never less than a server's hint.
     pub fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
+        let exp = self.base.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
         let ceiling = exp.min(self.cap);
         let jittered = ceiling.mul_f64(rand::random::<f64>());
         match hint {

@@ -16,7 +16,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     }
     // Single-letter suffixes are binary, as in rclone's --bwlimit and part sizes.
     let t = match t.strip_suffix(['k', 'K', 'M', 'G', 'T']) {
-        Some(num) if num.parse::<f64>().is_ok() => format!("{num}{}iB", &t[num.len()..].to_uppercase()),
+        Some(num) if num.parse::<f64>().is_ok() => {
+            format!("{num}{}iB", &t[num.len()..].to_uppercase())
+        }
         _ => t.to_string(),
     };
     let parsed: bytesize::ByteSize = t.parse().map_err(|_| bad())?;

@@ -163,7 +163,12 @@ impl Latencies {
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         Kind::ALL
             .iter()
-            .map(|k| (k.name().to_string(), self.requests[k.idx()].load(Ordering::Relaxed)))
+            .map(|k| {
+                (
+                    k.name().to_string(),
+                    self.requests[k.idx()].load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 
@@ -171,7 +176,9 @@ impl Latencies {
     pub fn summaries(&self) -> BTreeMap<String, LatencySummary> {
         let mut out = BTreeMap::new();
         for k in Kind::ALL {
-            let Ok(h) = self.hists[k.idx()].lock() else { continue };
+            let Ok(h) = self.hists[k.idx()].lock() else {
+                continue;
+            };
             if h.is_empty() {
                 continue;
             }

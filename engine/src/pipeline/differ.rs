@@ -57,9 +57,16 @@ pub fn decide(src: &ObjectMeta, dst: Option<&ObjectMeta>, dst_has_record_info: b
             _ => None,
         };
         return match (etag_ok, mtime_ok) {
-            (Some(false), _) => Decision::Copy("source rewritten since the last copy (ETag differs from the recorded one)".into()),
-            (_, Some(false)) => Decision::Copy("source rewritten since the last copy (LastModified differs from the recorded one)".into()),
-            (Some(true), _) | (None, Some(true)) => Decision::Skip("destination was copied from this source version"),
+            (Some(false), _) => Decision::Copy(
+                "source rewritten since the last copy (ETag differs from the recorded one)".into(),
+            ),
+            (_, Some(false)) => Decision::Copy(
+                "source rewritten since the last copy (LastModified differs from the recorded one)"
+                    .into(),
+            ),
+            (Some(true), _) | (None, Some(true)) => {
+                Decision::Skip("destination was copied from this source version")
+            }
             (None, None) => Decision::Copy("recorded source version cannot be compared".into()),
         };
     }
@@ -68,8 +75,12 @@ pub fn decide(src: &ObjectMeta, dst: Option<&ObjectMeta>, dst_has_record_info: b
     }
     // No record: the guide's fallback, size + LastModified.
     match (src.mtime_ms, dst.mtime_ms) {
-        (Some(s), Some(d)) if d >= s => Decision::Skip("no copy record; same size and destination not older than source"),
-        (Some(_), Some(_)) => Decision::Copy("no copy record; destination older than source".into()),
+        (Some(s), Some(d)) if d >= s => {
+            Decision::Skip("no copy record; same size and destination not older than source")
+        }
+        (Some(_), Some(_)) => {
+            Decision::Copy("no copy record; destination older than source".into())
+        }
         _ => Decision::Copy("no copy record and no LastModified to compare".into()),
     }
 }
@@ -194,20 +205,73 @@ mod tests {
             etag: Some(etag.into()),
             mtime_ms: Some(mtime),
         };
-        let with_rec = |d: ObjectMeta, r: SourceRecord| ObjectMeta { record: Some(r), ..d };
-        type Case = (&'static str, Option<ObjectMeta>, bool, fn(&Decision) -> bool);
+        let with_rec = |d: ObjectMeta, r: SourceRecord| ObjectMeta {
+            record: Some(r),
+            ..d
+        };
+        type Case = (
+            &'static str,
+            Option<ObjectMeta>,
+            bool,
+            fn(&Decision) -> bool,
+        );
         let cases: Vec<Case> = vec![
             ("missing", None, false, |d| matches!(d, Decision::Copy(_))),
-            ("size differs", Some(m("k", 9, 5_000, Some("aaa"))), false, |d| matches!(d, Decision::Copy(_))),
-            ("same etag", Some(m("k", 8, 1_000, Some("aaa"))), false, |d| matches!(d, Decision::Skip(_))),
+            (
+                "size differs",
+                Some(m("k", 9, 5_000, Some("aaa"))),
+                false,
+                |d| matches!(d, Decision::Copy(_)),
+            ),
+            (
+                "same etag",
+                Some(m("k", 8, 1_000, Some("aaa"))),
+                false,
+                |d| matches!(d, Decision::Skip(_)),
+            ),
             // Same-size rewrite: dest newer than source, but its record names an older version.
-            ("record etag differs", Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("old", 2_000))), false, |d| matches!(d, Decision::Copy(_))),
-            ("record mtime differs", Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("aaa", 1_000))), false, |d| matches!(d, Decision::Copy(_))),
-            ("record matches", Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("aaa", 2_000))), false, |d| matches!(d, Decision::Skip(_))),
-            ("listing cannot tell", Some(m("k", 8, 9_000, Some("bbb"))), false, |d| *d == Decision::NeedHead),
-            ("fallback dest newer", Some(m("k", 8, 9_000, Some("bbb"))), true, |d| matches!(d, Decision::Skip(_))),
-            ("fallback dest equal", Some(m("k", 8, 2_000, Some("bbb"))), true, |d| matches!(d, Decision::Skip(_))),
-            ("fallback dest older", Some(m("k", 8, 1_999, Some("bbb"))), true, |d| matches!(d, Decision::Copy(_))),
+            (
+                "record etag differs",
+                Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("old", 2_000))),
+                false,
+                |d| matches!(d, Decision::Copy(_)),
+            ),
+            (
+                "record mtime differs",
+                Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("aaa", 1_000))),
+                false,
+                |d| matches!(d, Decision::Copy(_)),
+            ),
+            (
+                "record matches",
+                Some(with_rec(m("k", 8, 9_000, Some("bbb")), rec("aaa", 2_000))),
+                false,
+                |d| matches!(d, Decision::Skip(_)),
+            ),
+            (
+                "listing cannot tell",
+                Some(m("k", 8, 9_000, Some("bbb"))),
+                false,
+                |d| *d == Decision::NeedHead,
+            ),
+            (
+                "fallback dest newer",
+                Some(m("k", 8, 9_000, Some("bbb"))),
+                true,
+                |d| matches!(d, Decision::Skip(_)),
+            ),
+            (
+                "fallback dest equal",
+                Some(m("k", 8, 2_000, Some("bbb"))),
+                true,
+                |d| matches!(d, Decision::Skip(_)),
+            ),
+            (
+                "fallback dest older",
+                Some(m("k", 8, 1_999, Some("bbb"))),
+                true,
+                |d| matches!(d, Decision::Copy(_)),
+            ),
         ];
         for (name, dst, info, ok) in cases {
             let d = decide(&src, dst.as_ref(), info);
@@ -215,10 +279,28 @@ mod tests {
         }
         // A source without ETag (fs) is matched on the recorded mtime.
         let fs_src = m("k", 8, 2_000, None);
-        let dst = with_rec(m("k", 8, 9_000, None), SourceRecord { etag: None, mtime_ms: Some(2_000) });
-        assert!(matches!(decide(&fs_src, Some(&dst), true), Decision::Skip(_)));
-        let dst = with_rec(m("k", 8, 9_000, None), SourceRecord { etag: None, mtime_ms: Some(1_000) });
-        assert!(matches!(decide(&fs_src, Some(&dst), true), Decision::Copy(_)));
+        let dst = with_rec(
+            m("k", 8, 9_000, None),
+            SourceRecord {
+                etag: None,
+                mtime_ms: Some(2_000),
+            },
+        );
+        assert!(matches!(
+            decide(&fs_src, Some(&dst), true),
+            Decision::Skip(_)
+        ));
+        let dst = with_rec(
+            m("k", 8, 9_000, None),
+            SourceRecord {
+                etag: None,
+                mtime_ms: Some(1_000),
+            },
+        );
+        assert!(matches!(
+            decide(&fs_src, Some(&dst), true),
+            Decision::Copy(_)
+        ));
     }
 
     async fn feed(keys: Vec<&'static str>) -> mpsc::Receiver<Result<ObjectMeta>> {
@@ -241,7 +323,9 @@ mod tests {
         let stats = DiffStats::default();
         let join = tokio::spawn(async move {
             let stats = stats;
-            merge_join(src, dst, tx, &stats).await.map(|_| stats.max_held())
+            merge_join(src, dst, tx, &stats)
+                .await
+                .map(|_| stats.max_held())
         });
         let mut got = Vec::new();
         while let Some(j) = rx.recv().await {
@@ -251,7 +335,10 @@ mod tests {
                 Joined::DestOnly(d) => format!("dst:{}", d.key),
             });
         }
-        assert_eq!(got, ["src:a", "both:b", "dst:c", "src:d", "both:e/1", "dst:z"]);
+        assert_eq!(
+            got,
+            ["src:a", "both:b", "dst:c", "src:d", "both:e/1", "dst:z"]
+        );
         assert!(join.await.unwrap().unwrap() <= 2);
     }
 
@@ -308,6 +395,10 @@ mod tests {
         h.await.unwrap().unwrap();
         assert_eq!(both, N / 2);
         assert_eq!(only, N / 2);
-        assert!(stats.max_held() <= 2, "differ held {} entries", stats.max_held());
+        assert!(
+            stats.max_held() <= 2,
+            "differ held {} entries",
+            stats.max_held()
+        );
     }
 }

@@ -40,8 +40,13 @@ pub fn spawn(ctx: Arc<Ctx>, store: Arc<dyn Store>) -> mpsc::Receiver<Result<Obje
                     }
                     Some(Err(e)) if e.is_retryable() && attempt < ctx.opts.retry.max_attempts => {
                         let wait = ctx.opts.retry.backoff(attempt, e.retry_after());
-                        tracing::debug!("listing {} failed ({e}); resuming after {wait:?}", store.describe());
-                        ctx.counters.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(
+                            "listing {} failed ({e}); resuming after {wait:?}",
+                            store.describe()
+                        );
+                        ctx.counters
+                            .retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         attempt += 1;
                         tokio::time::sleep(wait).await;
                         continue 'outer;

@@ -277,7 +277,9 @@ impl Ctx {
 
     fn copied(&self, m: &ObjectMeta) {
         self.counters.copied_objects.fetch_add(1, Ordering::Relaxed);
-        self.counters.copied_bytes.fetch_add(m.size, Ordering::Relaxed);
+        self.counters
+            .copied_bytes
+            .fetch_add(m.size, Ordering::Relaxed);
         self.observer.event(&Event::Copied {
             key: m.key.clone(),
             size: m.size,
@@ -430,7 +432,8 @@ impl SyncRun {
         let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
         let diff_stats = Arc::new(DiffStats::default());
         let ds = diff_stats.clone();
-        let differ = tokio::spawn(async move { differ::merge_join(src_rx, dst_rx, join_tx, &ds).await });
+        let differ =
+            tokio::spawn(async move { differ::merge_join(src_rx, dst_rx, join_tx, &ds).await });
 
         let conc = ctx.opts.concurrency;
         let (commit_tx, commit_rx) = mpsc::channel::<Commit>(conc * 2);
@@ -440,8 +443,17 @@ impl SyncRun {
         let mut workers = tokio::task::JoinSet::new();
         if !ctx.opts.dry_run {
             for _ in 0..conc {
-                workers.spawn(transfer::fetcher(ctx.clone(), job_rx.clone(), fetched_tx.clone(), commit_tx.clone()));
-                workers.spawn(transfer::uploader(ctx.clone(), fetched_rx.clone(), commit_tx.clone()));
+                workers.spawn(transfer::fetcher(
+                    ctx.clone(),
+                    job_rx.clone(),
+                    fetched_tx.clone(),
+                    commit_tx.clone(),
+                ));
+                workers.spawn(transfer::uploader(
+                    ctx.clone(),
+                    fetched_rx.clone(),
+                    commit_tx.clone(),
+                ));
             }
         }
         drop(job_rx);
@@ -450,10 +462,13 @@ impl SyncRun {
 
         let mut deletes = DeleteSpill::new()?;
         let permits = Arc::new(Semaphore::new(conc));
-        let plan_result = plan_and_schedule(&ctx, join_rx, &job_tx, &commit_tx, &permits, &mut deletes).await;
+        let plan_result =
+            plan_and_schedule(&ctx, join_rx, &job_tx, &commit_tx, &permits, &mut deletes).await;
         drop(job_tx);
         drop(commit_tx);
-        let differ_result = differ.await.unwrap_or_else(|e| Err(Error::Other(format!("differ task failed: {e}"))));
+        let differ_result = differ
+            .await
+            .unwrap_or_else(|e| Err(Error::Other(format!("differ task failed: {e}"))));
         while workers.join_next().await.is_some() {}
         let _ = committer.await;
 
@@ -494,7 +509,11 @@ impl SyncRun {
             deleted_objects: c.deleted_objects.load(Ordering::Relaxed),
             failed_objects: c.failed_objects.load(Ordering::Relaxed),
             duration_seconds: duration,
-            throughput_bytes_per_second: if duration > 0.0 { copied_bytes as f64 / duration } else { 0.0 },
+            throughput_bytes_per_second: if duration > 0.0 {
+                copied_bytes as f64 / duration
+            } else {
+                0.0
+            },
             failures,
             source_objects: c.listed_objects.load(Ordering::Relaxed),
             planned_copy_objects: c.planned_objects.load(Ordering::Relaxed),
@@ -539,7 +558,11 @@ async fn plan_and_schedule(
     deletes: &mut DeleteSpill,
 ) -> Result<()> {
     let dst_records = ctx.dst.listing_has_records();
-    let joined = futures::stream::unfold(join_rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
+    let joined =
+        futures::stream::unfold(
+            join_rx,
+            |mut rx| async move { rx.recv().await.map(|j| (j, rx)) },
+        );
     // The checker: decisions that need a HEAD run concurrently, in bounded number.
     let decided = joined
         .map(|j| {
@@ -572,7 +595,9 @@ async fn plan_and_schedule(
             }
             continue;
         }
-        let (Some(src), Some(dec)) = (src, dec) else { continue };
+        let (Some(src), Some(dec)) = (src, dec) else {
+            continue;
+        };
         match dec {
             Decision::Skip(_) => {
                 ctx.counters.skipped_objects.fetch_add(1, Ordering::Relaxed);
@@ -580,7 +605,9 @@ async fn plan_and_schedule(
             Decision::NeedHead => unreachable!("decide(.., true) never asks for a HEAD"),
             Decision::Copy(reason) => {
                 ctx.counters.planned_objects.fetch_add(1, Ordering::Relaxed);
-                ctx.counters.planned_bytes.fetch_add(src.size, Ordering::Relaxed);
+                ctx.counters
+                    .planned_bytes
+                    .fetch_add(src.size, Ordering::Relaxed);
                 if ctx.opts.dry_run {
                     ctx.observer.event(&Event::PlanCopy {
                         key: src.key.clone(),
@@ -625,7 +652,9 @@ async fn schedule(
     }
     let opts = ctx.put_options(&src);
     let upload_id = match ctx
-        .call(Kind::CreateMultipart, || ctx.dst.create_multipart(&src.key, &opts))
+        .call(Kind::CreateMultipart, || {
+            ctx.dst.create_multipart(&src.key, &opts)
+        })
         .await
     {
         Ok(id) => id,
@@ -703,7 +732,10 @@ struct DeleteSpill {
 
 impl DeleteSpill {
     fn new() -> Result<Self> {
-        Ok(DeleteSpill { file: None, count: 0 })
+        Ok(DeleteSpill {
+            file: None,
+            count: 0,
+        })
     }
 
     fn push(&mut self, key: &str) -> Result<()> {

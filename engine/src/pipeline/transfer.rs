@@ -161,7 +161,9 @@ pub async fn fetcher(
         };
         ctx.limits.bytes(range.end - range.start).await;
         let res = ctx
-            .call(Kind::Get, || ctx.src.get_range(&key, range.clone(), etag.as_deref()))
+            .call(Kind::Get, || {
+                ctx.src.get_range(&key, range.clone(), etag.as_deref())
+            })
             .await;
         match res {
             Ok(data) => {
@@ -183,16 +185,22 @@ pub async fn uploader(
 ) {
     loop {
         let next = { input.lock().await.recv().await };
-        let Some(Fetched { job, data, crc32 }) = next else { return };
+        let Some(Fetched { job, data, crc32 }) = next else {
+            return;
+        };
         let len = data.len() as u64;
         match &job.kind {
             JobKind::Single(m) => {
                 let opts = ctx.put_options(m);
                 let res = ctx
-                    .call(Kind::Put, || ctx.dst.put(&m.key, data.clone(), crc32, &opts))
+                    .call(Kind::Put, || {
+                        ctx.dst.put(&m.key, data.clone(), crc32, &opts)
+                    })
                     .await;
                 if res.is_ok() {
-                    ctx.counters.transferred_bytes.fetch_add(len, Ordering::Relaxed);
+                    ctx.counters
+                        .transferred_bytes
+                        .fetch_add(len, Ordering::Relaxed);
                 }
                 drop(data);
                 let m = m.clone();
@@ -206,14 +214,21 @@ pub async fn uploader(
                 }
                 let res = ctx
                     .call(Kind::UploadPart, || {
-                        ctx.dst
-                            .upload_part(&obj.src.key, &obj.upload_id, *number, data.clone(), crc32)
+                        ctx.dst.upload_part(
+                            &obj.src.key,
+                            &obj.upload_id,
+                            *number,
+                            data.clone(),
+                            crc32,
+                        )
                     })
                     .await;
                 drop(data);
                 match res {
                     Ok(p) => {
-                        ctx.counters.transferred_bytes.fetch_add(len, Ordering::Relaxed);
+                        ctx.counters
+                            .transferred_bytes
+                            .fetch_add(len, Ordering::Relaxed);
                         part_done(&ctx, &commit, &job.kind, Some(p)).await;
                     }
                     Err(e) => fail_job(&ctx, &commit, job, e).await,
@@ -237,7 +252,12 @@ async fn fail_job(ctx: &Arc<Ctx>, commit: &mpsc::Sender<Commit>, job: Job, e: Er
     }
 }
 
-async fn part_done(_ctx: &Arc<Ctx>, commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<CompletedPart>) {
+async fn part_done(
+    _ctx: &Arc<Ctx>,
+    commit: &mpsc::Sender<Commit>,
+    kind: &JobKind,
+    part: Option<CompletedPart>,
+) {
     if let JobKind::Part { obj, number, .. } = kind {
         if part.is_none() && !obj.is_failed() {
             obj.fail("cancelled".into());
@@ -262,8 +282,11 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                     ctx.failed(&obj.src.key, &Error::Other(reason));
                     continue;
                 }
-                let parts: Option<Vec<CompletedPart>> =
-                    obj.parts.lock().ok().and_then(|p| p.iter().cloned().collect());
+                let parts: Option<Vec<CompletedPart>> = obj
+                    .parts
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.iter().cloned().collect());
                 let Some(parts) = parts else {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
                     ctx.failed(&obj.src.key, &Error::Other("a part is missing".into()));

@@ -24,7 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord, Store};
+use super::{
+    CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord, Store,
+};
 use crate::error::{Error, Result};
 
 /// Name prefix of everything the fs backend keeps for itself; never listed or copied.
@@ -78,7 +80,11 @@ impl FsStore {
     }
 
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf> {
-        if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if upload_id.is_empty()
+            || !upload_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(Error::InvalidInput(format!("bad upload id {upload_id:?}")));
         }
         Ok(self.uploads_dir().join(upload_id))
@@ -166,7 +172,10 @@ fn crc_of_file(path: &Path) -> Result<(u32, u64)> {
 
 fn temp_path_near(target: &Path) -> PathBuf {
     let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-    dir.join(format!("{INTERNAL_PREFIX}tmp-{:016x}", rand::random::<u64>()))
+    dir.join(format!(
+        "{INTERNAL_PREFIX}tmp-{:016x}",
+        rand::random::<u64>()
+    ))
 }
 
 /// Writes `data` to a temp file beside `target`, fsyncs it and returns the temp path.
@@ -219,7 +228,9 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
         }
         let ft = ent.file_type()?;
         let is_dir = if ft.is_symlink() {
-            fs::metadata(ent.path()).map(|m| m.is_dir()).unwrap_or(false)
+            fs::metadata(ent.path())
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
         } else {
             ft.is_dir()
         };
@@ -227,8 +238,14 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
     }
     // Directories sort as "name/" so that the walk yields keys in byte order.
     v.sort_by(|a, b| {
-        let ka = a.0.as_bytes().iter().chain(if a.1 { &b"/"[..] } else { &b""[..] });
-        let kb = b.0.as_bytes().iter().chain(if b.1 { &b"/"[..] } else { &b""[..] });
+        let ka =
+            a.0.as_bytes()
+                .iter()
+                .chain(if a.1 { &b"/"[..] } else { &b""[..] });
+        let kb =
+            b.0.as_bytes()
+                .iter()
+                .chain(if b.1 { &b"/"[..] } else { &b""[..] });
         ka.cmp(kb)
     });
     Ok(v)
@@ -259,7 +276,9 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Obje
         let path = root.join(&rel);
         if let Some(after) = &start_after {
             // Skip whole subtrees that sort entirely at or before `after`.
-            let subtree_done = is_dir && !after.starts_with(&format!("{rel}/")) && format!("{rel}/").as_str() < after.as_str();
+            let subtree_done = is_dir
+                && !after.starts_with(&format!("{rel}/"))
+                && format!("{rel}/").as_str() < after.as_str();
             if subtree_done || (!is_dir && rel.as_str() <= after.as_str()) {
                 continue;
             }
@@ -314,7 +333,12 @@ impl Store for FsStore {
         .await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>, _if_match: Option<&str>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        _if_match: Option<&str>,
+    ) -> Result<Bytes> {
         let path = self.path_of(key)?;
         let key = key.to_string();
         blocking(move || {
@@ -353,7 +377,11 @@ impl Store for FsStore {
 
     async fn create_multipart(&self, key: &str, _opts: &PutOptions) -> Result<String> {
         self.path_of(key)?;
-        let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let id = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
         let dir = self.upload_dir(&id)?;
         let key = key.to_string();
         blocking(move || {

@@ -163,7 +163,12 @@ pub trait Store: Send + Sync {
 
     /// Reads `range` of an object. Fails with `SourceChanged` if `if_match` (an ETag) no
     /// longer matches, so that a rewritten source is never stitched from two versions.
-    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes>;
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes>;
 
     /// Writes a whole object atomically.
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()>;

@@ -49,7 +49,10 @@ impl std::fmt::Debug for StaticCredentials {
         f.debug_struct("StaticCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -168,7 +171,7 @@ where
     match &err {
         SdkError::TimeoutError(_) => Error::Timeout(format!("{ctx}: request timed out")),
         SdkError::DispatchFailure(d) => {
-            let text = format!("{}", DisplayErrorContext(&err));
+            let text = root_cause(&err);
             if d.is_timeout() {
                 Error::Timeout(format!("{ctx}: {text}"))
             } else if text.contains("onnection refused")
@@ -233,6 +236,16 @@ where
             }
         }
     }
+}
+
+/// The innermost error's message ("Connection refused (os error 111)"): the useful part
+/// of a dispatch failure, without the SDK's nested debug structures.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    short(&cur.to_string())
 }
 
 /// Keeps error texts to one readable line.
@@ -327,7 +340,9 @@ impl Store for S3Store {
                     Ok(out) => {
                         for o in out.contents() {
                             let Some(full) = o.key() else { continue };
-                            let Some(key) = self.rel_key(full) else { continue };
+                            let Some(key) = self.rel_key(full) else {
+                                continue;
+                            };
                             if key.is_empty() {
                                 continue; // the prefix "directory" marker itself
                             }
@@ -379,7 +394,12 @@ impl Store for S3Store {
         }
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
         let want = range.end.saturating_sub(range.start);
         if want == 0 {
             return Ok(Bytes::new());
@@ -399,7 +419,12 @@ impl Store for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| Error::Timeout(format!("{ctx}: body read failed: {}", short(&e.to_string()))))?
+            .map_err(|e| {
+                Error::Timeout(format!(
+                    "{ctx}: body read failed: {}",
+                    short(&e.to_string())
+                ))
+            })?
             .into_bytes();
         if body.len() as u64 != want {
             return Err(Error::Timeout(format!(

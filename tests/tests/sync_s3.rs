@@ -1,0 +1,313 @@
+//! `snapferry sync` between two real MinIO servers.
+
+use std::time::{Duration, Instant};
+
+use snapferry_e2e::*;
+
+const MIB: usize = 1 << 20;
+
+/// Sync options used by these tests: small parts so the multipart edges are cheap.
+const SMALL_PARTS: [&str; 4] = ["--multipart-threshold", "8MiB", "--part-size", "5MiB"];
+
+fn sync_cmd(src: &Minio, dst: &Minio, s: &str, d: &str) -> std::process::Command {
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        s,
+        d,
+        "--src-endpoint",
+        &src.endpoint,
+        "--dst-endpoint",
+        &dst.endpoint,
+        "--progress",
+        "never",
+    ]);
+    c
+}
+
+#[test]
+fn sync_mixed_set_is_byte_identical_idempotent_and_catches_same_size_rewrites() {
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    let objects: Vec<(&str, usize)> = vec![
+        ("repo/empty", 0),
+        ("repo/one-byte", 1),
+        ("repo/under-threshold", 8 * MIB - 1),
+        ("repo/at-threshold", 8 * MIB),
+        ("repo/over-threshold", 8 * MIB + 1),
+        ("repo/big-200MiB", 200 * MIB),
+        ("repo/dir with spaces/file name.dat", 1000),
+        ("repo/unicode/ünïcødé-文件-😀.bin", 4096),
+        ("repo/plus+sign/a+b=c&d.dat", 77),
+        ("repo/index.latest", 8),
+    ];
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        for (i, (k, n)) in objects.iter().enumerate() {
+            put(&ca, "src", k, data(*n, i as u64)).await;
+        }
+        // Something outside the prefix must not be copied.
+        put(&ca, "src", "other/file", vec![1, 2, 3]).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r1.json");
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy");
+        c.args(SMALL_PARTS).arg("--report").arg(&report);
+        c
+    });
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "stdout: {so}\nstderr: {se}");
+    let r = read_report(&report);
+    assert_eq!(r["copied_objects"], objects.len());
+    assert_eq!(r["failed_objects"], 0);
+    assert_eq!(r["skipped_objects"], 0);
+    let total: usize = objects.iter().map(|o| o.1).sum();
+    assert_eq!(r["copied_bytes"], total);
+    for f in ["duration_seconds", "throughput_bytes_per_second"] {
+        assert!(r[f].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert!(r["failures"].as_array().unwrap().is_empty());
+    assert!(r["latency_ms"]["upload_part"]["count"].as_u64().unwrap() > 0);
+    let n = rt.block_on(assert_identical(&ca, "src", "repo/", &cb, "dst", "copy/"));
+    assert_eq!(n, objects.len());
+    assert!(rt.block_on(pending_uploads(&cb, "dst")).is_empty());
+
+    // Second run: nothing to copy, and the decision needs no per-object HEAD for
+    // single-part objects (their ETags match).
+    let report2 = dir.path().join("r2.json");
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy");
+        c.args(SMALL_PARTS).arg("--report").arg(&report2);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let r = read_report(&report2);
+    assert_eq!(r["copied_objects"], 0);
+    assert_eq!(r["skipped_objects"], objects.len());
+    let heads = r["requests"]["head"].as_u64().unwrap();
+    assert!(
+        heads <= 2,
+        "only the two multipart objects may need a HEAD, saw {heads}"
+    );
+
+    // A same-size rewrite right after the run (same second, same size) is copied.
+    let new_latest = vec![0, 0, 0, 0, 0, 0, 0, 9];
+    rt.block_on(put(&ca, "src", "repo/index.latest", new_latest.clone()));
+    let report3 = dir.path().join("r3.json");
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy");
+        c.args(SMALL_PARTS).arg("--report").arg(&report3);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let r = read_report(&report3);
+    assert_eq!(r["copied_objects"], 1);
+    assert_eq!(r["copied_bytes"], 8);
+    assert_eq!(
+        rt.block_on(get(&cb, "dst", "copy/index.latest")),
+        new_latest
+    );
+    rt.block_on(assert_identical(&ca, "src", "repo/", &cb, "dst", "copy/"));
+}
+
+#[test]
+fn sync_delete_removes_exactly_the_extras_and_dry_run_writes_nothing() {
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        for k in ["keep/a", "keep/b", "c"] {
+            put(&ca, "src", k, data(100, 1)).await;
+        }
+        put(&cb, "dst", "keep/a", data(100, 1)).await; // already in sync
+        put(&cb, "dst", "extra/x", vec![1]).await;
+        put(&cb, "dst", "keep/zz-extra", vec![2]).await;
+    });
+    let before = rt.block_on(keys(&cb, "dst", ""));
+
+    // Dry run, with --delete: prints every action with a reason, writes nothing.
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        c.args(["--dry-run", "--delete"]);
+        c
+    });
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert!(
+        so.contains("copy   keep/b") && so.contains("missing at destination"),
+        "{so}"
+    );
+    assert!(so.contains("copy   c "), "{so}");
+    assert!(so.contains("delete extra/x: not in source"), "{so}");
+    assert!(so.contains("delete keep/zz-extra"), "{so}");
+    assert!(
+        !so.contains("keep/a"),
+        "in-sync objects are not actions: {so}"
+    );
+    assert_eq!(
+        rt.block_on(keys(&cb, "dst", "")),
+        before,
+        "dry run changed the destination"
+    );
+
+    // Without --delete the extras stay.
+    let out = run(sync_cmd(&a, &b, "s3://src", "s3://dst"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert_eq!(
+        rt.block_on(keys(&cb, "dst", "")),
+        ["c", "extra/x", "keep/a", "keep/b", "keep/zz-extra"]
+    );
+
+    // With --delete exactly the extras go.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        c.arg("--delete").arg("--report").arg(&report);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert_eq!(read_report(&report)["deleted_objects"], 2);
+    assert_eq!(rt.block_on(keys(&cb, "dst", "")), ["c", "keep/a", "keep/b"]);
+}
+
+#[test]
+fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        put(&ca, "src", "indices/x/0/__big", data(60 * MIB, 7)).await;
+        put(&ca, "src", "index-3", data(1000, 8)).await;
+    });
+    // Slow the copy down so that the kill lands mid-upload.
+    let mut child = {
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        c.args(SMALL_PARTS)
+            .args(["--bwlimit", "10MiB/s", "--concurrency", "2"]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c.spawn().unwrap()
+    };
+    // Wait (by polling the server, bounded) until an upload is in progress.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if !rt.block_on(pending_uploads(&cb, "dst")).is_empty() {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sync ended before the upload was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no multipart upload appeared within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL: no chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        rt.block_on(pending_uploads(&cb, "dst")),
+        ["indices/x/0/__big"]
+    );
+    assert!(
+        !rt.block_on(keys(&cb, "dst", ""))
+            .contains(&"indices/x/0/__big".to_string()),
+        "a partial object must never appear under its key"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = run({
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        c.args(SMALL_PARTS).arg("--report").arg(&report);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let r = read_report(&report);
+    assert_eq!(r["aborted_stale_uploads"], 1);
+    rt.block_on(assert_identical(&ca, "src", "", &cb, "dst", ""));
+    assert!(
+        rt.block_on(pending_uploads(&cb, "dst")).is_empty(),
+        "an upload was left behind"
+    );
+}
+
+#[test]
+fn sync_s3_to_fs_and_back_round_trips_with_records() {
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        put(&ca, "src", "r/a-c", data(10, 1)).await;
+        put(&ca, "src", "r/a/b", data(9 * MIB, 2)).await;
+        put(&ca, "src", "r/index.latest", vec![0; 8]).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    let stage_s = stage.to_str().unwrap().to_string();
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        "s3://src/r",
+        &stage_s,
+        "--src-endpoint",
+        &a.endpoint,
+    ])
+    .args(SMALL_PARTS);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert_eq!(std::fs::read(stage.join("a/b")).unwrap(), data(9 * MIB, 2));
+    assert_eq!(std::fs::read(stage.join("a-c")).unwrap(), data(10, 1));
+
+    // Same-size rewrite at the source is caught through the fs record (xattrs).
+    rt.block_on(put(
+        &ca,
+        "src",
+        "r/index.latest",
+        vec![0, 0, 0, 0, 0, 0, 0, 1],
+    ));
+    let report = dir.path().join("r.json");
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        "s3://src/r",
+        &stage_s,
+        "--src-endpoint",
+        &a.endpoint,
+        "--report",
+    ])
+    .arg(&report);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert_eq!(read_report(&report)["copied_objects"], 1);
+    assert_eq!(
+        std::fs::read(stage.join("index.latest")).unwrap(),
+        [0, 0, 0, 0, 0, 0, 0, 1]
+    );
+
+    // Staged directory -> second server.
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        &format!("file://{stage_s}"),
+        "s3://dst/r",
+        "--dst-endpoint",
+        &b.endpoint,
+    ])
+    .args(SMALL_PARTS);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    rt.block_on(assert_identical(&ca, "src", "r/", &cb, "dst", "r/"));
+}
