@@ -311,3 +311,55 @@ fn sync_s3_to_fs_and_back_round_trips_with_records() {
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
     rt.block_on(assert_identical(&ca, "src", "r/", &cb, "dst", "r/"));
 }
+
+#[test]
+fn sync_interrupted_by_sigint_aborts_its_uploads_and_reports_it() {
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        put(&ca, "src", "big", data(40 * MIB, 3)).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let mut child = {
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        c.args(SMALL_PARTS)
+            .args(["--bwlimit", "8MiB/s", "--concurrency", "2", "--report"])
+            .arg(&report);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(pending_uploads(&cb, "dst")).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sync ended before the upload was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no multipart upload appeared within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("interrupted"), "{se}");
+    let r = read_report(&report);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(r["copied_objects"], 0);
+    assert!(
+        rt.block_on(pending_uploads(&cb, "dst")).is_empty(),
+        "Ctrl-C must abort in-flight uploads"
+    );
+    assert!(rt.block_on(keys(&cb, "dst", "")).is_empty());
+}

@@ -765,3 +765,6 @@ impl DeleteSpill {
         Ok(Box::new(lines))
     }
 }
+
+#[cfg(test)]
+mod tests;

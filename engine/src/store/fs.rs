@@ -251,13 +251,17 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
     Ok(v)
 }
 
+/// One directory level of the walk: its key prefix, sorted (name, is_dir) entries and
+/// the index of the next entry.
+type Level = (String, Vec<(String, bool)>, usize);
+
 /// The blocking walk behind [`FsStore::list`]; sends entries into `tx` in key order.
 fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<ObjectMeta>>) {
     if !root.exists() {
         return; // an absent root is an empty store (a destination not created yet)
     }
     // Stack of (relative dir prefix, entries, next index).
-    let mut stack: Vec<(String, Vec<(String, bool)>, usize)> = Vec::new();
+    let mut stack: Vec<Level> = Vec::new();
     match sorted_entries(&root) {
         Ok(v) => stack.push((String::new(), v, 0)),
         Err(e) => {
@@ -305,7 +309,11 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Obje
 #[async_trait]
 impl Store for FsStore {
     fn describe(&self) -> String {
-        format!("file://{}", self.root.display())
+        if self.root.is_absolute() {
+            format!("file://{}", self.root.display())
+        } else {
+            self.root.display().to_string()
+        }
     }
 
     fn listing_has_records(&self) -> bool {
