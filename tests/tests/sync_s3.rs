@@ -189,7 +189,7 @@ fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
     });
     // Slow the copy down so that the kill lands mid-upload.
     let mut child = {
-        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst/backup");
         c.args(SMALL_PARTS)
             .args(["--bwlimit", "10MiB/s", "--concurrency", "2"]);
         c.stdout(std::process::Stdio::null())
@@ -217,25 +217,25 @@ fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
     child.wait().unwrap();
     assert_eq!(
         rt.block_on(pending_uploads(&cb, "dst")),
-        ["indices/x/0/__big"]
+        ["backup/indices/x/0/__big"]
     );
     assert!(
         !rt.block_on(keys(&cb, "dst", ""))
-            .contains(&"indices/x/0/__big".to_string()),
+            .contains(&"backup/indices/x/0/__big".to_string()),
         "a partial object must never appear under its key"
     );
 
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let out = run({
-        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
+        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst/backup");
         c.args(SMALL_PARTS).arg("--report").arg(&report);
         c
     });
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
     let r = read_report(&report);
     assert_eq!(r["aborted_stale_uploads"], 1);
-    rt.block_on(assert_identical(&ca, "src", "", &cb, "dst", ""));
+    rt.block_on(assert_identical(&ca, "src", "", &cb, "dst", "backup/"));
     assert!(
         rt.block_on(pending_uploads(&cb, "dst")).is_empty(),
         "an upload was left behind"

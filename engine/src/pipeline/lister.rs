@@ -28,17 +28,24 @@ pub fn spawn(ctx: Arc<Ctx>, store: Arc<dyn Store>) -> mpsc::Receiver<Result<Obje
                     i = stream.next() => i,
                     _ = ctx.cancel.cancelled() => return,
                 };
-                ctx.lat.record(Kind::List, t.elapsed());
-                match item {
+                let page = match item {
                     None => break 'outer,
-                    Some(Ok(m)) => {
+                    Some(page) => {
+                        ctx.lat.record(Kind::List, t.elapsed());
+                        page
+                    }
+                };
+                match page {
+                    Ok(page) => {
                         attempt = 1;
-                        last = Some(m.key.clone());
-                        if tx.send(Ok(m)).await.is_err() {
-                            return;
+                        for m in page {
+                            last = Some(m.key.clone());
+                            if tx.send(Ok(m)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                    Some(Err(e)) if e.is_retryable() && attempt < ctx.opts.retry.max_attempts => {
+                    Err(e) if e.is_retryable() && attempt < ctx.opts.retry.max_attempts => {
                         let wait = ctx.opts.retry.backoff(attempt, e.retry_after());
                         tracing::debug!(
                             "listing {} failed ({e}); resuming after {wait:?}",
@@ -51,7 +58,7 @@ pub fn spawn(ctx: Arc<Ctx>, store: Arc<dyn Store>) -> mpsc::Receiver<Result<Obje
                         tokio::time::sleep(wait).await;
                         continue 'outer;
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }

@@ -256,7 +256,7 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
 type Level = (String, Vec<(String, bool)>, usize);
 
 /// The blocking walk behind [`FsStore::list`]; sends entries into `tx` in key order.
-fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<ObjectMeta>>) {
+fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Vec<ObjectMeta>>>) {
     if !root.exists() {
         return; // an absent root is an empty store (a destination not created yet)
     }
@@ -269,6 +269,7 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Obje
             return;
         }
     }
+    let mut page = Vec::with_capacity(super::LIST_PAGE);
     while let Some((prefix, entries, idx)) = stack.last_mut() {
         if *idx >= entries.len() {
             stack.pop();
@@ -297,12 +298,22 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Obje
             }
             continue;
         }
-        let item = fs::metadata(&path)
-            .map(|md| meta_of(rel, &path, &md))
-            .map_err(Error::from);
-        if tx.blocking_send(item).is_err() {
-            return; // the consumer went away
+        match fs::metadata(&path) {
+            Ok(md) => page.push(meta_of(rel, &path, &md)),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
         }
+        if page.len() >= super::LIST_PAGE {
+            let full = std::mem::replace(&mut page, Vec::with_capacity(super::LIST_PAGE));
+            if tx.blocking_send(Ok(full)).is_err() {
+                return; // the consumer went away
+            }
+        }
+    }
+    if !page.is_empty() {
+        let _ = tx.blocking_send(Ok(page));
     }
 }
 
@@ -321,7 +332,7 @@ impl Store for FsStore {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(2);
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || walk(root, start_after, tx));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {

@@ -132,8 +132,12 @@ pub struct PendingUpload {
     pub upload_id: String,
 }
 
-/// A stream of listing entries in byte order of their relative keys.
-pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<ObjectMeta>> + Send + 'a>>;
+/// A stream of listing pages (one per request for remote stores); entries across pages
+/// are in byte order of their relative keys.
+pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<Vec<ObjectMeta>>> + Send + 'a>>;
+
+/// Entries per page for stores that choose their own page size (fs).
+pub const LIST_PAGE: usize = 1000;
 
 /// The storage trait. Small on purpose; every method is one request (or one local
 /// operation) so that retries, rate limits and latency histograms wrap it uniformly.

@@ -307,60 +307,53 @@ impl Store for S3Store {
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
         struct St {
             token: Option<String>,
-            buf: std::collections::VecDeque<ObjectMeta>,
             done: bool,
             start_after: Option<String>,
         }
         let init = St {
             start_after,
             token: None,
-            buf: Default::default(),
             done: false,
         };
         Box::pin(futures::stream::unfold(init, move |mut st| async move {
-            loop {
-                if let Some(m) = st.buf.pop_front() {
-                    return Some((Ok(m), st));
-                }
-                if st.done {
-                    return None;
-                }
-                let mut req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .max_keys(1000);
-                if let Some(t) = &st.token {
-                    req = req.continuation_token(t);
-                } else if let Some(a) = &st.start_after {
-                    req = req.start_after(self.full_key(a));
-                }
-                match req.send().await {
-                    Ok(out) => {
-                        for o in out.contents() {
-                            let Some(full) = o.key() else { continue };
-                            let Some(key) = self.rel_key(full) else {
-                                continue;
-                            };
-                            if key.is_empty() {
-                                continue; // the prefix "directory" marker itself
-                            }
-                            st.buf.push_back(ObjectMeta {
+            if st.done {
+                return None;
+            }
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(1000);
+            if let Some(t) = &st.token {
+                req = req.continuation_token(t);
+            } else if let Some(a) = &st.start_after {
+                req = req.start_after(self.full_key(a));
+            }
+            match req.send().await {
+                Ok(out) => {
+                    let page = out
+                        .contents()
+                        .iter()
+                        .filter_map(|o| {
+                            let key = self.rel_key(o.key()?)?;
+                            // Skip the prefix's own "directory" marker.
+                            (!key.is_empty()).then(|| ObjectMeta {
                                 key,
                                 size: o.size().unwrap_or(0).max(0) as u64,
                                 mtime_ms: dt_ms(o.last_modified()),
                                 etag: o.e_tag().map(normalize_etag),
                                 record: None,
-                            });
-                        }
-                        st.token = out.next_continuation_token().map(str::to_string);
-                        st.done = !out.is_truncated().unwrap_or(false) || st.token.is_none();
-                    }
-                    Err(e) => {
-                        st.done = true;
-                        return Some((Err(map_err(&self.ctx("list", ""), e)), st));
-                    }
+                            })
+                        })
+                        .collect();
+                    st.token = out.next_continuation_token().map(str::to_string);
+                    st.done = !out.is_truncated().unwrap_or(false) || st.token.is_none();
+                    Some((Ok(page), st))
+                }
+                Err(e) => {
+                    st.done = true;
+                    Some((Err(map_err(&self.ctx("list", ""), e)), st))
                 }
             }
         }))
@@ -588,11 +581,9 @@ impl Store for S3Store {
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         loop {
-            let mut req = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.bucket)
-                .prefix(&self.prefix);
+            // Bucket-wide, filtered here: MinIO lists uploads only for an empty prefix or
+            // an exact key, so a prefix filter on the server would miss them there.
+            let mut req = self.client.list_multipart_uploads().bucket(&self.bucket);
             if let Some(k) = &key_marker {
                 req = req.key_marker(k);
             }
