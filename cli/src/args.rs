@@ -41,7 +41,9 @@ Memory: peak buffer memory is about --concurrency x --part-size (defaults: 16 x 
 objects at or below --multipart-threshold are held whole, so keep the threshold near the part size.
 
 Credentials, per side: SNAPFERRY_SRC_ACCESS_KEY_ID / SNAPFERRY_SRC_SECRET_ACCESS_KEY /
-SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_; when unset, the standard AWS chain.
+SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_; when unset, the standard AWS chain for s3://,
+and for oss:// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / ALIBABA_CLOUD_SECURITY_TOKEN,
+else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
 
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report) or the run was
 interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a store.";
@@ -50,17 +52,19 @@ interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a s
 #[derive(Debug, clap::Args)]
 #[command(after_help = SYNC_AFTER_HELP)]
 pub struct SyncArgs {
-    /// Source: s3://BUCKET[/PREFIX], file:///DIR or a plain path.
+    /// Source: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
     pub src: String,
-    /// Destination: s3://BUCKET[/PREFIX], file:///DIR or a plain path.
+    /// Destination: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
     pub dst: String,
-    /// Custom S3-compatible endpoint of the source, e.g. http://127.0.0.1:9000 (path-style).
+    /// Source endpoint: a custom S3-compatible URL (path-style), or for oss:// an OSS
+    /// endpoint such as oss-cn-hangzhou.aliyuncs.com (-internal, oss-accelerate) or a URL.
     #[arg(long, value_name = "URL")]
     pub src_endpoint: Option<String>,
-    /// Custom S3-compatible endpoint of the destination.
+    /// Destination endpoint (as --src-endpoint).
     #[arg(long, value_name = "URL")]
     pub dst_endpoint: Option<String>,
-    /// Source region (a custom endpoint with no region uses us-east-1).
+    /// Source region (a custom S3 endpoint with no region uses us-east-1; for OSS derived
+    /// from the endpoint when possible).
     #[arg(long, value_name = "R")]
     pub src_region: Option<String>,
     /// Destination region.
@@ -107,6 +111,8 @@ pub struct SideArgs {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub credentials: Option<Creds>,
+    /// The resolved OSS endpoint, for oss:// locations.
+    pub oss_endpoint: Option<snapferry_engine::store::oss::Endpoint>,
 }
 
 /// A validated sync.
@@ -141,11 +147,43 @@ fn credentials(side: &str) -> Result<Option<Creds>, String> {
     }
 }
 
+/// OSS credentials: SNAPFERRY_{SIDE}_*, else ALIBABA_CLOUD_*, else OSS_*.
+fn oss_credentials(side: &str) -> Result<Creds, String> {
+    if let Some(c) = credentials(side)? {
+        return Ok(c);
+    }
+    for (id, secret, token) in [
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            "ALIBABA_CLOUD_SECURITY_TOKEN",
+        ),
+        (
+            "OSS_ACCESS_KEY_ID",
+            "OSS_ACCESS_KEY_SECRET",
+            "OSS_SESSION_TOKEN",
+        ),
+    ] {
+        match (env_nonempty(id), env_nonempty(secret)) {
+            (Some(i), Some(s)) => return Ok((i, s, env_nonempty(token))),
+            (None, None) => continue,
+            _ => return Err(format!("{id} and {secret} must be set together")),
+        }
+    }
+    Err(format!(
+        "no OSS credentials for the {}; set SNAPFERRY_{side}_ACCESS_KEY_ID and SNAPFERRY_{side}_SECRET_ACCESS_KEY (or ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET)",
+        if side == "SRC" { "source" } else { "destination" }
+    ))
+}
+
 fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
     let Some(ep) = ep else { return Ok(()) };
+    if matches!(loc, Location::Oss { .. }) {
+        return Ok(()); // checked with the region when the OSS endpoint is resolved
+    }
     if !matches!(loc, Location::S3 { .. }) {
         return Err(format!(
-            "{flag} applies to s3:// locations only; remove it or use an s3:// URL"
+            "{flag} applies to s3:// and oss:// locations only; remove it or use such a URL"
         ));
     }
     let rest = ep
@@ -223,18 +261,37 @@ impl SyncArgs {
                 ));
             }
         }
-        let side =
-            |loc: &Location, endpoint: &Option<String>, region: &Option<String>, name: &str| {
-                Ok::<_, String>(SideArgs {
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
-                    credentials: if matches!(loc, Location::S3 { .. }) {
-                        credentials(name)?
-                    } else {
-                        None
-                    },
-                })
+        let side = |loc: &Location,
+                    endpoint: &Option<String>,
+                    region: &Option<String>,
+                    name: &str| {
+            let flag = if name == "SRC" { "--src" } else { "--dst" };
+            let (credentials, oss_endpoint) = match loc {
+                Location::S3 { .. } => (credentials(name)?, None),
+                Location::Oss { .. } => {
+                    let ep = match (endpoint, region) {
+                        (Some(e), _) => e.clone(),
+                        (None, Some(r)) => format!("oss-{}.aliyuncs.com", r.trim_start_matches("oss-")),
+                        (None, None) => {
+                            return Err(format!(
+                                "oss:// needs {flag}-endpoint (e.g. oss-cn-hangzhou.aliyuncs.com) or {flag}-region"
+                            ))
+                        }
+                    };
+                    let resolved =
+                        snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
+                            .map_err(|e| format!("{flag}-endpoint: {e}"))?;
+                    (Some(oss_credentials(name)?), Some(resolved))
+                }
+                Location::Fs { .. } => (None, None),
             };
+            Ok::<_, String>(SideArgs {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                credentials,
+                oss_endpoint,
+            })
+        };
         Ok(Plan {
             src_side: side(&src, &self.src_endpoint, &self.src_region, "SRC")?,
             dst_side: side(&dst, &self.dst_endpoint, &self.dst_region, "DST")?,

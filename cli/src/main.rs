@@ -16,6 +16,8 @@ use clap::Parser;
 use snapferry_engine::location::Location;
 use snapferry_engine::pipeline::{Report, SyncRun};
 use snapferry_engine::store::fs::FsStore;
+use snapferry_engine::store::oss::sign::OssCredentials;
+use snapferry_engine::store::oss::{OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
@@ -99,6 +101,24 @@ async fn open_store(side: &str, loc: &Location, s: &SideArgs) -> Result<Arc<dyn 
             };
             let st = S3Store::connect(cfg).await?;
             tracing::debug!("{side}: {}", st.describe());
+            Ok(Arc::new(st))
+        }
+        Location::Oss { bucket, prefix } => {
+            let (Some(endpoint), Some(c)) = (s.oss_endpoint.clone(), s.credentials.as_ref()) else {
+                return Err(Error::InvalidInput(format!(
+                    "{side}: oss:// needs an endpoint and credentials"
+                )));
+            };
+            let st = OssStore::new(OssConfig {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint,
+                credentials: OssCredentials {
+                    access_key_id: c.0.clone(),
+                    access_key_secret: c.1.clone(),
+                    security_token: c.2.clone(),
+                },
+            })?;
             Ok(Arc::new(st))
         }
         Location::Fs { path } => Ok(Arc::new(FsStore::new(path.clone()))),

@@ -37,6 +37,10 @@ pub enum Error {
     /// A request took too long or the connection dropped mid-way.
     #[error("timeout or connection reset: {0}")]
     Timeout(String),
+    /// The server rejected our clock (OSS `RequestTimeTooSkewed`); the store has corrected
+    /// its clock offset, so a retry is expected to succeed.
+    #[error("clock skew: {0}")]
+    ClockSkew(String),
     /// A server-side failure (5xx) that may succeed on retry.
     #[error("server error: {0}")]
     Server(String),
@@ -68,6 +72,7 @@ impl Error {
             Error::Throttled { .. }
                 | Error::Timeout(_)
                 | Error::Server(_)
+                | Error::ClockSkew(_)
                 | Error::ChecksumMismatch(_)
                 | Error::Unreachable(_)
         )

@@ -17,6 +17,13 @@ pub enum Location {
         /// Root prefix, normalised to end with `/` unless empty.
         prefix: String,
     },
+    /// An Alibaba Cloud OSS bucket and a prefix ("" or ending in `/`).
+    Oss {
+        /// Bucket name.
+        bucket: String,
+        /// Root prefix, normalised to end with `/` unless empty.
+        prefix: String,
+    },
     /// A local directory.
     Fs {
         /// The directory.
@@ -32,19 +39,20 @@ impl Location {
                 "empty location; give s3://BUCKET[/PREFIX], file:///DIR or a directory path".into(),
             ));
         }
-        if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, prefix) = match rest.split_once('/') {
-                Some((b, p)) => (b, p),
-                None => (rest, ""),
+        for (scheme, is_oss) in [("s3://", false), ("oss://", true)] {
+            let Some(rest) = s.strip_prefix(scheme) else {
+                continue;
             };
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(Error::InvalidInput(format!(
-                    "{s:?} has no bucket; write s3://BUCKET[/PREFIX]"
+                    "{s:?} has no bucket; write {scheme}BUCKET[/PREFIX]"
                 )));
             }
-            if !valid_bucket(bucket) {
+            if !valid_bucket(bucket) || (is_oss && bucket.contains('.')) {
                 return Err(Error::InvalidInput(format!(
-                    "{bucket:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '.', '-'); fix the URL {s:?}"
+                    "{bucket:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '-'{}); fix the URL {s:?}",
+                    if is_oss { "" } else { ", '.'" }
                 )));
             }
             let prefix = prefix.trim_start_matches('/');
@@ -53,9 +61,11 @@ impl Location {
             } else {
                 format!("{prefix}/")
             };
-            return Ok(Location::S3 {
-                bucket: bucket.to_string(),
-                prefix,
+            let bucket = bucket.to_string();
+            return Ok(if is_oss {
+                Location::Oss { bucket, prefix }
+            } else {
+                Location::S3 { bucket, prefix }
             });
         }
         if let Some(rest) = s.strip_prefix("file://") {
@@ -68,14 +78,9 @@ impl Location {
                 path: PathBuf::from(rest),
             });
         }
-        if s.starts_with("oss://") {
-            return Err(Error::InvalidInput(format!(
-                "{s:?}: the oss:// scheme is not supported by this version; use s3:// with the OSS S3-compatible endpoint, or a newer snapferry"
-            )));
-        }
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(Error::InvalidInput(format!(
-                "unknown scheme {scheme:?} in {s:?}; use s3://BUCKET[/PREFIX], file:///DIR or a plain path"
+                "unknown scheme {scheme:?} in {s:?}; use s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path"
             )));
         }
         Ok(Location::Fs {
@@ -143,7 +148,15 @@ mod tests {
             ("s3:///prefix", None),
             ("s3://Bad_Bucket", None),
             ("gs://bkt", None),
-            ("oss://bkt", None),
+            (
+                "oss://bkt/snap",
+                Some(Location::Oss {
+                    bucket: "bkt".into(),
+                    prefix: "snap/".into(),
+                }),
+            ),
+            ("oss://", None),
+            ("oss://has.dot", None),
             ("file://relative", None),
             ("", None),
         ];

@@ -434,6 +434,7 @@ impl Store for FsStore {
                 etag: format!("{crc32:08x}"),
                 crc32,
                 size: data.len() as u64,
+                crc64: None,
             })
         })
         .await

@@ -9,6 +9,7 @@
 //! relative keys; nothing here ever materialises a whole listing.
 
 pub mod fs;
+pub mod oss;
 pub mod s3;
 
 use std::ops::Range;
@@ -121,6 +122,8 @@ pub struct CompletedPart {
     pub crc32: u32,
     /// Part length in bytes.
     pub size: u64,
+    /// CRC-64/XZ of the part as the store reported it (OSS), for the whole-object check.
+    pub crc64: Option<u64>,
 }
 
 /// A multipart upload that was started and not completed or aborted.

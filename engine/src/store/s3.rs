@@ -495,6 +495,7 @@ impl Store for S3Store {
             etag,
             crc32,
             size,
+            crc64: None,
         })
     }
 
