@@ -109,7 +109,8 @@ impl Endpoint {
                 )))
             }
             (_, None) => {
-                tracing::warn!("no OSS region given for {endpoint}; signing for cn-hangzhou (set --dst-region)");
+                // A custom (test or proxy) endpoint: the region only scopes the signature.
+                tracing::debug!("no OSS region given for {endpoint}; signing for cn-hangzhou");
                 "cn-hangzhou".to_string()
             }
         };
@@ -290,7 +291,10 @@ impl OssStore {
             req = req.header(name, value);
         }
         if let Some(b) = body {
-            req = req.body(b);
+            // Explicit, so that an empty body still says `Content-Length: 0`.
+            req = req
+                .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
+                .body(b);
         } else if method == Method::PUT || method == Method::POST {
             req = req.header(reqwest::header::CONTENT_LENGTH, "0");
         }
