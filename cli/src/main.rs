@@ -89,6 +89,7 @@ async fn open_store(side: &str, loc: &Location, s: &SideArgs) -> Result<Arc<dyn 
     match loc {
         Location::S3 { bucket, prefix } => {
             let cfg = S3Config {
+                content_md5: false,
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
                 endpoint: s.endpoint.clone(),

@@ -1,5 +1,6 @@
 //! One conformance suite for the `Store` trait, run against every backend: `fs` on a
-//! temp directory and `s3` on a real MinIO server. (The `oss` backend joins it next.)
+//! temp directory, `s3` on a real MinIO server (in both checksum modes), and `oss` on the
+//! signature-verifying OSS gateway.
 
 use std::sync::Arc;
 
@@ -7,6 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use snapferry_e2e::*;
 use snapferry_engine::store::fs::FsStore;
+use snapferry_engine::store::oss::sign::OssCredentials;
+use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::{PutOptions, SourceRecord, Store};
 use snapferry_engine::Error;
@@ -166,8 +169,7 @@ async fn fs_store_conforms() {
     conformance(Arc::new(FsStore::new(dir.path().join("root")))).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_store_conforms() {
+async fn s3_conformance(content_md5: bool) {
     let m = Minio::start();
     create_bucket(&m.client(), "conf").await;
     let s = S3Store::connect(S3Config {
@@ -180,6 +182,7 @@ async fn s3_store_conforms() {
             secret_access_key: SECRET_KEY.into(),
             session_token: None,
         }),
+        content_md5,
     })
     .await
     .unwrap();
@@ -187,4 +190,37 @@ async fn s3_store_conforms() {
     // The prefix isolates: nothing outside it was touched.
     let all = keys(&m.client(), "conf", "").await;
     assert!(all.iter().all(|k| k.starts_with("some/prefix/")), "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_conforms() {
+    s3_conformance(false).await;
+}
+
+/// The mode used for OSS's S3-compatible endpoint: Content-MD5 instead of checksum headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_conforms_in_content_md5_mode() {
+    s3_conformance(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oss_store_conforms() {
+    let gw = OssGateway::start(&["conf"]);
+    let s = OssStore::new(OssConfig {
+        bucket: "conf".into(),
+        prefix: "some/prefix/".into(),
+        endpoint: Endpoint::parse(&gw.endpoint, Some("cn-hangzhou")).unwrap(),
+        credentials: OssCredentials {
+            access_key_id: OSS_AK.into(),
+            access_key_secret: OSS_SK.into(),
+            security_token: None,
+        },
+    })
+    .unwrap();
+    conformance(Arc::new(s)).await;
+    assert!(gw
+        .keys("conf")
+        .iter()
+        .all(|k| k.starts_with("some/prefix/")));
+    assert_eq!(gw.stats()["signature_failures"], 0);
 }

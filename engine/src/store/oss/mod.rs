@@ -178,14 +178,26 @@ fn http_date_ms(s: &str) -> Option<i64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
 }
 
-async fn crc64_of(data: Bytes) -> u64 {
-    if data.len() <= 256 << 10 {
-        return crc64(&data);
+/// The CRC-64 to compare with the server's, after checking that `data` still has the
+/// CRC32 the pipeline computed when it was fetched (the trait's integrity contract).
+/// Runs on the blocking pool for large buffers.
+async fn checked_crc64(ctx: &str, data: &Bytes, crc32: u32) -> Result<u64> {
+    let d = data.clone();
+    let work = move || (crc32fast::hash(&d), crc64(&d));
+    let (c32, c64) = if data.len() <= 256 << 10 {
+        work()
+    } else {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    };
+    if c32 != crc32 {
+        return Err(Error::ChecksumMismatch(format!(
+            "{ctx}: bytes have crc32 {c32:08x}, expected {crc32:08x} (changed after they were read)"
+        )));
     }
-    match tokio::task::spawn_blocking(move || crc64(&data)).await {
-        Ok(c) => c,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    Ok(c64)
 }
 
 impl OssStore {
@@ -570,10 +582,10 @@ impl Store for OssStore {
         Ok(r.body)
     }
 
-    async fn put(&self, key: &str, data: Bytes, _crc32: u32, opts: &PutOptions) -> Result<()> {
+    async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let ctx = self.ctx("put", key);
         let headers = Self::meta_headers(opts)?;
-        let want = crc64_of(data.clone()).await;
+        let want = checked_crc64(&ctx, &data, crc32).await?;
         let r = self
             .send(
                 &ctx,
@@ -626,7 +638,7 @@ impl Store for OssStore {
             )));
         }
         let size = data.len() as u64;
-        let want = crc64_of(data.clone()).await;
+        let want = checked_crc64(&ctx, &data, crc32).await?;
         let n = number.to_string();
         let r = self
             .send(
