@@ -84,6 +84,8 @@ pub struct S3Store {
     prefix: String,
     endpoint: Option<String>,
     content_md5: bool,
+    /// OSS's S3-compatible endpoint, which has no ListMultipartUploads.
+    oss_compat: bool,
 }
 
 impl S3Store {
@@ -152,6 +154,7 @@ impl S3Store {
             prefix: cfg.prefix,
             endpoint: cfg.endpoint,
             content_md5: cfg.content_md5 || oss_compat,
+            oss_compat,
         })
     }
 
@@ -645,6 +648,12 @@ impl Store for S3Store {
     }
 
     async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
+        if self.oss_compat {
+            tracing::warn!(
+                "OSS's S3-compatible endpoint cannot list multipart uploads, so uploads left by a killed run are not cleaned up; use oss:// for that"
+            );
+            return Ok(Vec::new());
+        }
         let ctx = self.ctx("list-multipart-uploads", "");
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
