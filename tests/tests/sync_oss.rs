@@ -215,7 +215,7 @@ fn sync_to_oss_killed_mid_upload_then_rerun_is_identical_with_no_uploads_left() 
 }
 
 #[test]
-fn sync_to_oss_survives_throttling_skew_server_errors_and_bad_part_crcs() {
+fn sync_to_oss_survives_throttling_skew_server_errors_resets_and_bad_part_crcs() {
     let s3 = Minio::start();
     // The gateway's clock runs an hour ahead: every first request is RequestTimeTooSkewed
     // until snapferry learns the offset from the server's Date.
@@ -240,6 +240,7 @@ fn sync_to_oss_survives_throttling_skew_server_errors_and_bad_part_crcs() {
         {"op": "PutObject", "kind": "server-error", "count": 1},
         {"op": "InitiateMultipartUpload", "kind": "skew", "count": 1},
         {"op": "CompleteMultipartUpload", "kind": "server-error", "count": 1},
+        {"op": "UploadPart", "kind": "reset", "count": 1, "skip": 1},
     ]));
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
@@ -258,7 +259,7 @@ fn sync_to_oss_survives_throttling_skew_server_errors_and_bad_part_crcs() {
     );
     assert_gateway_holds(&gw, "dst", "", &objects);
     let st = gw.stats();
-    for kind in ["throttle", "bad-crc", "server-error", "skew"] {
+    for kind in ["throttle", "bad-crc", "server-error", "skew", "reset"] {
         assert!(
             st["faults_injected"][kind].as_u64().unwrap_or(0) >= 1,
             "{kind} was not injected: {st}"
