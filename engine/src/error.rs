@@ -104,3 +104,13 @@ impl From<std::io::Error> for Error {
         }
     }
 }
+
+/// The innermost error's message ("Connection refused (os error 111)"): the useful part
+/// of a transport failure, without the nested wrappers of HTTP stacks.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

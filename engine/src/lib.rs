@@ -16,6 +16,7 @@
 //! - Deletes run only after every copy has landed.
 #![warn(missing_docs)]
 
+pub mod checksum;
 pub mod error;
 pub mod limits;
 pub mod location;

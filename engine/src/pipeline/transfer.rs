@@ -16,10 +16,6 @@ use crate::error::{Error, Result};
 use crate::stats::Kind;
 use crate::store::{CompletedPart, ObjectMeta, PutOptions};
 
-/// Below this size a CRC is computed inline; above it, on the blocking pool so that
-/// hashing never stalls the async reactor.
-const INLINE_HASH_LIMIT: usize = 256 << 10;
-
 /// A multipart object in flight.
 #[derive(Debug)]
 pub struct MultiObject {
@@ -124,23 +120,6 @@ pub enum Commit {
     Multi(Arc<MultiObject>),
 }
 
-async fn crc32_of(data: Bytes) -> (Bytes, u32) {
-    if data.len() <= INLINE_HASH_LIMIT {
-        let c = crc32fast::hash(&data);
-        return (data, c);
-    }
-    match tokio::task::spawn_blocking(move || {
-        let c = crc32fast::hash(&data);
-        (data, c)
-    })
-    .await
-    {
-        Ok(v) => v,
-        // The blocking pool only fails if the task panicked, which crc32 cannot.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
 /// One fetcher worker: ranged GETs, checksums, hands bytes to the uploaders.
 pub async fn fetcher(
     ctx: Arc<Ctx>,
@@ -167,7 +146,7 @@ pub async fn fetcher(
             .await;
         match res {
             Ok(data) => {
-                let (data, crc32) = crc32_of(data).await;
+                let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
                 if out.send(Fetched { job, data, crc32 }).await.is_err() {
                     return;
                 }

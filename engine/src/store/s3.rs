@@ -31,7 +31,8 @@ use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord,
     Store,
 };
-use crate::error::{Error, Result};
+use crate::checksum::verify_crc32_then;
+use crate::error::{root_cause, Error, Result};
 
 /// Static credentials for one side (from `SNAPFERRY_{SRC,DST}_*`).
 #[derive(Clone)]
@@ -179,27 +180,6 @@ fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))
 }
 
-/// MD5 of a buffer, off the async reactor (MD5 runs at well under 1 GB/s), after checking
-/// that the bytes still have the CRC32 the pipeline computed when it read them.
-async fn checked_md5(ctx: &str, data: &Bytes, crc32: u32) -> Result<[u8; 16]> {
-    let d = data.clone();
-    let work = move || (crc32fast::hash(&d), <[u8; 16]>::from(Md5::digest(&d)));
-    let (c32, md5) = if data.len() <= 256 << 10 {
-        work()
-    } else {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    };
-    if c32 != crc32 {
-        return Err(Error::ChecksumMismatch(format!(
-            "{ctx}: bytes have crc32 {c32:08x}, expected {crc32:08x} (changed after they were read)"
-        )));
-    }
-    Ok(md5)
-}
-
 /// In Content-MD5 mode: the server checked the MD5 we sent; its ETag must echo it.
 fn verify_md5_etag(ctx: &str, md5: &[u8; 16], etag: Option<&str>) -> Result<()> {
     let want = hex::encode(md5);
@@ -222,7 +202,7 @@ where
     match &err {
         SdkError::TimeoutError(_) => Error::Timeout(format!("{ctx}: request timed out")),
         SdkError::DispatchFailure(d) => {
-            let text = root_cause(&err);
+            let text = short(&root_cause(&err));
             if d.is_timeout() {
                 Error::Timeout(format!("{ctx}: {text}"))
             } else if text.contains("onnection refused")
@@ -287,16 +267,6 @@ where
             }
         }
     }
-}
-
-/// The innermost error's message ("Connection refused (os error 111)"): the useful part
-/// of a dispatch failure, without the SDK's nested debug structures.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    short(&cur.to_string())
 }
 
 /// Keeps error texts to one readable line.
@@ -482,7 +452,7 @@ impl Store for S3Store {
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let ctx = self.ctx("put", key);
         let md5 = if self.content_md5 {
-            Some(checked_md5(&ctx, &data, crc32).await?)
+            Some(verify_crc32_then(&ctx, &data, crc32, |d| <[u8; 16]>::from(Md5::digest(d))).await?)
         } else {
             None
         };
@@ -535,7 +505,7 @@ impl Store for S3Store {
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         let size = data.len() as u64;
         let md5 = if self.content_md5 {
-            Some(checked_md5(&ctx, &data, crc32).await?)
+            Some(verify_crc32_then(&ctx, &data, crc32, |d| <[u8; 16]>::from(Md5::digest(d))).await?)
         } else {
             None
         };

@@ -32,7 +32,8 @@ use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord,
     Store,
 };
-use crate::error::{Error, Result};
+use crate::checksum::verify_crc32_then;
+use crate::error::{root_cause, Error, Result};
 
 /// The most parts an OSS multipart upload may have.
 pub const MAX_PARTS: u32 = 10_000;
@@ -176,28 +177,6 @@ fn iso_ms(s: &str) -> Option<i64> {
 fn http_date_ms(s: &str) -> Option<i64> {
     let t = httpdate::parse_http_date(s).ok()?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
-}
-
-/// The CRC-64 to compare with the server's, after checking that `data` still has the
-/// CRC32 the pipeline computed when it was fetched (the trait's integrity contract).
-/// Runs on the blocking pool for large buffers.
-async fn checked_crc64(ctx: &str, data: &Bytes, crc32: u32) -> Result<u64> {
-    let d = data.clone();
-    let work = move || (crc32fast::hash(&d), crc64(&d));
-    let (c32, c64) = if data.len() <= 256 << 10 {
-        work()
-    } else {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    };
-    if c32 != crc32 {
-        return Err(Error::ChecksumMismatch(format!(
-            "{ctx}: bytes have crc32 {c32:08x}, expected {crc32:08x} (changed after they were read)"
-        )));
-    }
-    Ok(c64)
 }
 
 impl OssStore {
@@ -422,14 +401,6 @@ impl OssStore {
     }
 }
 
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
 fn transport_error(ctx: &str, e: &reqwest::Error) -> Error {
     let cause = root_cause(e);
     if e.is_timeout() {
@@ -585,7 +556,7 @@ impl Store for OssStore {
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let ctx = self.ctx("put", key);
         let headers = Self::meta_headers(opts)?;
-        let want = checked_crc64(&ctx, &data, crc32).await?;
+        let want = verify_crc32_then(&ctx, &data, crc32, crc64).await?;
         let r = self
             .send(
                 &ctx,
@@ -638,7 +609,7 @@ impl Store for OssStore {
             )));
         }
         let size = data.len() as u64;
-        let want = checked_crc64(&ctx, &data, crc32).await?;
+        let want = verify_crc32_then(&ctx, &data, crc32, crc64).await?;
         let n = number.to_string();
         let r = self
             .send(
