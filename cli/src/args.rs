@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use snapferry_engine::location::Location;
-use snapferry_engine::pipeline::SyncOptions;
+use snapferry_engine::pipeline::{SnapshotAware, SyncOptions};
 use snapferry_engine::size::{parse_rate, parse_size};
 
 /// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
@@ -23,6 +23,62 @@ pub struct Cli {
 pub enum Command {
     /// Make DST hold exactly what SRC holds, copying only what differs.
     Sync(SyncArgs),
+    /// Inspect and verify Elasticsearch/OpenSearch snapshot repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+/// `snapferry repo ...`.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// List the snapshots of the repository at URL.
+    Ls(RepoArgs),
+    /// Check that every blob the snapshots need exists with its exact length and that
+    /// every metadata checksum holds; with --deep, also every data file's checksum.
+    /// Exit 1 on any problem.
+    Verify(VerifyArgs),
+}
+
+/// Where a repository is (credentials as a sync source: SNAPFERRY_SRC_*, then the chains).
+#[derive(Debug, clap::Args)]
+pub struct RepoArgs {
+    /// Repository location: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a path.
+    pub url: String,
+    /// Endpoint (as --src-endpoint of sync).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Region (as --src-region of sync).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `repo verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this snapshot (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Vec<String>,
+    /// Stream every data blob and check its Lucene footer checksum (what a restore checks).
+    #[arg(long)]
+    pub deep: bool,
+    /// Concurrent reads.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+impl RepoArgs {
+    /// The location and its side settings, checked.
+    pub fn resolve(&self) -> Result<(Location, SideArgs), String> {
+        let loc = Location::parse(&self.url).map_err(|e| e.to_string())?;
+        check_endpoint("--endpoint", &self.endpoint, &loc)?;
+        let side = resolve_side(&loc, &self.endpoint, &self.region, "SRC", "-")?;
+        Ok((loc, side))
+    }
 }
 
 /// When to show a progress display.
@@ -47,6 +103,17 @@ else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
 
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report) or the run was
 interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a store.";
+
+/// `--snapshot-aware`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotAwareArg {
+    /// When the source holds a repository.
+    Auto,
+    /// Always (fail when the source holds no repository).
+    On,
+    /// Never: a plain object sync.
+    Off,
+}
 
 /// `snapferry sync SRC DST [options]`.
 #[derive(Debug, clap::Args)]
@@ -97,6 +164,14 @@ pub struct SyncArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Treat the source as an Elasticsearch/OpenSearch snapshot repository: copy in an
+    /// order that keeps the destination restorable at every instant (auto: when the
+    /// source has index.latest).
+    #[arg(long, value_enum, default_value_t = SnapshotAwareArg::Auto)]
+    pub snapshot_aware: SnapshotAwareArg,
+    /// Copy only what this snapshot needs (repeatable; snapshot-aware mode).
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Vec<String>,
     /// (set by -v on the top level)
     #[arg(skip)]
     pub verbose: u8,
@@ -176,6 +251,41 @@ fn oss_credentials(side: &str) -> Result<Creds, String> {
     ))
 }
 
+/// Credentials and endpoint of one side, checked. `name` is SRC or DST (the variable
+/// prefix), `flag` the option prefix (`--src`, `--dst`, or `-` for `repo` commands).
+pub fn resolve_side(
+    loc: &Location,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+    name: &str,
+    flag: &str,
+) -> Result<SideArgs, String> {
+    let (credentials, oss_endpoint) = match loc {
+        Location::S3 { .. } => (credentials(name)?, None),
+        Location::Oss { .. } => {
+            let ep = match (endpoint, region) {
+                (Some(e), _) => e.clone(),
+                (None, Some(r)) => format!("oss-{}.aliyuncs.com", r.trim_start_matches("oss-")),
+                (None, None) => {
+                    return Err(format!(
+                        "oss:// needs {flag}-endpoint (e.g. oss-cn-hangzhou.aliyuncs.com) or {flag}-region"
+                    ))
+                }
+            };
+            let resolved = snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
+                .map_err(|e| format!("{flag}-endpoint: {e}"))?;
+            (Some(oss_credentials(name)?), Some(resolved))
+        }
+        Location::Fs { .. } => (None, None),
+    };
+    Ok(SideArgs {
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+        credentials,
+        oss_endpoint,
+    })
+}
+
 fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
     let Some(ep) = ep else { return Ok(()) };
     if matches!(loc, Location::Oss { .. }) {
@@ -227,6 +337,9 @@ impl SyncArgs {
             Some(b) => Some(parse_rate(b).map_err(|e| format!("--bwlimit: {e}"))?),
             None => None,
         };
+        if !self.snapshot.is_empty() && self.snapshot_aware == SnapshotAwareArg::Off {
+            return Err("--snapshot needs --snapshot-aware auto or on".into());
+        }
         if self.tpslimit == Some(0) {
             return Err(
                 "--tpslimit 0 would send nothing; give a positive number or leave it out".into(),
@@ -240,6 +353,12 @@ impl SyncArgs {
             tpslimit: self.tpslimit,
             delete: self.delete,
             dry_run: self.dry_run,
+            snapshot_aware: match self.snapshot_aware {
+                SnapshotAwareArg::Auto => SnapshotAware::Auto,
+                SnapshotAwareArg::On => SnapshotAware::On,
+                SnapshotAwareArg::Off => SnapshotAware::Off,
+            },
+            snapshots: self.snapshot.clone(),
             ..SyncOptions::default()
         };
         opts.validate().map_err(|e| e.to_string())?;
@@ -261,37 +380,16 @@ impl SyncArgs {
                 ));
             }
         }
-        let side = |loc: &Location,
-                    endpoint: &Option<String>,
-                    region: &Option<String>,
-                    name: &str| {
-            let flag = if name == "SRC" { "--src" } else { "--dst" };
-            let (credentials, oss_endpoint) = match loc {
-                Location::S3 { .. } => (credentials(name)?, None),
-                Location::Oss { .. } => {
-                    let ep = match (endpoint, region) {
-                        (Some(e), _) => e.clone(),
-                        (None, Some(r)) => format!("oss-{}.aliyuncs.com", r.trim_start_matches("oss-")),
-                        (None, None) => {
-                            return Err(format!(
-                                "oss:// needs {flag}-endpoint (e.g. oss-cn-hangzhou.aliyuncs.com) or {flag}-region"
-                            ))
-                        }
-                    };
-                    let resolved =
-                        snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
-                            .map_err(|e| format!("{flag}-endpoint: {e}"))?;
-                    (Some(oss_credentials(name)?), Some(resolved))
-                }
-                Location::Fs { .. } => (None, None),
+        let side =
+            |loc: &Location, endpoint: &Option<String>, region: &Option<String>, name: &str| {
+                resolve_side(
+                    loc,
+                    endpoint,
+                    region,
+                    name,
+                    if name == "SRC" { "--src" } else { "--dst" },
+                )
             };
-            Ok::<_, String>(SideArgs {
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                credentials,
-                oss_endpoint,
-            })
-        };
         Ok(Plan {
             src_side: side(&src, &self.src_endpoint, &self.src_region, "SRC")?,
             dst_side: side(&dst, &self.dst_endpoint, &self.dst_region, "DST")?,

@@ -22,7 +22,7 @@ use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
-use args::{Cli, Command, SideArgs, SyncArgs};
+use args::{Cli, Command, RepoArgs, RepoCommand, SideArgs, SyncArgs, VerifyArgs};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -48,6 +48,8 @@ fn main() -> ExitCode {
                 a.verbose = cli.verbose;
                 sync(a).await
             }
+            Command::Repo(RepoCommand::Ls(a)) => repo_ls(a).await,
+            Command::Repo(RepoCommand::Verify(a)) => repo_verify(a).await,
         }
     });
     ExitCode::from(code)
@@ -190,6 +192,78 @@ async fn sync(a: SyncArgs) -> u8 {
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+async fn open_repo(a: &RepoArgs) -> Result<Arc<dyn Store>, u8> {
+    let (loc, side) = a.resolve().map_err(|m| fail(EXIT_USAGE, m))?;
+    let store = open_store("repository", &loc, &side)
+        .await
+        .map_err(|e| fail(exit_code_for(&e), e))?;
+    let policy = snapferry_engine::retry::RetryPolicy::preflight();
+    let never = tokio_util::sync::CancellationToken::new();
+    let retries = std::sync::atomic::AtomicU64::new(0);
+    policy
+        .run(&never, &retries, || store.preflight())
+        .await
+        .map_err(|e| fail(exit_code_for(&e), e))?;
+    Ok(store)
+}
+
+async fn repo_ls(a: RepoArgs) -> u8 {
+    let store = match open_repo(&a).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match snapferry_engine::repo::verify::list(store.as_ref()).await {
+        Ok(l) if a.json => {
+            println!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
+            EXIT_OK
+        }
+        Ok(l) => {
+            print!("{}", snapferry_engine::repo::verify::table(&l));
+            EXIT_OK
+        }
+        Err(e) => fail(exit_code_for(&e), e),
+    }
+}
+
+async fn repo_verify(a: VerifyArgs) -> u8 {
+    let store = match open_repo(&a.repo).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = snapferry_engine::repo::verify::VerifyOptions {
+        snapshots: a.snapshot.clone(),
+        deep: a.deep,
+        concurrency: a.concurrency,
+    };
+    let r = match snapferry_engine::repo::verify::verify(store.as_ref(), &opts).await {
+        Ok(r) => r,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    if a.repo.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        for p in &r.problems {
+            println!("problem  {}: {}", p.key, p.problem);
+        }
+        println!(
+            "verified generation {}: {} snapshots, {} blobs present, {} metadata checksums, {} data files checked{}, {} read; {} problems",
+            r.generation,
+            r.snapshots_checked,
+            r.blobs_checked,
+            r.metadata_checked,
+            r.data_files_checked,
+            if a.deep { "" } else { " (add --deep to check data)" },
+            progress::human(r.bytes_read),
+            r.problems.len()
+        );
+    }
+    if r.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
     }
 }
 

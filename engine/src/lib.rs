@@ -21,6 +21,7 @@ pub mod error;
 pub mod limits;
 pub mod location;
 pub mod pipeline;
+pub mod repo;
 pub mod retry;
 pub mod size;
 pub mod stats;

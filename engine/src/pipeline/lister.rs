@@ -15,7 +15,11 @@ use crate::store::{ObjectMeta, Store};
 pub const LIST_CHANNEL: usize = 1000;
 
 /// Spawns the listing of `store`; entries arrive in key order on the returned receiver.
-pub fn spawn(ctx: Arc<Ctx>, store: Arc<dyn Store>) -> mpsc::Receiver<Result<ObjectMeta>> {
+pub fn spawn(
+    ctx: Arc<Ctx>,
+    store: Arc<dyn Store>,
+    filter: Option<super::KeyFilter>,
+) -> mpsc::Receiver<Result<ObjectMeta>> {
     let (tx, rx) = mpsc::channel(LIST_CHANNEL);
     tokio::spawn(async move {
         let mut last: Option<String> = None;
@@ -40,6 +44,9 @@ pub fn spawn(ctx: Arc<Ctx>, store: Arc<dyn Store>) -> mpsc::Receiver<Result<Obje
                         attempt = 1;
                         for m in page {
                             last = Some(m.key.clone());
+                            if filter.as_ref().is_some_and(|f| !f(&m.key)) {
+                                continue;
+                            }
                             if tx.send(Ok(m)).await.is_err() {
                                 return;
                             }

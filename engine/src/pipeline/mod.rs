@@ -16,6 +16,7 @@
 pub mod differ;
 pub mod lister;
 pub mod scheduler;
+pub mod snapshot;
 pub mod transfer;
 
 use std::collections::HashMap;
@@ -58,6 +59,22 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Retry policy of every request.
     pub retry: RetryPolicy,
+    /// Treat the source as an Elasticsearch snapshot repository.
+    pub snapshot_aware: SnapshotAware,
+    /// Only what these snapshots need (snapshot-aware mode).
+    pub snapshots: Vec<String>,
+}
+
+/// `--snapshot-aware`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotAware {
+    /// When the source holds a repository (a root `index-N`).
+    #[default]
+    Auto,
+    /// Always; fail when the source holds no repository.
+    On,
+    /// Never: a plain object sync.
+    Off,
 }
 
 impl Default for SyncOptions {
@@ -71,6 +88,8 @@ impl Default for SyncOptions {
             delete: false,
             dry_run: false,
             retry: RetryPolicy::default(),
+            snapshot_aware: SnapshotAware::Auto,
+            snapshots: Vec::new(),
         }
     }
 }
@@ -223,6 +242,8 @@ pub struct Report {
     pub fatal_error: Option<String>,
     /// The most entries the differ held at once (flat-memory evidence).
     pub differ_max_held: usize,
+    /// Snapshot-aware sync details, when the source is a snapshot repository.
+    pub snapshot: Option<snapshot::SnapshotReport>,
 }
 
 /// Shared state of one run, handed to every stage.
@@ -273,6 +294,10 @@ impl Ctx {
             metadata: src.as_record().to_metadata(),
             mtime_ms: src.mtime_ms,
         }
+    }
+
+    fn observer_event(&self, e: &Event) {
+        self.observer.event(e);
     }
 
     fn copied(&self, m: &ObjectMeta) {
@@ -427,73 +452,40 @@ impl SyncRun {
             });
         }
 
-        let src_rx = lister::spawn(ctx.clone(), ctx.src.clone());
-        let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone());
-        let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
-        let diff_stats = Arc::new(DiffStats::default());
-        let ds = diff_stats.clone();
-        let differ =
-            tokio::spawn(async move { differ::merge_join(src_rx, dst_rx, join_tx, &ds).await });
-
-        let conc = ctx.opts.concurrency;
-        let (commit_tx, commit_rx) = mpsc::channel::<Commit>(conc * 2);
-        let (job_tx, job_rx) = async_channel::bounded::<Job>(conc);
-        let (fetched_tx, fetched_rx) = mpsc::channel(conc);
-        let fetched_rx = Arc::new(tokio::sync::Mutex::new(fetched_rx));
-        let mut workers = tokio::task::JoinSet::new();
-        if !ctx.opts.dry_run {
-            for _ in 0..conc {
-                workers.spawn(transfer::fetcher(
-                    ctx.clone(),
-                    job_rx.clone(),
-                    fetched_tx.clone(),
-                    commit_tx.clone(),
-                ));
-                workers.spawn(transfer::uploader(
-                    ctx.clone(),
-                    fetched_rx.clone(),
-                    commit_tx.clone(),
-                ));
-            }
-        }
-        drop(job_rx);
-        drop(fetched_tx);
-        let committer = tokio::spawn(transfer::committer(ctx.clone(), commit_rx));
-
-        let mut deletes = DeleteSpill::new()?;
-        let permits = Arc::new(Semaphore::new(conc));
-        let plan_result =
-            plan_and_schedule(&ctx, join_rx, &job_tx, &commit_tx, &permits, &mut deletes).await;
-        drop(job_tx);
-        drop(commit_tx);
-        let differ_result = differ
-            .await
-            .unwrap_or_else(|e| Err(Error::Other(format!("differ task failed: {e}"))));
-        while workers.join_next().await.is_some() {}
-        let _ = committer.await;
-
-        // Anything still registered was interrupted mid-way: abort it.
-        let leftover: Vec<(String, String)> = ctx
-            .active_uploads
-            .lock()
-            .map(|a| a.iter().map(|(id, k)| (id.clone(), k.clone())).collect())
-            .unwrap_or_default();
-        for (id, key) in leftover {
-            ctx.abort_upload(&key, &id).await;
-        }
-
-        let fatal = plan_result.err().or(differ_result.err());
-        let interrupted = ctx.cancel.is_cancelled();
-        let planned_deletes = deletes.count;
-        if ctx.opts.delete && fatal.is_none() && !interrupted {
-            if ctx.opts.dry_run {
-                for key in deletes.keys()? {
-                    ctx.observer.event(&Event::PlanDelete { key: key? });
+        let mut diff_max_held = 0;
+        let mut planned_deletes = 0;
+        let mut snapshot_info = None;
+        let fatal: Option<Error> = match snapshot::detect(&ctx).await {
+            Err(e) => Some(e),
+            Ok(None) => {
+                // A plain sync: one pass over everything.
+                let out = pass(&ctx, None).await?;
+                diff_max_held = out.max_held;
+                planned_deletes = out.deletes.count;
+                match out.fatal {
+                    Some(e) => Some(e),
+                    None if ctx.opts.delete && !ctx.cancel.is_cancelled() => {
+                        if ctx.opts.dry_run {
+                            for key in out.deletes.keys()? {
+                                ctx.observer.event(&Event::PlanDelete { key: key? });
+                            }
+                        } else {
+                            run_deletes(&ctx, out.deletes).await?;
+                        }
+                        None
+                    }
+                    None => None,
                 }
-            } else {
-                run_deletes(&ctx, deletes).await?;
             }
-        }
+            Ok(Some(plan)) => {
+                let (fatal, info, held, deletes) = snapshot::run(&ctx, plan).await?;
+                diff_max_held = held;
+                planned_deletes = deletes;
+                snapshot_info = Some(info);
+                fatal
+            }
+        };
+        let interrupted = ctx.cancel.is_cancelled();
 
         let duration = start.elapsed().as_secs_f64();
         let c = &ctx.counters;
@@ -525,9 +517,87 @@ impl SyncRun {
             latency_ms: ctx.lat.summaries(),
             interrupted,
             fatal_error: fatal.map(|e| e.to_string()),
-            differ_max_held: diff_stats.max_held(),
+            differ_max_held: diff_max_held,
+            snapshot: snapshot_info,
         })
     }
+}
+
+/// What one pass over (a filtered part of) the listings produced.
+pub(crate) struct PassOutcome {
+    /// A failure that stopped the pass (listing or differ error).
+    pub fatal: Option<Error>,
+    /// Destination keys the source lacks (collected only when `--delete`).
+    pub deletes: DeleteSpill,
+    /// The most entries the differ held.
+    pub max_held: usize,
+}
+
+/// Key filter of a pass: only keys for which it returns true are listed on either side.
+pub(crate) type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// One pass of the pipeline: list both sides (filtered), diff, copy, and wait until every
+/// copy has landed (or failed).
+pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<PassOutcome> {
+    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone());
+    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), filter);
+    let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
+    let diff_stats = Arc::new(DiffStats::default());
+    let ds = diff_stats.clone();
+    let differ =
+        tokio::spawn(async move { differ::merge_join(src_rx, dst_rx, join_tx, &ds).await });
+
+    let conc = ctx.opts.concurrency;
+    let (commit_tx, commit_rx) = mpsc::channel::<Commit>(conc * 2);
+    let (job_tx, job_rx) = async_channel::bounded::<Job>(conc);
+    let (fetched_tx, fetched_rx) = mpsc::channel(conc);
+    let fetched_rx = Arc::new(tokio::sync::Mutex::new(fetched_rx));
+    let mut workers = tokio::task::JoinSet::new();
+    if !ctx.opts.dry_run {
+        for _ in 0..conc {
+            workers.spawn(transfer::fetcher(
+                ctx.clone(),
+                job_rx.clone(),
+                fetched_tx.clone(),
+                commit_tx.clone(),
+            ));
+            workers.spawn(transfer::uploader(
+                ctx.clone(),
+                fetched_rx.clone(),
+                commit_tx.clone(),
+            ));
+        }
+    }
+    drop(job_rx);
+    drop(fetched_tx);
+    let committer = tokio::spawn(transfer::committer(ctx.clone(), commit_rx));
+
+    let mut deletes = DeleteSpill::new()?;
+    let permits = Arc::new(Semaphore::new(conc));
+    let plan_result =
+        plan_and_schedule(ctx, join_rx, &job_tx, &commit_tx, &permits, &mut deletes).await;
+    drop(job_tx);
+    drop(commit_tx);
+    let differ_result = differ
+        .await
+        .unwrap_or_else(|e| Err(Error::Other(format!("differ task failed: {e}"))));
+    while workers.join_next().await.is_some() {}
+    let _ = committer.await;
+
+    // Anything still registered was interrupted mid-way: abort it.
+    let leftover: Vec<(String, String)> = ctx
+        .active_uploads
+        .lock()
+        .map(|a| a.iter().map(|(id, k)| (id.clone(), k.clone())).collect())
+        .unwrap_or_default();
+    for (id, key) in leftover {
+        ctx.abort_upload(&key, &id).await;
+    }
+    Ok(PassOutcome {
+        fatal: plan_result.err().or(differ_result.err()),
+        deletes,
+        max_held: diff_stats.max_held(),
+    })
 }
 
 fn side_error(side: &str, e: Error) -> Error {
@@ -697,7 +767,7 @@ async fn schedule(
     }
 }
 
-async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {
+pub(crate) async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {
     let keys = deletes.keys()?;
     let stream = futures::stream::iter(keys).map(|key| {
         let ctx = ctx.clone();
@@ -725,20 +795,20 @@ async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {
 
 /// Keys planned for deletion, spilled to a temp file as JSON strings (one per line,
 /// so any key, newlines included, round-trips) to keep memory flat.
-struct DeleteSpill {
+pub(crate) struct DeleteSpill {
     file: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
-    count: u64,
+    pub(crate) count: u64,
 }
 
 impl DeleteSpill {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         Ok(DeleteSpill {
             file: None,
             count: 0,
         })
     }
 
-    fn push(&mut self, key: &str) -> Result<()> {
+    pub(crate) fn push(&mut self, key: &str) -> Result<()> {
         if self.file.is_none() {
             self.file = Some(std::io::BufWriter::new(tempfile::NamedTempFile::new()?));
         }
@@ -750,7 +820,7 @@ impl DeleteSpill {
         Ok(())
     }
 
-    fn keys(self) -> Result<Box<dyn Iterator<Item = Result<String>> + Send>> {
+    pub(crate) fn keys(self) -> Result<Box<dyn Iterator<Item = Result<String>> + Send>> {
         let Some(f) = self.file else {
             return Ok(Box::new(std::iter::empty()));
         };

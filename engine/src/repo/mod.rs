@@ -1,0 +1,6 @@
+//! Snapshot repositories: the model ([`model`]), the checksummed blob formats
+//! ([`blob`]), and verification ([`verify`]).
+
+pub mod blob;
+pub mod model;
+pub mod verify;

@@ -1,0 +1,387 @@
+//! `repo ls` and `repo verify`: what a repository holds, and whether every byte it needs
+//! is there and intact, judged from the repository's own metadata and checksums.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::blob;
+use super::model::{state_name, BlobKind, DataFile, Repository};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Chunk size of deep reads.
+const DEEP_CHUNK: u64 = 8 << 20;
+
+/// One snapshot as `repo ls` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// Name.
+    pub name: String,
+    /// UUID.
+    pub uuid: String,
+    /// State (SUCCESS, PARTIAL, ...).
+    pub state: String,
+    /// Index names.
+    pub indices: Vec<String>,
+    /// Start time, ms since the epoch.
+    pub start_time_ms: Option<i64>,
+    /// End time, ms since the epoch.
+    pub end_time_ms: Option<i64>,
+    /// Total size of the Lucene files the snapshot references.
+    pub total_size_bytes: u64,
+}
+
+/// `repo ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// Root generation.
+    pub generation: u64,
+    /// Repository UUID.
+    pub repository_uuid: Option<String>,
+    /// Snapshots, in repository order.
+    pub snapshots: Vec<SnapshotSummary>,
+}
+
+/// Lists the snapshots of the repository at `store`.
+pub async fn list(store: &dyn Store) -> Result<Listing> {
+    let repo = Repository::load(store).await?;
+    let mut snapshots = Vec::new();
+    for s in &repo.data.snapshots {
+        let (refs, _) = repo.references(store, &[s]).await?;
+        let total = refs
+            .values()
+            .filter(|r| r.kind == BlobKind::Data)
+            .filter_map(|r| r.size)
+            .sum();
+        let mut indices: Vec<String> = repo
+            .data
+            .indices
+            .iter()
+            .filter(|ix| ix.snapshots.contains(&s.uuid))
+            .map(|ix| ix.name.clone())
+            .collect();
+        indices.sort();
+        snapshots.push(SnapshotSummary {
+            name: s.name.clone(),
+            uuid: s.uuid.clone(),
+            state: state_name(s.state).to_string(),
+            indices,
+            start_time_ms: s.start_ms,
+            end_time_ms: s.end_ms,
+            total_size_bytes: total,
+        });
+    }
+    Ok(Listing {
+        generation: repo.data.generation,
+        repository_uuid: repo.data.uuid.clone(),
+        snapshots,
+    })
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The blob's key.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The result of `repo verify`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct VerifyReport {
+    /// Root generation checked.
+    pub generation: u64,
+    /// Snapshots checked.
+    pub snapshots_checked: usize,
+    /// Referenced blobs checked for presence and size.
+    pub blobs_checked: usize,
+    /// Metadata blobs whose envelope checksum was checked.
+    pub metadata_checked: usize,
+    /// Data files whose Lucene footer checksum was checked (`--deep`).
+    pub data_files_checked: usize,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Problems, with their blob paths.
+    pub problems: Vec<Problem>,
+}
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only these snapshots (all when empty).
+    pub snapshots: Vec<String>,
+    /// Also stream every data blob and check its Lucene checksum.
+    pub deep: bool,
+    /// Concurrent reads.
+    pub concurrency: usize,
+}
+
+/// Verifies the repository at `store`.
+pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let repo = Repository::load(store).await?;
+    verify_loaded(store, &repo, opts).await
+}
+
+/// Verifies an already loaded repository.
+pub async fn verify_loaded(
+    store: &dyn Store,
+    repo: &Repository,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let conc = opts.concurrency.max(1);
+    let selected = repo.select(&opts.snapshots)?;
+    let mut report = VerifyReport {
+        generation: repo.data.generation,
+        snapshots_checked: selected.len(),
+        ..Default::default()
+    };
+    // Shard snapshots that cannot be read are reported, not fatal.
+    let (refs, data_files) = match repo.references(store, &selected).await {
+        Ok(r) => r,
+        Err(Error::ChecksumMismatch(m)) | Err(Error::Other(m)) => {
+            report.problems.push(Problem {
+                key: m.split(':').next().unwrap_or("").to_string(),
+                problem: m,
+            });
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    // index.latest, when present, must name the current generation.
+    if let Some(&sz) = repo.listing.get("index.latest") {
+        let b = store.get_range("index.latest", 0..sz, None).await?;
+        report.bytes_read += sz;
+        let n = (b.len() == 8).then(|| u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8])));
+        if n != Some(repo.data.generation) {
+            report.problems.push(Problem {
+                key: "index.latest".into(),
+                problem: format!(
+                    "names generation {n:?}, but the current root is index-{}",
+                    repo.data.generation
+                ),
+            });
+        }
+    }
+    let mut metadata = Vec::new();
+    for (key, r) in &refs {
+        report.blobs_checked += 1;
+        match repo.listing.get(key) {
+            None => report.problems.push(Problem {
+                key: key.clone(),
+                problem: "missing".into(),
+            }),
+            Some(&actual) => {
+                if let Some(want) = r.size {
+                    if want != actual {
+                        report.problems.push(Problem {
+                            key: key.clone(),
+                            problem: format!("size {actual}, expected {want}"),
+                        });
+                    }
+                }
+                if matches!(
+                    r.kind,
+                    BlobKind::RootMeta
+                        | BlobKind::IndexMeta
+                        | BlobKind::ShardSnapshot
+                        | BlobKind::ShardIndex
+                ) {
+                    metadata.push((key.clone(), actual));
+                }
+            }
+        }
+    }
+    // Envelope checksums of every metadata blob.
+    let results: Vec<(String, u64, Option<String>)> = futures::stream::iter(metadata)
+        .map(|(key, size)| async move {
+            let res = store
+                .get_range(&key, 0..size, None)
+                .await
+                .and_then(|b| blob::parse_envelope(&key, &b).map(|_| ()));
+            (key, size, res.err().map(|e| e.to_string()))
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    for (key, size, err) in results {
+        report.metadata_checked += 1;
+        report.bytes_read += size;
+        if let Some(e) = err {
+            report.problems.push(Problem { key, problem: e });
+        }
+    }
+    if opts.deep {
+        let listing = &repo.listing;
+        let present: Vec<&DataFile> = data_files
+            .iter()
+            .filter(|f| f.blobs.iter().all(|(k, s)| listing.get(k) == Some(s)))
+            .collect();
+        let results: Vec<(String, u64, Option<String>)> = futures::stream::iter(present)
+            .map(|f| async move {
+                let (read, res) = deep_check(store, f).await;
+                (f.blobs[0].0.clone(), read, res.err().map(|e| e.to_string()))
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for (key, read, err) in results {
+            report.data_files_checked += 1;
+            report.bytes_read += read;
+            if let Some(e) = err {
+                report.problems.push(Problem { key, problem: e });
+            }
+        }
+    }
+    report.problems.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(report)
+}
+
+/// Streams one data file (all its parts) and checks its Lucene footer against the
+/// checksum the repository recorded — the check Elasticsearch runs on restore.
+async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
+    let what = &f.blobs[0].0;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut tail: Vec<u8> = Vec::with_capacity(16);
+    let mut read = 0u64;
+    let total: u64 = f.blobs.iter().map(|(_, s)| s).sum();
+    if total != f.length {
+        return (
+            0,
+            Err(Error::ChecksumMismatch(format!(
+                "{what}: parts hold {total} bytes, the file has {}",
+                f.length
+            ))),
+        );
+    }
+    if f.length < 16 {
+        return (
+            0,
+            Err(Error::ChecksumMismatch(format!(
+                "{what}: {} bytes is too short for a Lucene file",
+                f.length
+            ))),
+        );
+    }
+    let mut pos = 0u64; // position within the logical file
+    for (key, size) in &f.blobs {
+        let mut off = 0;
+        while off < *size {
+            let end = (off + DEEP_CHUNK).min(*size);
+            let chunk = match store.get_range(key, off..end, None).await {
+                Ok(c) => c,
+                Err(e) => return (read, Err(e)),
+            };
+            read += chunk.len() as u64;
+            // The CRC covers everything but the last 8 bytes of the whole file.
+            let crc_end = f.length - 8;
+            let c_start = pos;
+            let c_end = pos + chunk.len() as u64;
+            if c_start < crc_end {
+                let upto = (crc_end.min(c_end) - c_start) as usize;
+                hasher.update(&chunk[..upto]);
+            }
+            if c_end > f.length - 16 {
+                let from = (f.length - 16).saturating_sub(c_start) as usize;
+                tail.extend_from_slice(&chunk[from..]);
+            }
+            pos = c_end;
+            off = end;
+        }
+    }
+    let computed = hasher.finalize() as u64;
+    if tail.len() != 16
+        || u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]) != blob::FOOTER_MAGIC
+    {
+        return (
+            read,
+            Err(Error::ChecksumMismatch(format!("{what}: no Lucene footer"))),
+        );
+    }
+    let stored = u64::from_be_bytes(tail[8..16].try_into().unwrap_or([0; 8]));
+    if stored != computed {
+        return (
+            read,
+            Err(Error::ChecksumMismatch(format!(
+                "{what}: footer CRC32 {stored:08x}, computed {computed:08x}"
+            ))),
+        );
+    }
+    if let Some(want) = &f.checksum {
+        if blob::base36(computed) != *want {
+            return (
+                read,
+                Err(Error::ChecksumMismatch(format!(
+                    "{what}: checksum {} differs from the recorded {want}",
+                    blob::base36(computed)
+                ))),
+            );
+        }
+    }
+    (read, Ok(()))
+}
+
+/// Renders `repo ls` as a table.
+pub fn table(l: &Listing) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "UUID".into(),
+        "STATE".into(),
+        "INDICES".into(),
+        "START (UTC)".into(),
+        "END (UTC)".into(),
+        "SIZE".into(),
+    ]];
+    let fmt_t = |ms: Option<i64>| {
+        ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m / 1000).ok())
+            .map(|t| {
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    for s in &l.snapshots {
+        rows.push([
+            s.name.clone(),
+            s.uuid.clone(),
+            s.state.clone(),
+            s.indices.join(","),
+            fmt_t(s.start_time_ms),
+            fmt_t(s.end_time_ms),
+            s.total_size_bytes.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Keys whose problems count per kind, for summaries.
+pub fn problem_summary(r: &VerifyReport) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in &r.problems {
+        *m.entry(p.problem.split(':').next().unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
