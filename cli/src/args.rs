@@ -37,6 +37,46 @@ pub enum RepoCommand {
     /// every metadata checksum holds; with --deep, also every data file's checksum.
     /// Exit 1 on any problem.
     Verify(VerifyArgs),
+    /// Which snapshots are on one side only, and which blobs the source needs that the
+    /// destination lacks or holds with another size. Exit 1 when they differ.
+    Diff(RepoDiffArgs),
+}
+
+/// `repo diff SRC DST` (credentials and endpoints as for sync).
+#[derive(Debug, clap::Args)]
+pub struct RepoDiffArgs {
+    /// Source repository location.
+    pub src: String,
+    /// Destination repository location.
+    pub dst: String,
+    /// Source endpoint.
+    #[arg(long, value_name = "URL")]
+    pub src_endpoint: Option<String>,
+    /// Destination endpoint.
+    #[arg(long, value_name = "URL")]
+    pub dst_endpoint: Option<String>,
+    /// Source region.
+    #[arg(long, value_name = "R")]
+    pub src_region: Option<String>,
+    /// Destination region.
+    #[arg(long, value_name = "R")]
+    pub dst_region: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RepoDiffArgs {
+    /// Both sides, checked.
+    pub fn resolve(&self) -> Result<((Location, SideArgs), (Location, SideArgs)), String> {
+        let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
+        let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
+        check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
+        check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
+        let s = resolve_side(&src, &self.src_endpoint, &self.src_region, "SRC", "--src")?;
+        let d = resolve_side(&dst, &self.dst_endpoint, &self.dst_region, "DST", "--dst")?;
+        Ok(((src, s), (dst, d)))
+    }
 }
 
 /// Where a repository is (credentials as a sync source: SNAPFERRY_SRC_*, then the chains).

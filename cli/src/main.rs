@@ -22,7 +22,7 @@ use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
-use args::{Cli, Command, RepoArgs, RepoCommand, SideArgs, SyncArgs, VerifyArgs};
+use args::{Cli, Command, RepoArgs, RepoCommand, RepoDiffArgs, SideArgs, SyncArgs, VerifyArgs};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             }
             Command::Repo(RepoCommand::Ls(a)) => repo_ls(a).await,
             Command::Repo(RepoCommand::Verify(a)) => repo_verify(a).await,
+            Command::Repo(RepoCommand::Diff(a)) => repo_diff(a).await,
         }
     });
     ExitCode::from(code)
@@ -208,6 +209,54 @@ async fn open_repo(a: &RepoArgs) -> Result<Arc<dyn Store>, u8> {
         .await
         .map_err(|e| fail(exit_code_for(&e), e))?;
     Ok(store)
+}
+
+async fn repo_diff(a: RepoDiffArgs) -> u8 {
+    let ((sl, ss), (dl, ds)) = match a.resolve() {
+        Ok(v) => v,
+        Err(m) => return fail(EXIT_USAGE, m),
+    };
+    let src = match open_store("source", &sl, &ss).await {
+        Ok(s) => s,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    let dst = match open_store("destination", &dl, &ds).await {
+        Ok(s) => s,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    let r = match snapferry_engine::repo::verify::diff(src.as_ref(), dst.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        for n in &r.only_in_source {
+            println!("only in source       {n}");
+        }
+        for n in &r.only_in_destination {
+            println!("only in destination  {n}");
+        }
+        for p in &r.differing_blobs {
+            println!("differs              {}: {}", p.key, p.problem);
+        }
+        println!(
+            "source generation {}, destination generation {}; {} snapshots only in source, {} only in destination, {} blobs differ",
+            r.source_generation,
+            r.destination_generation.map(|g| g.to_string()).unwrap_or_else(|| "none".into()),
+            r.only_in_source.len(),
+            r.only_in_destination.len(),
+            r.differing_blobs.len()
+        );
+    }
+    let same = r.only_in_source.is_empty()
+        && r.only_in_destination.is_empty()
+        && r.differing_blobs.is_empty();
+    if same {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
 }
 
 async fn repo_ls(a: RepoArgs) -> u8 {

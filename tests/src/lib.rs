@@ -521,3 +521,103 @@ impl OssGateway {
         serde_json::from_str(&b).expect("uploads JSON")
     }
 }
+
+/// A single-node OpenSearch/Elasticsearch started by fixtures/search/node.py; stopped on
+/// drop (closing node.py's stdin stops the node and its JVM).
+pub struct SearchNode {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The unpacked search engine: `SNAPFERRY_OPENSEARCH_HOME`, else installed by
+/// fixtures/search/install.sh (cached under ~/.cache/snapferry/search).
+pub fn opensearch_home() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPFERRY_OPENSEARCH_HOME") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("fixtures/search/install.sh"))
+        .arg("opensearch")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("setup failed: cannot run fixtures/search/install.sh");
+    assert!(
+        out.status.success(),
+        "setup failed: fixtures/search/install.sh failed"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+impl SearchNode {
+    /// Starts a node whose `path.repo` is `repo_path`.
+    pub fn start(repo_path: &std::path::Path) -> SearchNode {
+        use std::io::BufRead;
+        let home = opensearch_home();
+        let dir = tempfile::tempdir().expect("node dir");
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("fixtures/search/node.py"))
+            .arg("--home")
+            .arg(&home)
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--repo-path")
+            .arg(repo_path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .envs(std::env::var("JAVA_HOME").ok().map(|j| ("JAVA_HOME", j)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("setup failed: cannot start node.py: {e}"));
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("setup failed: the search node did not start (said {line:?})");
+        };
+        SearchNode {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// A JSON request to the node.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let b = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let (status, text) = http(&self.endpoint, method, path, &b);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+}
+
+impl Drop for SearchNode {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // EOF: node.py stops the node
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

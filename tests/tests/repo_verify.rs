@@ -245,3 +245,57 @@ fn repo_commands_refuse_what_is_not_a_repository() {
     assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
     assert!(texts(&out).1.contains("no snapshot named"));
 }
+
+#[test]
+fn repo_diff_names_snapshots_on_one_side_and_differing_blobs() {
+    let fx = fixture_repos();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    copy_dir(&fx[0].join("repo"), &a);
+    copy_dir(&fx[0].join("repo"), &b);
+    let diff = |x: &Path, y: &Path| {
+        let mut c = snapferry();
+        c.args([
+            "repo",
+            "diff",
+            x.to_str().unwrap(),
+            y.to_str().unwrap(),
+            "--json",
+        ]);
+        let out = run(c);
+        let v: serde_json::Value = serde_json::from_str(&texts(&out).0)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", texts(&out)));
+        (out.status.code().unwrap_or(-1), v)
+    };
+    let (code, v) = diff(&a, &b);
+    assert_eq!(code, 0, "{v}");
+    // A blob missing on the destination is named.
+    let mut all = Vec::new();
+    files(&b, "", &mut all);
+    let victim = all
+        .iter()
+        .find(|f| f.rsplit('/').next().unwrap().starts_with("__"))
+        .unwrap()
+        .clone();
+    std::fs::remove_file(b.join(&victim)).unwrap();
+    let (code, v) = diff(&a, &b);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["differing_blobs"][0]["key"], victim.as_str(), "{v}");
+    // Two different repositories: their snapshots are on one side only.
+    if fx.len() > 1 {
+        let (code, v) = diff(&fx[0].join("repo"), &fx[1].join("repo"));
+        assert_eq!(code, 1);
+        assert!(!v["only_in_source"].as_array().unwrap().is_empty(), "{v}");
+        assert!(
+            !v["only_in_destination"].as_array().unwrap().is_empty(),
+            "{v}"
+        );
+    }
+    // An empty destination: everything differs, no destination generation.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, v) = diff(&a, &empty);
+    assert_eq!(code, 1);
+    assert!(v["destination_generation"].is_null(), "{v}");
+}

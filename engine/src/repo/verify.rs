@@ -385,3 +385,63 @@ pub fn problem_summary(r: &VerifyReport) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// `repo diff`: how two repositories differ.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DiffReport {
+    /// Source generation.
+    pub source_generation: u64,
+    /// Destination generation (None: no repository there).
+    pub destination_generation: Option<u64>,
+    /// Snapshots (name) only in the source.
+    pub only_in_source: Vec<String>,
+    /// Snapshots only in the destination.
+    pub only_in_destination: Vec<String>,
+    /// Blobs the source's snapshots need that the destination lacks or holds with another size.
+    pub differing_blobs: Vec<Problem>,
+}
+
+/// Compares the repositories at `src` and `dst` (snapshots, and the blobs the source needs).
+pub async fn diff(src: &dyn Store, dst: &dyn Store) -> Result<DiffReport> {
+    let s = Repository::load(src).await?;
+    let d = match Repository::load(dst).await {
+        Ok(d) => Some(d),
+        Err(Error::InvalidInput(m)) if m.contains("holds no snapshot repository") => None,
+        Err(e) => return Err(e),
+    };
+    let names = |r: &Repository| {
+        r.data
+            .snapshots
+            .iter()
+            .map(|x| (x.name.clone(), x.uuid.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let sn = names(&s);
+    let dn = d.as_ref().map(names).unwrap_or_default();
+    let all: Vec<_> = s.data.snapshots.iter().collect();
+    let (refs, _) = s.references(src, &all).await?;
+    let empty = BTreeMap::new();
+    let dl = d.as_ref().map(|d| &d.listing).unwrap_or(&empty);
+    let mut differing = Vec::new();
+    for key in refs.keys() {
+        let want = s.listing.get(key);
+        match (want, dl.get(key)) {
+            (_, None) => differing.push(Problem {
+                key: key.clone(),
+                problem: "missing at destination".into(),
+            }),
+            (Some(a), Some(b)) if a != b => differing.push(Problem {
+                key: key.clone(),
+                problem: format!("size {b} at destination, {a} at source"),
+            }),
+            _ => {}
+        }
+    }
+    Ok(DiffReport {
+        source_generation: s.data.generation,
+        destination_generation: d.as_ref().map(|d| d.data.generation),
+        only_in_source: sn.difference(&dn).map(|x| x.0.clone()).collect(),
+        only_in_destination: dn.difference(&sn).map(|x| x.0.clone()).collect(),
+        differing_blobs: differing,
+    })
+}

@@ -1,0 +1,96 @@
+//! A real OpenSearch node restores every snapshot of a repository that snapferry copied
+//! (fs → S3 → fs, snapshot-aware both ways), with the document counts the source had.
+
+use serde_json::json;
+use snapferry_e2e::*;
+
+#[test]
+fn opensearch_restores_every_snapshot_from_a_copied_repository() {
+    let fixture = {
+        let dir = repo_root().join("fixtures/repos");
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("opensearch")
+            })
+            .collect();
+        v.sort();
+        v.pop()
+            .expect("setup failed: no opensearch fixture repository")
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("manifest.json")).unwrap())
+            .unwrap();
+    let s3 = Minio::start();
+    rt().block_on(create_bucket(&s3.client(), "mid"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path_repo = tmp.path().join("path-repo");
+    let dest = path_repo.join("copied");
+    // fs -> s3 -> fs, both snapshot-aware.
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        fixture.join("repo").to_str().unwrap(),
+        "s3://mid/repo",
+        "--dst-endpoint",
+        &s3.endpoint,
+        "--snapshot-aware",
+        "on",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        "s3://mid/repo",
+        dest.to_str().unwrap(),
+        "--src-endpoint",
+        &s3.endpoint,
+        "--snapshot-aware",
+        "on",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+
+    let node = SearchNode::start(&path_repo);
+    let (st, body) = node.call(
+        "PUT",
+        "/_snapshot/copied",
+        json!({"type": "fs", "settings": {"location": dest.to_str().unwrap(), "readonly": true}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.call("GET", "/_snapshot/copied/_all", serde_json::Value::Null);
+    assert_eq!(st, 200, "{body}");
+    let listed: Vec<&str> = body["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    for snap in manifest["snapshots"].as_array().unwrap() {
+        let name = snap["name"].as_str().unwrap();
+        assert!(listed.contains(&name), "{name} not listed: {listed:?}");
+        let (st, body) = node.call(
+            "POST",
+            &format!("/_snapshot/copied/{name}/_restore?wait_for_completion=true"),
+            json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
+        );
+        assert_eq!(st, 200, "restore {name}: {body}");
+        assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
+        for (index, want) in snap["indices"].as_object().unwrap() {
+            let (st, body) = node.call(
+                "GET",
+                &format!("/restored-{index}/_count"),
+                serde_json::Value::Null,
+            );
+            assert_eq!(st, 200, "{body}");
+            assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
+        }
+        let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
+        assert_eq!(st, 200, "{body}");
+    }
+}
