@@ -42,6 +42,9 @@ pub enum RepoCommand {
     Diff(RepoDiffArgs),
 }
 
+/// A location with its checked settings.
+pub type Side = (Location, SideArgs);
+
 /// `repo diff SRC DST` (credentials and endpoints as for sync).
 #[derive(Debug, clap::Args)]
 pub struct RepoDiffArgs {
@@ -68,7 +71,7 @@ pub struct RepoDiffArgs {
 
 impl RepoDiffArgs {
     /// Both sides, checked.
-    pub fn resolve(&self) -> Result<((Location, SideArgs), (Location, SideArgs)), String> {
+    pub fn resolve(&self) -> Result<(Side, Side), String> {
         let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
         let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
         check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
