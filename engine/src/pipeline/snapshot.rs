@@ -107,7 +107,8 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         Err(Error::InvalidInput(m))
             if mode == SnapshotAware::Auto && m.contains("holds no snapshot repository") =>
         {
-            return Ok(None)
+            tracing::info!("{m}; copying it as plain objects");
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
@@ -162,8 +163,24 @@ pub async fn run(
         let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
         if phase == BlobKind::IndexLatest {
             // Written, not copied: it must name the pinned generation.
+            let want = generation.to_be_bytes();
+            let current = match ctx.call(Kind::Head, || ctx.dst.head("index.latest")).await {
+                Ok(Some(m)) if m.size == 8 => ctx
+                    .call(Kind::Get, || ctx.dst.get_range("index.latest", 0..8, None))
+                    .await
+                    .ok(),
+                _ => None,
+            };
+            if current.as_deref() == Some(&want[..]) {
+                ctx.counters.skipped_objects.fetch_add(1, Ordering::Relaxed);
+                report.phases.push(PhaseReport {
+                    phase: phase_name(phase).into(),
+                    copied_objects: 0,
+                });
+                continue;
+            }
             if !ctx.opts.dry_run {
-                let data = Bytes::copy_from_slice(&generation.to_be_bytes());
+                let data = Bytes::copy_from_slice(&want);
                 let crc = crc32fast::hash(&data);
                 let opts = PutOptions::default();
                 if let Err(e) = ctx

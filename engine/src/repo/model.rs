@@ -349,9 +349,12 @@ impl Repository {
             },
         };
         let root = format!("index-{generation}");
-        let size = *listing
-            .get(&root)
-            .ok_or_else(|| Error::NotFound(format!("{root} is missing")))?;
+        let size = *listing.get(&root).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{} holds no snapshot repository (index.latest names {root}, which does not exist)",
+                store.describe()
+            ))
+        })?;
         let data = RepositoryData::parse(generation, &read_all(store, &root, size).await?)?;
         Ok(Repository { listing, data })
     }
