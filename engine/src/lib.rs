@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod checksum;
+pub mod cluster;
 pub mod error;
 pub mod limits;
 pub mod location;
