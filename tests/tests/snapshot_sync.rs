@@ -249,3 +249,52 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn source_generation_moving_during_the_copy_is_reported_and_the_pinned_one_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    copy_tree(&fixture("opensearch"), &src);
+    let s3 = Minio::start();
+    rt().block_on(create_bucket(&s3.client(), "dst"));
+    let gen: u64 = {
+        let b = std::fs::read(src.join("index.latest")).unwrap();
+        u64::from_be_bytes(b[..8].try_into().unwrap())
+    };
+    let report = tmp.path().join("r.json");
+    let mut child = sync_cmd(&src, &s3, "s3://dst/repo")
+        .args(["--tpslimit", "30", "--concurrency", "1", "--report"])
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the copy is under way (objects are landing), the source writes generation N+1.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rt().block_on(keys(&s3.client(), "dst", "repo/")).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::copy(
+        src.join(format!("index-{gen}")),
+        src.join(format!("index-{}", gen + 1)),
+    )
+    .unwrap();
+    std::fs::write(src.join("index.latest"), (gen + 1).to_be_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let r = read_report(&report);
+    assert_eq!(r["snapshot"]["source_generation"], gen);
+    assert_eq!(r["snapshot"]["source_generation_moved_to"], gen + 1, "{r}");
+    assert_eq!(r["snapshot"]["completed"], true);
+    // The destination holds the pinned generation, complete, and never N+1.
+    let v = verify_s3(&s3, "s3://dst/repo", true).unwrap();
+    assert_eq!(v["generation"], gen);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    assert!(!rt()
+        .block_on(keys(&s3.client(), "dst", "repo/"))
+        .contains(&format!("repo/index-{}", gen + 1)));
+}
