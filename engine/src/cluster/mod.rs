@@ -8,6 +8,7 @@
 //! body (with root causes) becomes one line; a 403 on repository registration on
 //! Amazon's service points at `role_arn` / `iam:PassRole` / the snapshot role mapping.
 
+pub mod compat;
 pub mod sigv4;
 
 use std::time::Duration;
