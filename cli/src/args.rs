@@ -52,18 +52,8 @@ pub struct RepoDiffArgs {
     pub src: String,
     /// Destination repository location.
     pub dst: String,
-    /// Source endpoint.
-    #[arg(long, value_name = "URL")]
-    pub src_endpoint: Option<String>,
-    /// Destination endpoint.
-    #[arg(long, value_name = "URL")]
-    pub dst_endpoint: Option<String>,
-    /// Source region.
-    #[arg(long, value_name = "R")]
-    pub src_region: Option<String>,
-    /// Destination region.
-    #[arg(long, value_name = "R")]
-    pub dst_region: Option<String>,
+    #[command(flatten)]
+    pub ends: Endpoints,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -72,13 +62,7 @@ pub struct RepoDiffArgs {
 impl RepoDiffArgs {
     /// Both sides, checked.
     pub fn resolve(&self) -> Result<(Side, Side), String> {
-        let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
-        let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
-        check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
-        check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
-        let s = resolve_side(&src, &self.src_endpoint, &self.src_region, "SRC", "--src")?;
-        let d = resolve_side(&dst, &self.dst_endpoint, &self.dst_region, "DST", "--dst")?;
-        Ok(((src, s), (dst, d)))
+        self.ends.resolve(&self.src, &self.dst)
     }
 }
 
@@ -147,6 +131,38 @@ else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report) or the run was
 interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a store.";
 
+/// Endpoints and regions of both sides (`sync`, `repo diff`).
+#[derive(Debug, clap::Args)]
+pub struct Endpoints {
+    /// Source endpoint: a custom S3-compatible URL (path-style), or for oss:// an OSS
+    /// endpoint such as oss-cn-hangzhou.aliyuncs.com (-internal, oss-accelerate) or a URL.
+    #[arg(long, value_name = "URL")]
+    pub src_endpoint: Option<String>,
+    /// Destination endpoint (as --src-endpoint).
+    #[arg(long, value_name = "URL")]
+    pub dst_endpoint: Option<String>,
+    /// Source region (a custom S3 endpoint with no region uses us-east-1; for OSS derived
+    /// from the endpoint when possible).
+    #[arg(long, value_name = "R")]
+    pub src_region: Option<String>,
+    /// Destination region.
+    #[arg(long, value_name = "R")]
+    pub dst_region: Option<String>,
+}
+
+impl Endpoints {
+    /// Both sides of `src` → `dst`, checked.
+    pub fn resolve(&self, src: &str, dst: &str) -> Result<(Side, Side), String> {
+        let src = Location::parse(src).map_err(|e| format!("source: {e}"))?;
+        let dst = Location::parse(dst).map_err(|e| format!("destination: {e}"))?;
+        check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
+        check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
+        let s = resolve_side(&src, &self.src_endpoint, &self.src_region, "SRC", "--src")?;
+        let d = resolve_side(&dst, &self.dst_endpoint, &self.dst_region, "DST", "--dst")?;
+        Ok(((src, s), (dst, d)))
+    }
+}
+
 /// `--snapshot-aware`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotAwareArg {
@@ -166,20 +182,8 @@ pub struct SyncArgs {
     pub src: String,
     /// Destination: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
     pub dst: String,
-    /// Source endpoint: a custom S3-compatible URL (path-style), or for oss:// an OSS
-    /// endpoint such as oss-cn-hangzhou.aliyuncs.com (-internal, oss-accelerate) or a URL.
-    #[arg(long, value_name = "URL")]
-    pub src_endpoint: Option<String>,
-    /// Destination endpoint (as --src-endpoint).
-    #[arg(long, value_name = "URL")]
-    pub dst_endpoint: Option<String>,
-    /// Source region (a custom S3 endpoint with no region uses us-east-1; for OSS derived
-    /// from the endpoint when possible).
-    #[arg(long, value_name = "R")]
-    pub src_region: Option<String>,
-    /// Destination region.
-    #[arg(long, value_name = "R")]
-    pub dst_region: Option<String>,
+    #[command(flatten)]
+    pub ends: Endpoints,
     /// Print every planned action with its reason; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -366,9 +370,9 @@ impl SyncArgs {
     pub fn validate(&self) -> Result<Plan, String> {
         let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
         let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
-        check_endpoint("--src-endpoint", &self.src_endpoint, &src)?;
-        check_endpoint("--dst-endpoint", &self.dst_endpoint, &dst)?;
-        if src == dst && self.src_endpoint == self.dst_endpoint {
+        check_endpoint("--src-endpoint", &self.ends.src_endpoint, &src)?;
+        check_endpoint("--dst-endpoint", &self.ends.dst_endpoint, &dst)?;
+        if src == dst && self.ends.src_endpoint == self.ends.dst_endpoint {
             return Err(
                 "source and destination are the same location; give two different ones".into(),
             );
@@ -434,8 +438,8 @@ impl SyncArgs {
                 )
             };
         Ok(Plan {
-            src_side: side(&src, &self.src_endpoint, &self.src_region, "SRC")?,
-            dst_side: side(&dst, &self.dst_endpoint, &self.dst_region, "DST")?,
+            src_side: side(&src, &self.ends.src_endpoint, &self.ends.src_region, "SRC")?,
+            dst_side: side(&dst, &self.ends.dst_endpoint, &self.ends.dst_region, "DST")?,
             src,
             dst,
             opts,
