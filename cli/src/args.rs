@@ -26,6 +26,38 @@ pub enum Command {
     /// Inspect and verify Elasticsearch/OpenSearch snapshot repositories.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Move indices between clusters through their snapshot repositories:
+    /// baseline, incremental rounds, cutover (state kept in JOB.toml.state.json).
+    Migrate(MigrateArgs),
+}
+
+/// Migration phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    /// Full snapshot, copy, restore, compare counts.
+    Baseline,
+    /// New snapshot, copy the deltas, restore over the closed destination indices.
+    Incremental,
+    /// Writes stopped: final round, repository verification, switchover checklist.
+    Cutover,
+    /// Show the phases run so far.
+    Status,
+}
+
+/// `snapferry migrate JOB.toml --phase ...`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Which phase to run.
+    #[arg(long, value_enum)]
+    pub phase: PhaseArg,
+    /// Print every call it would make; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// At cutover, set index.blocks.write on the source indices instead of requiring it.
+    #[arg(long)]
+    pub set_write_block: bool,
 }
 
 /// `snapferry repo ...`.

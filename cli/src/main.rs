@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use snapferry_engine::cluster::Method;
 use snapferry_engine::location::Location;
 use snapferry_engine::pipeline::{Report, SyncRun};
 use snapferry_engine::store::fs::FsStore;
@@ -22,7 +23,10 @@ use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
-use args::{Cli, Command, RepoArgs, RepoCommand, RepoDiffArgs, SideArgs, SyncArgs, VerifyArgs};
+use args::{
+    Cli, Command, MigrateArgs, PhaseArg, RepoArgs, RepoCommand, RepoDiffArgs, SideArgs, SyncArgs,
+    VerifyArgs,
+};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             Command::Repo(RepoCommand::Ls(a)) => repo_ls(a).await,
             Command::Repo(RepoCommand::Verify(a)) => repo_verify(a).await,
             Command::Repo(RepoCommand::Diff(a)) => repo_diff(a).await,
+            Command::Migrate(a) => migrate(a).await,
         }
     });
     ExitCode::from(code)
@@ -209,6 +214,210 @@ async fn open_repo(a: &RepoArgs) -> Result<Arc<dyn Store>, u8> {
         .await
         .map_err(|e| fail(exit_code_for(&e), e))?;
     Ok(store)
+}
+
+fn cluster_for(
+    side: &str,
+    s: &snapferry_engine::migrate::Side,
+) -> Result<snapferry_engine::cluster::Cluster, Error> {
+    use snapferry_engine::cluster::{Auth, Cluster, ClusterConfig};
+    let env_pw = std::env::var(format!("SNAPFERRY_{side}_CLUSTER_PASSWORD"))
+        .ok()
+        .filter(|p| !p.is_empty());
+    let auth =
+        match (&s.user, env_pw.or_else(|| s.password.clone())) {
+            (Some(u), Some(p)) => Auth::Basic {
+                user: u.clone(),
+                password: p,
+            },
+            (Some(_), None) => {
+                return Err(Error::InvalidInput(format!(
+                "the {} cluster has a user but no password; set SNAPFERRY_{side}_CLUSTER_PASSWORD",
+                if side == "SRC" { "source" } else { "destination" }
+            )))
+            }
+            _ => Auth::None,
+        };
+    Cluster::new(ClusterConfig {
+        url: s.url.clone(),
+        auth,
+        ..Default::default()
+    })
+}
+
+async fn migrate(a: MigrateArgs) -> u8 {
+    use snapferry_engine::migrate::{state_path, Job, Migration, Phase, State};
+    let state_file = state_path(&a.job);
+    if a.phase == PhaseArg::Status {
+        return match State::load(&state_file) {
+            Ok(st) => {
+                if st.phases.is_empty() {
+                    println!(
+                        "no phase has run yet ({} does not exist)",
+                        state_file.display()
+                    );
+                }
+                for p in &st.phases {
+                    println!(
+                        "{:?}  snapshot {}  generation {}  moved {}  closed {} ms  counts {}",
+                        p.phase,
+                        p.snapshot,
+                        p.generation
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        progress::human(p.bytes_moved),
+                        p.closed_ms,
+                        p.counts
+                            .iter()
+                            .map(|(i, (s, d))| format!("{i}={s}/{d}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                }
+                EXIT_OK
+            }
+            Err(e) => fail(exit_code_for(&e), e),
+        };
+    }
+    let job = match Job::load(&a.job) {
+        Ok(j) => j,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let mut stores = Vec::new();
+    for (name, side) in [("SRC", &job.source), ("DST", &job.destination)] {
+        let loc = match Location::parse(&side.store) {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_USAGE, format!("job file: {name} store: {e}")),
+        };
+        let sa = match args::resolve_side(
+            &loc,
+            &side.store_endpoint,
+            &side.store_region,
+            name,
+            "store",
+        ) {
+            Ok(s) => s,
+            Err(m) => return fail(EXIT_USAGE, m),
+        };
+        match open_store(name, &loc, &sa).await {
+            Ok(s) => stores.push(s),
+            Err(e) => return fail(exit_code_for(&e), e),
+        }
+    }
+    let (src, dst) = match (
+        cluster_for("SRC", &job.source),
+        cluster_for("DST", &job.destination),
+    ) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(exit_code_for(&e), e),
+    };
+    let dst_store = stores.pop().expect("two stores were opened");
+    let src_store = stores.pop().expect("two stores were opened");
+    let phase = match a.phase {
+        PhaseArg::Baseline => Phase::Baseline,
+        PhaseArg::Incremental => Phase::Incremental,
+        _ => Phase::Cutover,
+    };
+    let m = Migration {
+        job,
+        src,
+        dst,
+        src_store,
+        dst_store: dst_store.clone(),
+        dry_run: a.dry_run,
+    };
+    if phase == Phase::Cutover && !a.dry_run {
+        if let Err(e) = write_blocked(&m, a.set_write_block).await {
+            return fail(exit_code_for(&e), e);
+        }
+    }
+    let rec = match m.run(phase, &state_file).await {
+        Ok(r) => r,
+        Err(e) => return fail(exit_code_for(&e), e),
+    };
+    if a.dry_run {
+        return EXIT_OK;
+    }
+    let mut mismatch = false;
+    for (i, (s, d)) in &rec.counts {
+        println!(
+            "{i}: source {s} documents, destination {d}{}",
+            if s == d { "" } else { "  <- differs" }
+        );
+        mismatch |= s != d;
+    }
+    println!(
+        "{:?} done: snapshot {}, moved {}, destination indices closed for {} ms",
+        rec.phase,
+        rec.snapshot,
+        progress::human(rec.bytes_moved),
+        rec.closed_ms
+    );
+    if phase == Phase::Cutover {
+        let opts = snapferry_engine::repo::verify::VerifyOptions {
+            deep: false,
+            concurrency: 8,
+            ..Default::default()
+        };
+        match snapferry_engine::repo::verify::verify(dst_store.as_ref(), &opts).await {
+            Ok(r) if r.problems.is_empty() => println!(
+                "destination repository verified: generation {}, {} blobs",
+                r.generation, r.blobs_checked
+            ),
+            Ok(r) => {
+                println!(
+                    "destination repository has {} problems; do not switch over",
+                    r.problems.len()
+                );
+                return EXIT_FAILED;
+            }
+            Err(e) => return fail(exit_code_for(&e), e),
+        }
+        if !mismatch {
+            println!("switchover checklist:\n  1. point clients at {}\n  2. re-enable writes there (the source indices stay write-blocked)\n  3. re-create aliases, templates and ILM policies not carried by the snapshot\n  4. keep the source cluster until the new one has run cleanly", m.job.destination.url);
+        }
+    }
+    if mismatch {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Cutover needs writes stopped: every source index write-blocked (or blocked by us).
+async fn write_blocked(m: &snapferry_engine::migrate::Migration, set: bool) -> Result<(), Error> {
+    let mut indices = Vec::new();
+    for p in &m.job.indices {
+        indices.extend(m.src.indices(p).await?);
+    }
+    for i in &indices {
+        if set {
+            m.src
+                .call(
+                    Method::PUT,
+                    &format!("/{i}/_settings"),
+                    Some(serde_json::json!({"index.blocks.write": true})),
+                )
+                .await?;
+            continue;
+        }
+        let v = m
+            .src
+            .call(
+                Method::GET,
+                &format!("/{i}/_settings/index.blocks.write"),
+                None,
+            )
+            .await?;
+        let blocked =
+            v[i.as_str()]["settings"]["index"]["blocks"]["write"].as_str() == Some("true");
+        if !blocked {
+            return Err(Error::InvalidInput(format!(
+                "writes to {i} are not stopped; set index.blocks.write on the source indices (or pass --set-write-block) before cutover"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn repo_diff(a: RepoDiffArgs) -> u8 {

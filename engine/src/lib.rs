@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod error;
 pub mod limits;
 pub mod location;
+pub mod migrate;
 pub mod pipeline;
 pub mod repo;
 pub mod retry;

@@ -550,11 +550,32 @@ pub fn opensearch_home() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// An unpacked engine installed by fixtures/search/install.sh (`opensearch` or
+/// `elasticsearch`, default versions).
+pub fn engine_home(engine: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("fixtures/search/install.sh"))
+        .arg(engine)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("setup failed: cannot run fixtures/search/install.sh");
+    assert!(
+        out.status.success(),
+        "setup failed: fixtures/search/install.sh {engine} failed"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 impl SearchNode {
-    /// Starts a node whose `path.repo` is `repo_path`.
+    /// Starts an OpenSearch node whose `path.repo` is `repo_path`.
     pub fn start(repo_path: &std::path::Path) -> SearchNode {
+        Self::start_home(&opensearch_home(), repo_path)
+    }
+
+    /// Starts a node of the engine unpacked at `home`.
+    pub fn start_home(home: &std::path::Path, repo_path: &std::path::Path) -> SearchNode {
         use std::io::BufRead;
-        let home = opensearch_home();
+        let home = home.to_path_buf();
         let dir = tempfile::tempdir().expect("node dir");
         let mut child = Command::new("python3")
             .arg(repo_root().join("fixtures/search/node.py"))

@@ -14,7 +14,7 @@ pub mod sigv4;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::Method;
+pub use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::error::{root_cause, Error, Result};

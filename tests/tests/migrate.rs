@@ -1,0 +1,228 @@
+//! `snapferry migrate` between two real OpenSearch nodes, under live indexing:
+//! baseline → incremental → cutover, with fs repositories on each side.
+
+use std::path::Path;
+
+use serde_json::json;
+use snapferry_e2e::*;
+
+fn index_docs(node: &SearchNode, index: &str, ids: std::ops::Range<u32>) {
+    for i in ids {
+        let (st, b) = node.call(
+            "PUT",
+            &format!("/{index}/_doc/{i}?refresh=true"),
+            json!({"n": i, "msg": format!("doc {i}")}),
+        );
+        assert!(st == 200 || st == 201, "{b}");
+    }
+}
+
+fn count(node: &SearchNode, index: &str) -> u64 {
+    let (st, b) = node.call("GET", &format!("/{index}/_count"), serde_json::Value::Null);
+    assert_eq!(st, 200, "{b}");
+    b["count"].as_u64().unwrap()
+}
+
+fn job(
+    path: &Path,
+    src: &SearchNode,
+    dst: &SearchNode,
+    src_repo: &Path,
+    dst_repo: &Path,
+    patterns: &[&str],
+) {
+    let pats: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        r#"indices = [{}]
+
+[source]
+url = "{}"
+repository = "snapferry-src"
+repository_type = "fs"
+repository_settings = {{ location = "{}" }}
+store = "{}"
+
+[destination]
+url = "{}"
+repository = "snapferry-dst"
+repository_type = "fs"
+repository_settings = {{ location = "{}" }}
+store = "{}"
+
+[copy]
+concurrency = 4
+"#,
+        pats.join(", "),
+        src.endpoint,
+        src_repo.display(),
+        src_repo.display(),
+        dst.endpoint,
+        dst_repo.display(),
+        dst_repo.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn migrate(job: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut c = snapferry();
+    c.arg("migrate").arg(job).args(args);
+    let out = run(c);
+    let (so, se) = texts(&out);
+    (out.status.code().unwrap_or(-1), so, se)
+}
+
+#[test]
+fn migrate_baseline_incremental_cutover_under_live_indexing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let src = SearchNode::start(&a);
+    let dst = SearchNode::start(&b);
+    index_docs(&src, "logs-1", 0..40);
+    index_docs(&src, "logs-2", 0..20);
+    index_docs(&src, "other", 0..5);
+    let job_file = tmp.path().join("job.toml");
+    job(
+        &job_file,
+        &src,
+        &dst,
+        &a.join("repo"),
+        &b.join("repo"),
+        &["logs-*"],
+    );
+
+    // Bad input changes nothing: a pattern that matches nothing, an unreachable cluster.
+    let bad = tmp.path().join("bad.toml");
+    job(
+        &bad,
+        &src,
+        &dst,
+        &a.join("repo"),
+        &b.join("repo"),
+        &["nomatch-*"],
+    );
+    let (code, _, se) = migrate(&bad, &["--phase", "baseline"]);
+    assert_eq!(code, 2, "{se}");
+    assert!(
+        se.contains("matches no index") && se.lines().count() == 1,
+        "{se}"
+    );
+    let (st, _) = src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null);
+    assert_eq!(st, 404, "a refused baseline must not register anything");
+    let dead = tmp.path().join("dead.toml");
+    job(
+        &dead,
+        &src,
+        &dst,
+        &a.join("repo"),
+        &b.join("repo"),
+        &["logs-*"],
+    );
+    let text = std::fs::read_to_string(&dead).unwrap().replacen(
+        &dst.endpoint,
+        &format!("http://127.0.0.1:{}", free_port()),
+        1,
+    );
+    std::fs::write(&dead, text).unwrap();
+    let (code, _, se) = migrate(&dead, &["--phase", "baseline"]);
+    assert_eq!(code, 3, "{se}");
+    assert!(
+        se.contains("destination cluster") && se.lines().count() == 1,
+        "{se}"
+    );
+
+    // --dry-run prints the calls and changes nothing.
+    let (code, so, se) = migrate(&job_file, &["--phase", "baseline", "--dry-run"]);
+    assert_eq!(code, 0, "{se}");
+    assert!(
+        so.contains("_restore") && so.contains("snapferry-src"),
+        "{so}"
+    );
+    assert_eq!(
+        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
+            .0,
+        404
+    );
+
+    let (code, so, se) = migrate(&job_file, &["--phase", "baseline"]);
+    assert_eq!(code, 0, "{so}\n{se}");
+    assert_eq!(count(&dst, "logs-1"), 40);
+    assert_eq!(count(&dst, "logs-2"), 20);
+    assert_eq!(
+        dst.call("GET", "/other/_count", serde_json::Value::Null).0,
+        404,
+        "not in the job"
+    );
+
+    // Live indexing between phases: new documents and a deletion.
+    index_docs(&src, "logs-1", 40..55);
+    let (st, bdy) = src.call(
+        "DELETE",
+        "/logs-2/_doc/3?refresh=true",
+        serde_json::Value::Null,
+    );
+    assert_eq!(st, 200, "{bdy}");
+    let (code, so, se) = migrate(&job_file, &["--phase", "incremental"]);
+    assert_eq!(code, 0, "{so}\n{se}");
+    assert_eq!(count(&dst, "logs-1"), 55);
+    assert_eq!(count(&dst, "logs-2"), 19);
+    assert_eq!(
+        dst.call("GET", "/logs-2/_doc/3", serde_json::Value::Null).0,
+        404,
+        "deleted on the source, gone on the destination"
+    );
+
+    // Cutover requires writes stopped.
+    index_docs(&src, "logs-2", 100..110);
+    let (code, _, se) = migrate(&job_file, &["--phase", "cutover"]);
+    assert_eq!(code, 2, "{se}");
+    assert!(se.contains("index.blocks.write"), "{se}");
+    let (code, so, se) = migrate(&job_file, &["--phase", "cutover", "--set-write-block"]);
+    assert_eq!(code, 0, "{so}\n{se}");
+    assert!(
+        so.contains("switchover checklist") && so.contains("destination repository verified"),
+        "{so}"
+    );
+    assert_eq!(count(&dst, "logs-1"), count(&src, "logs-1"));
+    assert_eq!(count(&dst, "logs-2"), 29);
+    let (code, so, _) = migrate(&job_file, &["--phase", "status"]);
+    assert_eq!(code, 0);
+    assert_eq!(so.lines().count(), 3, "{so}");
+    assert!(
+        so.contains("Baseline") && so.contains("Incremental") && so.contains("Cutover"),
+        "{so}"
+    );
+}
+
+#[test]
+fn migrate_refuses_opensearch_to_elasticsearch_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let src = SearchNode::start(&a);
+    let dst = SearchNode::start_home(&engine_home("elasticsearch"), &b);
+    index_docs(&src, "logs-1", 0..3);
+    let job_file = tmp.path().join("job.toml");
+    job(
+        &job_file,
+        &src,
+        &dst,
+        &a.join("repo"),
+        &b.join("repo"),
+        &["logs-*"],
+    );
+    let (code, _, se) = migrate(&job_file, &["--phase", "baseline"]);
+    assert_eq!(code, 2, "{se}");
+    assert!(
+        se.contains("cannot be restored into Elasticsearch") && se.lines().count() == 1,
+        "{se}"
+    );
+    assert_eq!(
+        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
+            .0,
+        404
+    );
+    assert!(!b.join("repo").exists());
+}
