@@ -62,15 +62,16 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
-    // Only our own crates log: SDK internals at debug/trace can include request
-    // headers, and secrets must never reach a log.
+    // Only our own crates log: SDK internals at debug/trace can include request headers
+    // (secrets must never reach a log), and their warnings would break the one-line
+    // error contract; what matters of them reaches the user through our errors.
     let level = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = std::env::var("SNAPFERRY_LOG")
-        .unwrap_or_else(|_| format!("warn,snapferry={level},snapferry_engine={level}"));
+        .unwrap_or_else(|_| format!("off,snapferry={level},snapferry_engine={level}"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

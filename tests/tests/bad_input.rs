@@ -155,6 +155,32 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
         );
     }
 
+    // No credentials at all (the AWS chain finds none; instance metadata is switched off
+    // so that nothing leaves loopback): exit 3, one line naming the variables.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = snapferry();
+    cmd.args([
+        "sync",
+        "s3://src",
+        fs_dst,
+        "--src-endpoint",
+        ep,
+        "--progress",
+        "never",
+    ])
+    .env_remove("SNAPFERRY_SRC_ACCESS_KEY_ID")
+    .env_remove("SNAPFERRY_SRC_SECRET_ACCESS_KEY")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env("HOME", home.path());
+    let out = run(cmd);
+    let (_, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert_eq!(se.lines().count(), 1, "{se}");
+    assert!(
+        se.contains("credentials") && se.contains("SNAPFERRY_SRC_"),
+        "{se}"
+    );
+
     // Even debug logs never carry a secret.
     let mut cmd = snapferry();
     cmd.args([

@@ -203,6 +203,16 @@ where
         SdkError::TimeoutError(_) => Error::Timeout(format!("{ctx}: request timed out")),
         SdkError::DispatchFailure(d) => {
             let text = short(&root_cause(&err));
+            let chain = DisplayErrorContext(&err).to_string();
+            if chain.contains("loading credentials")
+                || chain.contains("no credentials")
+                || chain.contains("credentials provider")
+            {
+                // The AWS chain found nothing usable (env, profile, web identity, IMDS).
+                return Error::AccessDenied(format!(
+                    "{ctx}: no usable AWS credentials ({text}); set SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY, or configure the AWS credential chain"
+                ));
+            }
             if d.is_timeout() {
                 Error::Timeout(format!("{ctx}: {text}"))
             } else if text.contains("onnection refused")
