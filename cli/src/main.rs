@@ -217,33 +217,14 @@ async fn open_repo(a: &RepoArgs) -> Result<Arc<dyn Store>, u8> {
     Ok(store)
 }
 
-fn cluster_for(
+async fn cluster_for(
     side: &str,
     s: &snapferry_engine::migrate::Side,
 ) -> Result<snapferry_engine::cluster::Cluster, Error> {
-    use snapferry_engine::cluster::{Auth, Cluster, ClusterConfig};
-    let env_pw = std::env::var(format!("SNAPFERRY_{side}_CLUSTER_PASSWORD"))
-        .ok()
-        .filter(|p| !p.is_empty());
-    let auth =
-        match (&s.user, env_pw.or_else(|| s.password.clone())) {
-            (Some(u), Some(p)) => Auth::Basic {
-                user: u.clone(),
-                password: p,
-            },
-            (Some(_), None) => {
-                return Err(Error::InvalidInput(format!(
-                "the {} cluster has a user but no password; set SNAPFERRY_{side}_CLUSTER_PASSWORD",
-                if side == "SRC" { "source" } else { "destination" }
-            )))
-            }
-            _ => Auth::None,
-        };
-    Cluster::new(ClusterConfig {
-        url: s.url.clone(),
-        auth,
-        ..Default::default()
-    })
+    let cfg = s
+        .cluster_config(side, &|k: &str| std::env::var(k).ok())
+        .await?;
+    snapferry_engine::cluster::Cluster::new(cfg)
 }
 
 async fn migrate(a: MigrateArgs) -> u8 {
@@ -306,8 +287,8 @@ async fn migrate(a: MigrateArgs) -> u8 {
         }
     }
     let (src, dst) = match (
-        cluster_for("SRC", &job.source),
-        cluster_for("DST", &job.destination),
+        cluster_for("SRC", &job.source).await,
+        cluster_for("DST", &job.destination).await,
     ) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) => return fail(exit_code_for(&e), e),
@@ -325,9 +306,19 @@ async fn migrate(a: MigrateArgs) -> u8 {
         dst,
         src_store,
         dst_store: dst_store.clone(),
-        dry_run: a.dry_run,
     };
-    if phase == Phase::Cutover && !a.dry_run {
+    if a.dry_run {
+        return match m.plan(phase, a.set_write_block).await {
+            Ok(calls) => {
+                for c in calls {
+                    println!("{c}");
+                }
+                EXIT_OK
+            }
+            Err(e) => fail(exit_code_for(&e), e),
+        };
+    }
+    if phase == Phase::Cutover {
         if let Err(e) = write_blocked(&m, a.set_write_block).await {
             return fail(exit_code_for(&e), e);
         }
@@ -336,9 +327,6 @@ async fn migrate(a: MigrateArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    if a.dry_run {
-        return EXIT_OK;
-    }
     let mut mismatch = false;
     for (i, (s, d)) in &rec.counts {
         println!(

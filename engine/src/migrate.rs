@@ -48,6 +48,132 @@ pub struct Side {
     /// Store region.
     #[serde(default)]
     pub store_region: Option<String>,
+    /// How to authenticate to the cluster: `none`, `basic` (`user` + password), `api_key`
+    /// (SNAPFERRY_{SRC,DST}_CLUSTER_API_KEY: the base64 `id:key`), or `sigv4` (Amazon's
+    /// service). Default: `basic` when `user` is set, else `none`.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// SigV4 region (e.g. `us-west-2`); required with `auth = "sigv4"`.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+    /// SigV4 service name: `es` (default; managed domains) or `aoss` (serverless).
+    #[serde(default)]
+    pub aws_service: Option<String>,
+    /// AWS profile for the credential chain (else the chain's default).
+    #[serde(default)]
+    pub aws_profile: Option<String>,
+    /// Extra CA certificate (PEM) to trust for this cluster.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification (test clusters only).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl Side {
+    /// How to reach this side's cluster. `side` is `SRC` or `DST`; secrets come from
+    /// `env` (SNAPFERRY_{side}_CLUSTER_PASSWORD / _API_KEY / _ACCESS_KEY_ID /
+    /// _SECRET_ACCESS_KEY / _SESSION_TOKEN), the password also from the job file, and
+    /// SigV4 credentials otherwise from the AWS chain.
+    pub async fn cluster_config(
+        &self,
+        side: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::cluster::ClusterConfig> {
+        use crate::cluster::{sigv4::AwsSigner, Auth, ClusterConfig};
+        let name = if side == "SRC" {
+            "source"
+        } else {
+            "destination"
+        };
+        let var = |k: &str| env(&format!("SNAPFERRY_{side}_CLUSTER_{k}")).filter(|v| !v.is_empty());
+        let kind = match self.auth.as_deref() {
+            Some(k) => k,
+            None if self.user.is_some() => "basic",
+            None => "none",
+        };
+        let auth = match kind {
+            "none" => Auth::None,
+            "basic" => {
+                let Some(user) = self.user.clone() else {
+                    return Err(Error::InvalidInput(format!(
+                        "the {name} cluster uses basic auth but has no `user`; add it to the job file"
+                    )));
+                };
+                let Some(password) = var("PASSWORD").or_else(|| self.password.clone()) else {
+                    return Err(Error::InvalidInput(format!(
+                        "the {name} cluster has a user but no password; set SNAPFERRY_{side}_CLUSTER_PASSWORD"
+                    )));
+                };
+                Auth::Basic { user, password }
+            }
+            "api_key" => match var("API_KEY") {
+                Some(k) => Auth::ApiKey(k),
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "the {name} cluster uses an API key; set SNAPFERRY_{side}_CLUSTER_API_KEY (the base64 id:key)"
+                    )))
+                }
+            },
+            "sigv4" => {
+                let Some(region) = self.aws_region.clone() else {
+                    return Err(Error::InvalidInput(format!(
+                        "the {name} cluster uses SigV4 but has no `aws_region`; add it to the job file"
+                    )));
+                };
+                let service = self.aws_service.clone().unwrap_or_else(|| "es".into());
+                let provider = match (var("ACCESS_KEY_ID"), var("SECRET_ACCESS_KEY")) {
+                    (Some(id), Some(secret)) => {
+                        aws_credential_types::provider::SharedCredentialsProvider::new(
+                            aws_credential_types::Credentials::new(
+                                id,
+                                secret,
+                                var("SESSION_TOKEN"),
+                                None,
+                                "snapferry-cluster-env",
+                            ),
+                        )
+                    }
+                    (Some(_), None) | (None, Some(_)) => {
+                        return Err(Error::InvalidInput(format!(
+                            "set both SNAPFERRY_{side}_CLUSTER_ACCESS_KEY_ID and SNAPFERRY_{side}_CLUSTER_SECRET_ACCESS_KEY, or neither (the AWS chain is used then)"
+                        )))
+                    }
+                    (None, None) => {
+                        let mut chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                            .region(aws_config::Region::new(region.clone()));
+                        if let Some(p) = &self.aws_profile {
+                            chain = chain.profile_name(p);
+                        }
+                        aws_credential_types::provider::SharedCredentialsProvider::new(
+                            chain.build().await,
+                        )
+                    }
+                };
+                Auth::SigV4(
+                    AwsSigner::from_provider(&region, &service, provider)
+                        .await
+                        .map_err(|e| match e {
+                            Error::AccessDenied(m) => {
+                                Error::AccessDenied(format!("{name} cluster: {m}"))
+                            }
+                            other => other,
+                        })?,
+                )
+            }
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "the {name} cluster's auth {other:?} is unknown; use none, basic, api_key or sigv4"
+                )))
+            }
+        };
+        Ok(ClusterConfig {
+            url: self.url.clone(),
+            auth,
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+        })
+    }
 }
 
 /// Scalar TOML values for repository settings.
@@ -237,8 +363,6 @@ pub struct Migration {
     pub src_store: Arc<dyn Store>,
     /// Destination repository store.
     pub dst_store: Arc<dyn Store>,
-    /// Print calls instead of making changes.
-    pub dry_run: bool,
 }
 
 fn settings_json(s: &Side, readonly: bool) -> Value {
@@ -268,6 +392,20 @@ impl Migration {
             .await
             .map_err(|e| side_err("destination cluster", e))?;
         compat::check_restore(&sv, &dv, None).map_err(Error::InvalidInput)?;
+        // Both repository stores reachable, bucket present, credentials good: checked
+        // before anything changes on either cluster.
+        let policy = crate::retry::RetryPolicy::preflight();
+        let never = tokio_util::sync::CancellationToken::new();
+        let retries = std::sync::atomic::AtomicU64::new(0);
+        for (side, store) in [
+            ("source repository store", &self.src_store),
+            ("destination repository store", &self.dst_store),
+        ] {
+            policy
+                .run(&never, &retries, || store.preflight())
+                .await
+                .map_err(|e| side_err(side, e))?;
+        }
         let mut indices = Vec::new();
         for p in &self.job.indices {
             let m = self.src.indices(p).await?;
@@ -324,10 +462,8 @@ impl Migration {
             .await
     }
 
-    /// Runs one phase.
-    pub async fn run(&self, phase: Phase, state_file: &Path) -> Result<PhaseRecord> {
-        let indices = self.preflight().await?;
-        let snapshot = format!(
+    fn snapshot_name(phase: Phase) -> String {
+        format!(
             "snapferry-{}-{}",
             match phase {
                 Phase::Baseline => "baseline",
@@ -335,36 +471,86 @@ impl Migration {
                 Phase::Cutover => "cutover",
             },
             crate::store::fs::now_ms()
-        );
-        if self.dry_run {
-            println!(
-                "PUT {}/_snapshot/{} (if missing)",
-                self.job.source.url, self.job.source.repository
-            );
-            println!("PUT {}/_snapshot/{}/{snapshot} {{\"indices\":\"{}\",\"include_global_state\":false}}", self.job.source.url, self.job.source.repository, indices.join(","));
-            println!(
-                "sync {} -> {} (snapshot-aware)",
-                self.job.source.store, self.job.destination.store
-            );
-            println!(
-                "DELETE+PUT {}/_snapshot/{} (readonly)",
-                self.job.destination.url, self.job.destination.repository
-            );
-            println!(
-                "POST {}/_snapshot/{}/{snapshot}/_restore (closing existing indices first)",
-                self.job.destination.url, self.job.destination.repository
-            );
-            return Ok(PhaseRecord {
-                phase,
-                snapshot,
-                generation: None,
-                bytes_moved: 0,
-                closed_ms: 0,
-                counts: BTreeMap::new(),
-                completed: false,
-                finished_at: 0,
-            });
+        )
+    }
+
+    /// `--dry-run`: the preflight (read-only calls), then the calls and the copy the phase
+    /// would make, one line each, in order. Changes nothing.
+    /// At cutover, `set_write_block` plans setting `index.blocks.write` on the source
+    /// indices instead of checking it.
+    pub async fn plan(&self, phase: Phase, set_write_block: bool) -> Result<Vec<String>> {
+        let indices = self.preflight().await?;
+        let snapshot = Self::snapshot_name(phase);
+        let (s, d) = (&self.job.source, &self.job.destination);
+        let mut calls = Vec::new();
+        if phase == Phase::Cutover {
+            for i in &indices {
+                calls.push(if set_write_block {
+                    format!(
+                        "PUT {}/{i}/_settings {}",
+                        s.url,
+                        json!({"index.blocks.write": true})
+                    )
+                } else {
+                    format!(
+                        "GET {}/{i}/_settings/index.blocks.write (must be true: writes stopped)",
+                        s.url
+                    )
+                });
+            }
         }
+        if self.src.repository(&s.repository).await?.is_none() {
+            calls.push(format!(
+                "PUT {}/_snapshot/{} {}",
+                s.url,
+                s.repository,
+                json!({"type": s.repository_type, "settings": settings_json(s, false)})
+            ));
+        }
+        calls.push(format!(
+            "PUT {}/_snapshot/{}/{snapshot} {}",
+            s.url,
+            s.repository,
+            json!({"indices": indices.join(","), "include_global_state": false})
+        ));
+        calls.push(format!(
+            "GET {}/_snapshot/{}/{snapshot} (polled until it ends)",
+            s.url, s.repository
+        ));
+        calls.push(format!("sync {} -> {} (snapshot-aware)", s.store, d.store));
+        if self.dst.repository(&d.repository).await?.is_some() {
+            calls.push(format!("DELETE {}/_snapshot/{}", d.url, d.repository));
+        }
+        calls.push(format!(
+            "PUT {}/_snapshot/{} {}",
+            d.url,
+            d.repository,
+            json!({"type": d.repository_type, "settings": settings_json(d, true)})
+        ));
+        let existing = self.dst.indices("*").await?;
+        for i in indices.iter().filter(|i| existing.contains(*i)) {
+            calls.push(format!("POST {}/{i}/_close", d.url));
+        }
+        calls.push(format!(
+            "POST {}/_snapshot/{}/{snapshot}/_restore {}",
+            d.url,
+            d.repository,
+            json!({"indices": indices.join(","), "include_global_state": false})
+        ));
+        for i in &indices {
+            calls.push(format!(
+                "GET {}/{i}/_recovery (until every shard is DONE)",
+                d.url
+            ));
+            calls.push(format!("GET {}/{i}/_count and {}/{i}/_count", s.url, d.url));
+        }
+        Ok(calls)
+    }
+
+    /// Runs one phase.
+    pub async fn run(&self, phase: Phase, state_file: &Path) -> Result<PhaseRecord> {
+        let indices = self.preflight().await?;
+        let snapshot = Self::snapshot_name(phase);
         self.ensure_repositories().await?;
         let repo = &self.job.source.repository;
         self.src
@@ -397,8 +583,13 @@ impl Migration {
             || report.fatal_error.is_some()
             || report.snapshot.as_ref().is_none_or(|s| !s.completed)
         {
+            let first = report
+                .failures
+                .first()
+                .map(|f| format!(", first: {}: {}", f.key, f.reason))
+                .unwrap_or_default();
             return Err(Error::Other(format!(
-                "the repository copy did not complete ({} failed objects{}); the destination keeps its previous generation; re-run the phase",
+                "the repository copy did not complete ({} failed objects{first}{}); the destination keeps its previous generation; re-run the phase",
                 report.failed_objects,
                 report.fatal_error.map(|e| format!(", {e}")).unwrap_or_default()
             )));
@@ -443,11 +634,114 @@ impl Migration {
 }
 
 fn side_err(side: &str, e: Error) -> Error {
+    let field = if side.ends_with("store") {
+        "store and store_endpoint"
+    } else {
+        "url"
+    };
     match e {
         Error::Unreachable(m) => {
-            Error::Unreachable(format!("{side}: {m}; check its url in the job file"))
+            Error::Unreachable(format!("{side}: {m}; check its {field} in the job file"))
         }
         Error::AccessDenied(m) => Error::AccessDenied(format!("{side}: {m}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+    use crate::cluster::Auth;
+
+    fn side(extra: &str) -> Side {
+        let text = format!(
+            "url = \"http://127.0.0.1:9200\"\nrepository = \"r\"\nrepository_type = \"fs\"\nstore = \"/tmp/r\"\n{extra}"
+        );
+        toml::from_str(&text).expect("side parses")
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_kinds_from_the_job_and_the_environment() {
+        let none = side("").cluster_config("SRC", &env_of(&[])).await.unwrap();
+        assert!(matches!(none.auth, Auth::None));
+
+        let s = side("user = \"u\"");
+        let e = s.cluster_config("SRC", &env_of(&[])).await.unwrap_err();
+        assert!(
+            e.to_string().contains("SNAPFERRY_SRC_CLUSTER_PASSWORD"),
+            "{e}"
+        );
+        let c = s
+            .cluster_config("SRC", &env_of(&[("SNAPFERRY_SRC_CLUSTER_PASSWORD", "pw")]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(c.auth, Auth::Basic { ref user, ref password } if user == "u" && password == "pw")
+        );
+
+        let s = side("auth = \"api_key\"");
+        let e = s.cluster_config("DST", &env_of(&[])).await.unwrap_err();
+        assert!(
+            e.to_string().contains("SNAPFERRY_DST_CLUSTER_API_KEY"),
+            "{e}"
+        );
+        let c = s
+            .cluster_config(
+                "DST",
+                &env_of(&[("SNAPFERRY_DST_CLUSTER_API_KEY", "aWQ6a2V5")]),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(c.auth, Auth::ApiKey(ref k) if k == "aWQ6a2V5"));
+
+        let s = side("auth = \"sigv4\"");
+        let e = s.cluster_config("SRC", &env_of(&[])).await.unwrap_err();
+        assert!(e.to_string().contains("aws_region"), "{e}");
+        let s = side("auth = \"sigv4\"\naws_region = \"us-west-2\"\ninsecure = true");
+        let e = s
+            .cluster_config(
+                "SRC",
+                &env_of(&[("SNAPFERRY_SRC_CLUSTER_ACCESS_KEY_ID", "AKID")]),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("SECRET_ACCESS_KEY"), "{e}");
+        let c = s
+            .cluster_config(
+                "SRC",
+                &env_of(&[
+                    ("SNAPFERRY_SRC_CLUSTER_ACCESS_KEY_ID", "AKID"),
+                    ("SNAPFERRY_SRC_CLUSTER_SECRET_ACCESS_KEY", "SECRET"),
+                ]),
+            )
+            .await
+            .unwrap();
+        assert!(c.insecure);
+        match c.auth {
+            Auth::SigV4(s) => {
+                assert_eq!((s.region.as_str(), s.service.as_str()), ("us-west-2", "es"));
+                assert_eq!(s.credentials.access_key_id(), "AKID");
+            }
+            other => panic!("expected SigV4, got {other:?}"),
+        }
+        assert_eq!(c.url, "http://127.0.0.1:9200");
+
+        let e = side("auth = \"kerberos\"")
+            .cluster_config("SRC", &env_of(&[]))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("none, basic, api_key or sigv4"),
+            "{e}"
+        );
     }
 }

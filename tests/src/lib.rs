@@ -441,11 +441,25 @@ pub fn http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> (u16, Stri
 
 /// As [`http`], with the body as bytes.
 pub fn http_bytes(endpoint: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    http_request(endpoint, method, path, body, None)
+}
+
+/// As [`http_bytes`], with one extra header.
+pub fn http_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header: Option<(&str, &str)>,
+) -> (u16, Vec<u8>) {
     let hostport = endpoint.trim_start_matches("http://");
     let mut s = TcpStream::connect(hostport).expect("connect to gateway");
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let extra = header
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())
@@ -528,6 +542,8 @@ pub struct SearchNode {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// `Basic ...` for a node started with security on.
+    auth: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -574,6 +590,26 @@ impl SearchNode {
 
     /// Starts a node of the engine unpacked at `home`.
     pub fn start_home(home: &std::path::Path, repo_path: &std::path::Path) -> SearchNode {
+        Self::start_with(home, repo_path, None)
+    }
+
+    /// Starts an Elasticsearch node with security on: `user` is a file-realm superuser
+    /// with `password`; [`SearchNode::call`] authenticates as that user.
+    pub fn start_secured(
+        home: &std::path::Path,
+        repo_path: &std::path::Path,
+        user: &str,
+        password: &str,
+    ) -> SearchNode {
+        Self::start_with(home, repo_path, Some((user, password)))
+    }
+
+    fn start_with(
+        home: &std::path::Path,
+        repo_path: &std::path::Path,
+        basic: Option<(&str, &str)>,
+    ) -> SearchNode {
+        use base64::Engine as _;
         use std::io::BufRead;
         let home = home.to_path_buf();
         let dir = tempfile::tempdir().expect("node dir");
@@ -585,6 +621,7 @@ impl SearchNode {
             .arg(dir.path())
             .arg("--repo-path")
             .arg(repo_path)
+            .args(basic.map(|(u, p)| format!("--basic-auth={u}:{p}")))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
@@ -604,6 +641,12 @@ impl SearchNode {
         SearchNode {
             child,
             endpoint,
+            auth: basic.map(|(u, p)| {
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                )
+            }),
             _dir: dir,
         }
     }
@@ -620,7 +663,14 @@ impl SearchNode {
         } else {
             body.to_string().into_bytes()
         };
-        let (status, text) = http(&self.endpoint, method, path, &b);
+        let (status, bytes) = http_request(
+            &self.endpoint,
+            method,
+            path,
+            &b,
+            self.auth.as_deref().map(|a| ("Authorization", a)),
+        );
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         (
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
@@ -638,6 +688,189 @@ impl Drop for SearchNode {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The rclone binary (`rclone serve s3`): `SNAPFERRY_RCLONE`, else the pinned build in
+/// the cache (fixtures/install-rclone.sh).
+pub fn rclone_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPFERRY_RCLONE") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("SNAPFERRY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/snapferry")
+        });
+    cache.join("bin/rclone-v1.76.0")
+}
+
+/// A real S3 server over plain directories: `rclone serve s3 DIR`, each subdirectory of
+/// DIR a bucket, each file an object under its relative path. It lets a cluster's `fs`
+/// snapshot repository (a directory) be read and written over S3. Stopped on drop.
+pub struct DirS3 {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _home: tempfile::TempDir,
+}
+
+impl DirS3 {
+    /// Serves `root` (which must exist) with the test credentials.
+    pub fn start(root: &std::path::Path) -> DirS3 {
+        let bin = rclone_binary();
+        assert!(
+            bin.exists(),
+            "setup failed: rclone not found at {}; run `bash fixtures/install-rclone.sh` (fixtures/test.sh does) or set SNAPFERRY_RCLONE",
+            bin.display()
+        );
+        let home = tempfile::tempdir().expect("temp dir for rclone");
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["serve", "s3", "--addr"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--auth-key")
+                .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+                // Writes go straight to the directory (the default `--vfs-cache-mode off`),
+                // and listings are cached for 100 ms only (the default 5 min would hide what
+                // the cluster just wrote; `0s` makes rclone 1.76 hang on concurrent PUTs).
+                .args(["--dir-cache-time", "100ms"])
+                .arg("--config")
+                .arg(home.path().join("rclone.conf"))
+                .arg(root)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", home.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("setup failed: cannot start {}: {e}", bin.display()));
+            // Ready when it answers HTTP at all (an unsigned request gets an S3 error).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut ready = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(st)) = child.try_wait() {
+                    last_err = format!("rclone exited with {st}");
+                    break;
+                }
+                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let req = format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+                    let mut buf = [0u8; 16];
+                    if s.write_all(req.as_bytes()).is_ok()
+                        && s.read(&mut buf)
+                            .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1."))
+                    {
+                        ready = true;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if ready {
+                return DirS3 {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    _home: home,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(mut s) = child.stderr.take() {
+                let mut err = String::new();
+                let _ = s.read_to_string(&mut err);
+                last_err = format!("{last_err}; stderr: {err}");
+            }
+        }
+        panic!("setup failed: rclone serve s3 did not start: {last_err}");
+    }
+}
+
+impl Drop for DirS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SigV4-verifying reverse proxy in front of a loopback cluster
+/// (fixtures/aws/sigv4_proxy.py), standing in for Amazon's Elasticsearch/OpenSearch
+/// Service (service `es`, payload hash signed as `x-amz-content-sha256`): botocore
+/// recomputes every request's signature and only verified requests reach the upstream;
+/// the others get Amazon's 403 JSON answer. Stopped on drop.
+pub struct SigV4Proxy {
+    child: Child,
+    /// `http://127.0.0.1:PORT`: point the cluster client here.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SigV4Proxy {
+    /// Starts a proxy forwarding to `upstream` (`http://127.0.0.1:PORT`) that accepts
+    /// requests signed with `access_key`/`secret_key` for `region`, service `es`.
+    pub fn start(upstream: &str, access_key: &str, secret_key: &str, region: &str) -> SigV4Proxy {
+        use std::io::BufRead;
+        let py = oss_python();
+        let dir = tempfile::tempdir().expect("proxy home dir");
+        let mut child = Command::new(&py)
+            .arg(repo_root().join("fixtures/aws/sigv4_proxy.py"))
+            .args([
+                "--upstream",
+                upstream,
+                "--access-key",
+                access_key,
+                "--secret-key",
+                secret_key,
+                "--region",
+                region,
+                "--service",
+                "es",
+                "--port",
+                "0",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("setup failed: cannot start the SigV4 proxy: {e}"));
+        let mut line = String::new();
+        // The proxy prints READY once it listens; a dead proxy closes stdout.
+        let _ = std::io::BufReader::new(child.stdout.take().expect("proxy stdout"))
+            .read_line(&mut line);
+        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("setup failed: the SigV4 proxy did not start (said {line:?})");
+        };
+        SigV4Proxy {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// (verified, rejected) request counts so far.
+    pub fn stats(&self) -> (u64, u64) {
+        let (status, text) = http(&self.endpoint, "GET", "/__proxy/stats", b"");
+        assert_eq!(status, 200, "proxy stats: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("proxy stats JSON");
+        (
+            v["verified"].as_u64().expect("stats.verified"),
+            v["rejected"].as_u64().expect("stats.rejected"),
+        )
+    }
+}
+
+impl Drop for SigV4Proxy {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // EOF: the proxy stops
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -60,6 +60,7 @@ fn sigv4_matches_botocore_on_random_requests() {
                 None,
                 "t",
             ),
+            provider: None,
         };
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
         let signed = signer

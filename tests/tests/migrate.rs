@@ -1,5 +1,8 @@
 //! `snapferry migrate` between two real OpenSearch nodes, under live indexing:
-//! baseline → incremental → cutover, with fs repositories on each side.
+//! baseline → incremental → cutover. Each cluster has an `fs` repository (the OpenSearch
+//! S3 repository plugin is not on Maven Central), and each repository directory is served
+//! by its own real S3 server (`rclone serve s3`): snapferry reads the source repository
+//! and writes the destination's over S3 only.
 
 use std::path::Path;
 
@@ -23,6 +26,19 @@ fn count(node: &SearchNode, index: &str) -> u64 {
     b["count"].as_u64().unwrap()
 }
 
+/// Where snapferry reads/writes a repository: the directory itself, or bucket `repo` of an
+/// S3 server that serves the directory's parent.
+fn store_lines(repo: &Path, s3: Option<&DirS3>) -> String {
+    match s3 {
+        None => format!("store = \"{}\"", repo.display()),
+        Some(s) => format!(
+            "store = \"s3://{}\"\nstore_endpoint = \"{}\"",
+            repo.file_name().unwrap().to_string_lossy(),
+            s.endpoint
+        ),
+    }
+}
+
 fn job(
     path: &Path,
     src: &SearchNode,
@@ -30,6 +46,18 @@ fn job(
     src_repo: &Path,
     dst_repo: &Path,
     patterns: &[&str],
+) {
+    job_via(path, src, dst, src_repo, dst_repo, patterns, None)
+}
+
+fn job_via(
+    path: &Path,
+    src: &SearchNode,
+    dst: &SearchNode,
+    src_repo: &Path,
+    dst_repo: &Path,
+    patterns: &[&str],
+    s3: Option<(&DirS3, &DirS3)>,
 ) {
     let pats: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
     let text = format!(
@@ -40,14 +68,14 @@ url = "{}"
 repository = "snapferry-src"
 repository_type = "fs"
 repository_settings = {{ location = "{}" }}
-store = "{}"
+{}
 
 [destination]
 url = "{}"
 repository = "snapferry-dst"
 repository_type = "fs"
 repository_settings = {{ location = "{}" }}
-store = "{}"
+{}
 
 [copy]
 concurrency = 4
@@ -55,10 +83,10 @@ concurrency = 4
         pats.join(", "),
         src.endpoint,
         src_repo.display(),
-        src_repo.display(),
+        store_lines(src_repo, s3.map(|x| x.0)),
         dst.endpoint,
         dst_repo.display(),
-        dst_repo.display()
+        store_lines(dst_repo, s3.map(|x| x.1)),
     );
     std::fs::write(path, text).unwrap();
 }
@@ -79,28 +107,37 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
     std::fs::create_dir_all(&b).unwrap();
     let src = SearchNode::start(&a);
     let dst = SearchNode::start(&b);
+    // path.repo/s3/repo is each cluster's fs repository; path.repo/s3 is served over S3,
+    // so the repository is bucket `repo` there.
+    let (src_repo, dst_repo) = (a.join("s3/repo"), b.join("s3/repo"));
+    std::fs::create_dir_all(&src_repo).unwrap();
+    std::fs::create_dir_all(&dst_repo).unwrap();
+    let src_s3 = DirS3::start(&a.join("s3"));
+    let dst_s3 = DirS3::start(&b.join("s3"));
     index_docs(&src, "logs-1", 0..40);
     index_docs(&src, "logs-2", 0..20);
     index_docs(&src, "other", 0..5);
     let job_file = tmp.path().join("job.toml");
-    job(
+    job_via(
         &job_file,
         &src,
         &dst,
-        &a.join("repo"),
-        &b.join("repo"),
+        &src_repo,
+        &dst_repo,
         &["logs-*"],
+        Some((&src_s3, &dst_s3)),
     );
 
     // Bad input changes nothing: a pattern that matches nothing, an unreachable cluster.
     let bad = tmp.path().join("bad.toml");
-    job(
+    job_via(
         &bad,
         &src,
         &dst,
-        &a.join("repo"),
-        &b.join("repo"),
+        &src_repo,
+        &dst_repo,
         &["nomatch-*"],
+        Some((&src_s3, &dst_s3)),
     );
     let (code, _, se) = migrate(&bad, &["--phase", "baseline"]);
     assert_eq!(code, 2, "{se}");
@@ -111,13 +148,14 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
     let (st, _) = src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null);
     assert_eq!(st, 404, "a refused baseline must not register anything");
     let dead = tmp.path().join("dead.toml");
-    job(
+    job_via(
         &dead,
         &src,
         &dst,
-        &a.join("repo"),
-        &b.join("repo"),
+        &src_repo,
+        &dst_repo,
         &["logs-*"],
+        Some((&src_s3, &dst_s3)),
     );
     let text = std::fs::read_to_string(&dead).unwrap().replacen(
         &dst.endpoint,
@@ -131,6 +169,28 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
         se.contains("destination cluster") && se.lines().count() == 1,
         "{se}"
     );
+
+    // A repository store that does not exist (no such bucket on the source S3 server).
+    let nobucket = tmp.path().join("nobucket.toml");
+    let text = std::fs::read_to_string(&job_file).unwrap().replacen(
+        "store = \"s3://repo\"",
+        "store = \"s3://no-such-bucket\"",
+        1,
+    );
+    std::fs::write(&nobucket, text).unwrap();
+    let (code, _, se) = migrate(&nobucket, &["--phase", "baseline"]);
+    assert_eq!(code, 3, "{se}");
+    assert!(
+        se.contains("no-such-bucket") && se.lines().count() == 1,
+        "{se}"
+    );
+    assert_eq!(
+        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
+            .0,
+        404,
+        "a refused baseline must not register anything"
+    );
+    assert!(std::fs::read_dir(&dst_repo).unwrap().next().is_none());
 
     // --dry-run prints the calls and changes nothing.
     let (code, so, se) = migrate(&job_file, &["--phase", "baseline", "--dry-run"]);

@@ -198,7 +198,7 @@ impl Cluster {
             )),
             Auth::ApiKey(k) => headers.push(("authorization".into(), format!("ApiKey {k}"))),
             Auth::SigV4(s) => {
-                let signed = s.sign(
+                let signed = s.fresh().await?.sign(
                     method.as_str(),
                     &url,
                     &headers,

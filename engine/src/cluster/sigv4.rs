@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
@@ -18,11 +19,52 @@ pub struct AwsSigner {
     pub region: String,
     /// Service name: `es` (managed domains).
     pub service: String,
-    /// Credentials.
+    /// Credentials (used as they are when `provider` is `None`).
     pub credentials: Credentials,
+    /// Where fresh credentials come from (the AWS chain: environment, profile, web
+    /// identity, instance/container metadata). Asked before every request; the provider
+    /// caches and refreshes, so a phase that outlives an STS session keeps working.
+    pub provider: Option<SharedCredentialsProvider>,
 }
 
 impl AwsSigner {
+    /// A signer whose credentials come from `provider` on every request.
+    pub async fn from_provider(
+        region: &str,
+        service: &str,
+        provider: SharedCredentialsProvider,
+    ) -> Result<AwsSigner> {
+        let credentials = provider.provide_credentials().await.map_err(|e| {
+            Error::AccessDenied(format!(
+                "no AWS credentials for SigV4 ({}); set the cluster's access key variables or configure the AWS credential chain",
+                crate::error::root_cause(&e)
+            ))
+        })?;
+        Ok(AwsSigner {
+            region: region.to_string(),
+            service: service.to_string(),
+            credentials,
+            provider: Some(provider),
+        })
+    }
+
+    /// This signer with current credentials from its provider (itself without one).
+    pub async fn fresh(&self) -> Result<AwsSigner> {
+        let Some(p) = &self.provider else {
+            return Ok(self.clone());
+        };
+        let credentials = p.provide_credentials().await.map_err(|e| {
+            Error::AccessDenied(format!(
+                "AWS credentials for SigV4 could not be refreshed: {}",
+                crate::error::root_cause(&e)
+            ))
+        })?;
+        Ok(AwsSigner {
+            credentials,
+            ..self.clone()
+        })
+    }
+
     /// Headers to add (`authorization`, `x-amz-date`, `x-amz-content-sha256`, token).
     pub fn sign(
         &self,

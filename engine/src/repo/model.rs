@@ -323,7 +323,11 @@ impl Repository {
     /// As [`Repository::load`], from a listing already made.
     pub async fn from_listing(store: &dyn Store, listing: BTreeMap<String, u64>) -> Result<Self> {
         if let Some(k) = listing.keys().find(|k| {
-            k.starts_with("snapshot_shard_paths/")
+            // A bare `snapshot_shard_paths/` is the empty directory OpenSearch 2.x creates
+            // (listed as a directory marker by servers over plain directories); only
+            // blobs under it mean hashed shard paths.
+            k.strip_prefix("snapshot_shard_paths/")
+                .is_some_and(|rest| !rest.is_empty())
                 || k.rsplit('/')
                     .next()
                     .is_some_and(|n| n.starts_with("shallow-snap-"))

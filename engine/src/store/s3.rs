@@ -648,7 +648,13 @@ impl Store for S3Store {
             if let Some(i) = &id_marker {
                 req = req.upload_id_marker(i);
             }
-            let res = req.send().await.map_err(|e| map_err(&ctx, e))?;
+            let res = match req.send().await {
+                Ok(r) => r,
+                // gofakes3-based servers (`rclone serve s3`) answer 404 NoSuchUpload for a
+                // bucket that has no uploads at all: nothing is pending.
+                Err(e) if e.code() == Some("NoSuchUpload") => break,
+                Err(e) => return Err(map_err(&ctx, e)),
+            };
             for u in res.uploads() {
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     if let Some(rel) = self.rel_key(k) {
