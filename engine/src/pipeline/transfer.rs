@@ -132,7 +132,7 @@ pub async fn fetcher(
             JobKind::Single(m) => (m.key.clone(), 0..m.size, m.etag.clone()),
             JobKind::Part { obj, range, .. } => {
                 if obj.is_failed() || ctx.cancel.is_cancelled() {
-                    part_done(&ctx, &commit, &job.kind, None).await;
+                    part_done(&commit, &job.kind, None).await;
                     continue;
                 }
                 (obj.src.key.clone(), range.clone(), obj.src.etag.clone())
@@ -151,7 +151,7 @@ pub async fn fetcher(
                     return;
                 }
             }
-            Err(e) => fail_job(&ctx, &commit, job, e).await,
+            Err(e) => fail_job(&commit, job, e).await,
         }
     }
 }
@@ -188,7 +188,7 @@ pub async fn uploader(
             }
             JobKind::Part { obj, number, .. } => {
                 if obj.is_failed() {
-                    part_done(&ctx, &commit, &job.kind, None).await;
+                    part_done(&commit, &job.kind, None).await;
                     continue;
                 }
                 let res = ctx
@@ -208,16 +208,16 @@ pub async fn uploader(
                         ctx.counters
                             .transferred_bytes
                             .fetch_add(len, Ordering::Relaxed);
-                        part_done(&ctx, &commit, &job.kind, Some(p)).await;
+                        part_done(&commit, &job.kind, Some(p)).await;
                     }
-                    Err(e) => fail_job(&ctx, &commit, job, e).await,
+                    Err(e) => fail_job(&commit, job, e).await,
                 }
             }
         }
     }
 }
 
-async fn fail_job(ctx: &Arc<Ctx>, commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
+async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
     match &job.kind {
         JobKind::Single(m) => {
             let m = m.clone();
@@ -226,17 +226,12 @@ async fn fail_job(ctx: &Arc<Ctx>, commit: &mpsc::Sender<Commit>, job: Job, e: Er
         }
         JobKind::Part { obj, number, .. } => {
             obj.fail(format!("part {number}: {e}"));
-            part_done(ctx, commit, &job.kind, None).await;
+            part_done(commit, &job.kind, None).await;
         }
     }
 }
 
-async fn part_done(
-    _ctx: &Arc<Ctx>,
-    commit: &mpsc::Sender<Commit>,
-    kind: &JobKind,
-    part: Option<CompletedPart>,
-) {
+async fn part_done(commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<CompletedPart>) {
     if let JobKind::Part { obj, number, .. } = kind {
         if part.is_none() && !obj.is_failed() {
             obj.fail("cancelled".into());
