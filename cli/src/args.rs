@@ -29,6 +29,18 @@ pub enum Command {
     /// Move indices between clusters through their snapshot repositories:
     /// baseline, incremental rounds, cutover (state kept in JOB.toml.state.json).
     Migrate(MigrateArgs),
+    /// Benchmarks before a migration.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `snapferry bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Measure listing, GET, PUT and copy rates between SRC and DST at increasing
+    /// concurrency (scratch objects, removed afterwards); recommend --concurrency and
+    /// --part-size and predict how long a sync of --size or of the source takes.
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// Migration phases.

@@ -6,6 +6,7 @@
 //! 3 cannot reach or authenticate to a store.
 
 mod args;
+mod probe;
 mod progress;
 
 use std::io::Write;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
             Command::Repo(RepoCommand::Verify(a)) => repo_verify(a).await,
             Command::Repo(RepoCommand::Diff(a)) => repo_diff(a).await,
             Command::Migrate(a) => migrate(a).await,
+            Command::Bench(args::BenchCommand::Probe(a)) => probe::run(a).await,
         }
     });
     ExitCode::from(code)

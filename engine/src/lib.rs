@@ -6,6 +6,7 @@
 //!   (checker, in `mod.rs`) → `scheduler` → `transfer` (fetchers, uploaders, committer).
 //! - [`retry`]: the one retry policy; [`limits`]: shared rate limits; [`stats`]:
 //!   counters and latency histograms; [`location`] and [`size`]: parsing user input.
+//! - [`probe`]: `bench probe`, measuring what a sync will achieve through the pipeline.
 //!
 //! # Invariants
 //! - The differ holds at most one listing entry per side (flat memory for any number of
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod location;
 pub mod migrate;
 pub mod pipeline;
+pub mod probe;
 pub mod repo;
 pub mod retry;
 pub mod size;
