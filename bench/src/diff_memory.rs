@@ -1,0 +1,82 @@
+//! The differ memory probe (W5): merge-joins two generated listings of KEYS keys each
+//! (the destination holds every other key) through the engine's real differ and prints
+//! the process's peak resident set size (VmHWM) and the most entries the differ held.
+//!
+//! ```text
+//! cargo run --release -p snapferry-bench -- diff-memory [KEYS]
+//! ```
+//! `run` executes this probe in a child process for W5, so the figure is the whole
+//! process's peak as the OS reports it.
+
+use std::sync::Arc;
+
+use snapferry_engine::pipeline::differ::{merge_join, DiffStats, Joined};
+use snapferry_engine::store::ObjectMeta;
+use tokio::sync::mpsc;
+
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn listing(n: u64, step: u64) -> mpsc::Receiver<snapferry_engine::Result<ObjectMeta>> {
+    let (tx, rx) = mpsc::channel(1000);
+    tokio::spawn(async move {
+        let mut i = 0;
+        while i < n {
+            let m = ObjectMeta {
+                key: format!("indices/{:08x}/0/__{:020}", i / 1000, i),
+                size: 4096 + i % 65536,
+                mtime_ms: Some(1_764_000_000_000),
+                etag: Some(format!("{:032x}", i)),
+                record: None,
+            };
+            if tx.send(Ok(m)).await.is_err() {
+                return;
+            }
+            i += step;
+        }
+    });
+    rx
+}
+
+/// Runs the probe over `n` source keys and prints its one-line result.
+pub fn main(n: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("snapferry-bench: cannot start the runtime: {e}");
+            std::process::exit(1);
+        });
+    let before = peak_rss_kib().unwrap_or(0);
+    let t = std::time::Instant::now();
+    let (steps, held) = rt.block_on(async {
+        let stats = Arc::new(DiffStats::default());
+        let (tx, mut rx) = mpsc::channel(1000);
+        let st = stats.clone();
+        let join =
+            tokio::spawn(async move { merge_join(listing(n, 1), listing(n, 2), tx, &st).await });
+        let mut steps = 0u64;
+        while let Some(j) = rx.recv().await {
+            match j {
+                Joined::Source(..) | Joined::DestOnly(_) => steps += 1,
+            }
+        }
+        if let Ok(Err(e)) = join.await {
+            eprintln!("snapferry-bench: differ failed: {e}");
+            std::process::exit(1);
+        }
+        (steps, stats.max_held())
+    });
+    let peak = peak_rss_kib().unwrap_or(0);
+    println!(
+        "diff-memory: {n} source keys x {} destination keys, {steps} steps in {:.2}s; differ held at most {held} entries; peak RSS {:.1} MiB (before the diff {:.1} MiB)",
+        n.div_ceil(2),
+        t.elapsed().as_secs_f64(),
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+}
