@@ -128,21 +128,7 @@ impl ProbeArgs {
 
 /// Ctrl-C / SIGTERM: stop measuring; the probe still removes its scratch objects.
 async fn on_signal(cancel: CancellationToken) {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    crate::progress::interrupted().await;
     eprintln!("snapferry: interrupted: removing the probe's scratch objects");
     cancel.cancel();
 }

@@ -70,6 +70,16 @@ impl Observer for Printer {
 
 /// Cancels the run on Ctrl-C or SIGTERM (a second Ctrl-C exits at once).
 pub async fn on_signal(cancel: CancellationToken) {
+    interrupted().await;
+    eprintln!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(1);
+    }
+}
+
+/// Returns at the first Ctrl-C or SIGTERM.
+pub async fn interrupted() {
     #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -84,11 +94,6 @@ pub async fn on_signal(cancel: CancellationToken) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
-    }
-    eprintln!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
-    cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        std::process::exit(1);
     }
 }
 

@@ -392,20 +392,16 @@ impl Migration {
             .await
             .map_err(|e| side_err("destination cluster", e))?;
         compat::check_restore(&sv, &dv, None).map_err(Error::InvalidInput)?;
-        // Both repository stores reachable, bucket present, credentials good: checked
-        // before anything changes on either cluster.
-        let policy = crate::retry::RetryPolicy::preflight();
-        let never = tokio_util::sync::CancellationToken::new();
-        let retries = std::sync::atomic::AtomicU64::new(0);
-        for (side, store) in [
-            ("source repository store", &self.src_store),
-            ("destination repository store", &self.dst_store),
-        ] {
-            policy
-                .run(&never, &retries, || store.preflight())
-                .await
-                .map_err(|e| side_err(side, e))?;
-        }
+        // Both repository stores reachable, bucket present, credentials good, and the copy
+        // settings valid: sync's own preflight, before anything changes on either cluster.
+        SyncRun::new(
+            self.src_store.clone(),
+            self.dst_store.clone(),
+            self.job.sync_options()?,
+            Arc::new(NoObserver),
+        )
+        .preflight()
+        .await?;
         let mut indices = Vec::new();
         for p in &self.job.indices {
             let m = self.src.indices(p).await?;
@@ -634,14 +630,9 @@ impl Migration {
 }
 
 fn side_err(side: &str, e: Error) -> Error {
-    let field = if side.ends_with("store") {
-        "store and store_endpoint"
-    } else {
-        "url"
-    };
     match e {
         Error::Unreachable(m) => {
-            Error::Unreachable(format!("{side}: {m}; check its {field} in the job file"))
+            Error::Unreachable(format!("{side}: {m}; check its url in the job file"))
         }
         Error::AccessDenied(m) => Error::AccessDenied(format!("{side}: {m}")),
         other => other,
