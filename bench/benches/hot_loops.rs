@@ -117,6 +117,7 @@ fn listing(n: u64, step: u64) -> Vec<ObjectMeta> {
             mtime_ms: Some(1_764_000_000_000),
             etag: Some(format!("{i:032x}")),
             record: None,
+            ..Default::default()
         })
         .collect()
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use snapferry_engine::location::Location;
-use snapferry_engine::pipeline::{SnapshotAware, SyncOptions};
+use snapferry_engine::pipeline::{MaxDelete, SnapshotAware, SyncOptions};
 use snapferry_engine::size::{parse_rate, parse_size};
 
 /// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
@@ -260,9 +260,30 @@ pub struct SyncArgs {
     /// source has index.latest).
     #[arg(long, value_enum, default_value_t = SnapshotAwareArg::Auto)]
     pub snapshot_aware: SnapshotAwareArg,
-    /// Copy only what this snapshot needs (repeatable; snapshot-aware mode).
+    /// Copy exactly these snapshots (repeatable; snapshot-aware mode): the destination
+    /// then holds a repository of just them, as if the others had been deleted.
     #[arg(long, value_name = "NAME")]
     pub snapshot: Vec<String>,
+    /// Accept a source that does not exist or holds no object (by default that is an
+    /// error: it is usually a typo in the URL or prefix).
+    #[arg(long)]
+    pub allow_empty_source: bool,
+    /// With --delete: the most destination objects one run may delete, a count or a
+    /// percentage of what the destination holds (100% allows any).
+    #[arg(long, value_name = "N|P%", default_value = "50%")]
+    pub max_delete: String,
+    /// Write over a destination that holds another snapshot repository (another
+    /// repository UUID or snapshot lineage); its catalogue is replaced.
+    #[arg(long)]
+    pub replace_repository: bool,
+    /// Time to live of the destination lease (renewed every third of it while the run
+    /// lasts; a crashed run's lease is taken over after it).
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub lease_ttl: String,
+    /// Multipart uploads younger than this, found at the start, may belong to a live run
+    /// and are left alone (unless the lease shows their run is gone).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub stale_upload_age: String,
     /// (set by -v on the top level)
     #[arg(skip)]
     pub verbose: u8,
@@ -387,26 +408,38 @@ fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(),
             "{flag} applies to s3:// and oss:// locations only; remove it or use such a URL"
         ));
     }
+    let shown = snapferry_engine::location::redact_url(ep);
     let rest = ep
         .strip_prefix("http://")
         .or_else(|| ep.strip_prefix("https://"))
         .ok_or_else(|| {
-            format!("{flag} {ep:?} must start with http:// or https://, e.g. http://127.0.0.1:9000")
+            format!("{flag} {shown:?} must start with http:// or https://, e.g. http://127.0.0.1:9000")
         })?;
     let host = rest.split('/').next().unwrap_or("");
+    if host.contains('@') || rest.contains(['?', '#']) {
+        return Err(format!(
+            "{flag} {shown:?} carries credentials or a query string; give only scheme, host and port (e.g. http://127.0.0.1:9000), and the credentials in SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY"
+        ));
+    }
     if host.is_empty() {
         return Err(format!(
-            "{flag} {ep:?} has no host; write e.g. http://127.0.0.1:9000"
+            "{flag} {shown:?} has no host; write e.g. http://127.0.0.1:9000"
         ));
     }
     if let Some((_, port)) = host.rsplit_once(':') {
         if !host.ends_with(']') && port.parse::<u16>().is_err() {
             return Err(format!(
-                "{flag} {ep:?} has a bad port {port:?}; use a number 1..65535"
+                "{flag} {shown:?} has a bad port {port:?}; use a number 1..65535"
             ));
         }
     }
     Ok(())
+}
+
+/// `2m`, `90s`, `1h`, `500ms` (humantime), for duration flags.
+pub fn parse_duration(flag: &str, s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{flag}: cannot read {s:?} ({e}); write e.g. 90s, 2m or 1h"))
 }
 
 impl SyncArgs {
@@ -416,10 +449,16 @@ impl SyncArgs {
         let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
         check_endpoint("--src-endpoint", &self.ends.src_endpoint, &src)?;
         check_endpoint("--dst-endpoint", &self.ends.dst_endpoint, &dst)?;
-        if src == dst && self.ends.src_endpoint == self.ends.dst_endpoint {
-            return Err(
-                "source and destination are the same location; give two different ones".into(),
-            );
+        if src.overlaps(
+            self.ends.src_endpoint.as_deref(),
+            &dst,
+            self.ends.dst_endpoint.as_deref(),
+        ) {
+            return Err(format!(
+                "source {} and destination {} are the same location or one lies inside the other; a sync would copy into its own source or delete it; give two separate locations",
+                snapferry_engine::location::redact_url(&self.src),
+                snapferry_engine::location::redact_url(&self.dst)
+            ));
         }
         let part_size = parse_size(&self.part_size).map_err(|e| format!("--part-size: {e}"))?;
         let multipart_threshold = parse_size(&self.multipart_threshold)
@@ -450,6 +489,11 @@ impl SyncArgs {
                 SnapshotAwareArg::Off => SnapshotAware::Off,
             },
             snapshots: self.snapshot.clone(),
+            allow_empty_source: self.allow_empty_source,
+            max_delete: MaxDelete::parse(&self.max_delete).map_err(|e| e.to_string())?,
+            replace_repository: self.replace_repository,
+            lease_ttl: parse_duration("--lease-ttl", &self.lease_ttl)?,
+            stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
             ..SyncOptions::default()
         };
         opts.validate().map_err(|e| e.to_string())?;
@@ -467,6 +511,22 @@ impl SyncArgs {
             if p.is_dir() {
                 return Err(format!(
                     "--report {} is a directory; give a file path",
+                    p.display()
+                ));
+            }
+            // Found out now, not after hours of copying: the report's directory must take
+            // a new file (the report is written there atomically, through a temp file).
+            let dir = parent.map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into());
+            if let Err(e) = tempfile::NamedTempFile::new_in(&dir) {
+                return Err(format!(
+                    "--report {}: cannot write in {} ({e}); choose a writable path",
+                    p.display(),
+                    dir.display()
+                ));
+            }
+            if std::fs::metadata(p).is_ok_and(|m| m.permissions().readonly()) {
+                return Err(format!(
+                    "--report {} exists and is read-only; choose another path",
                     p.display()
                 ));
             }

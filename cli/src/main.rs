@@ -1,11 +1,12 @@
 //! The `snapferry` binary: parses arguments, validates them into engine options,
 //! renders progress and reports, and maps outcomes to exit codes. No copy logic here.
 //!
-//! Exit codes (a contract with scripts): 0 everything in sync; 1 some objects failed
-//! (listed in the report) or the run was interrupted; 2 bad usage or configuration;
-//! 3 cannot reach or authenticate to a store.
+//! Exit codes (a contract with scripts) are decided in one place, [`exit`].
 
+#[macro_use]
+mod output;
 mod args;
+mod exit;
 mod probe;
 mod progress;
 
@@ -21,6 +22,9 @@ use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
+use snapferry_engine::error::Side;
+use snapferry_engine::retry::RetryPolicy;
+use snapferry_engine::store::layer::{Layered, Policy};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
@@ -29,10 +33,7 @@ use args::{
     VerifyArgs,
 };
 
-const EXIT_OK: u8 = 0;
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_STORE: u8 = 3;
+use exit::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("snapferry: error: cannot start the async runtime: {e}");
+            err!("snapferry: error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -83,20 +84,20 @@ fn init_logging(verbose: u8) {
 
 /// One clear line on stderr and the exit code.
 fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {
-    eprintln!("snapferry: error: {msg}");
+    err!("snapferry: error: {msg}");
     code
 }
 
 fn exit_code_for(e: &Error) -> u8 {
-    match e {
-        Error::InvalidInput(_) => EXIT_USAGE,
-        e if e.is_store_access() => EXIT_STORE,
-        Error::Timeout(_) => EXIT_STORE,
-        _ => EXIT_FAILED,
-    }
+    exit::for_error(e)
 }
 
-async fn open_store(side: &str, loc: &Location, s: &SideArgs) -> Result<Arc<dyn Store>, Error> {
+async fn open_store(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dyn Store>, Error> {
+    open_backend(side, loc, s).await.map_err(|e| e.on(side))
+}
+
+async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dyn Store>, Error> {
+    let side = side.name();
     match loc {
         Location::S3 { bucket, prefix } => {
             let cfg = S3Config {
@@ -117,7 +118,7 @@ async fn open_store(side: &str, loc: &Location, s: &SideArgs) -> Result<Arc<dyn 
         }
         Location::Oss { bucket, prefix } => {
             let (Some(endpoint), Some(c)) = (s.oss_endpoint.clone(), s.credentials.as_ref()) else {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "{side}: oss:// needs an endpoint and credentials"
                 )));
             };
@@ -144,11 +145,11 @@ async fn sync(a: SyncArgs) -> u8 {
         Err(msg) => return fail(EXIT_USAGE, msg),
     };
     // 2. Stores: built, then preflighted (reachable, authenticated, bucket exists).
-    let src = match open_store("source", &plan.src, &plan.src_side).await {
+    let src = match open_store(Side::Source, &plan.src, &plan.src_side).await {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    let dst = match open_store("destination", &plan.dst, &plan.dst_side).await {
+    let dst = match open_store(Side::Destination, &plan.dst, &plan.dst_side).await {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
@@ -162,7 +163,7 @@ async fn sync(a: SyncArgs) -> u8 {
     if let Err(e) = run.preflight().await {
         return fail(exit_code_for(&e), e);
     }
-    eprintln!(
+    err!(
         "snapferry: sync {} -> {}{}",
         src.describe(),
         dst.describe(),
@@ -197,26 +198,43 @@ async fn sync(a: SyncArgs) -> u8 {
             );
         }
     }
-    if report.fatal_error.is_some() || report.interrupted || report.failed_objects > 0 {
+    if report.fatal_error.is_some()
+        || report.interrupted
+        || report.failed_objects > 0
+        || report.deletes_refused.is_some()
+    {
+        if report
+            .fatal_error
+            .as_deref()
+            .is_some_and(|f| f.contains("lost the destination lease"))
+        {
+            return exit::LOCKED;
+        }
         EXIT_FAILED
     } else {
         EXIT_OK
     }
 }
 
+/// A store of a `repo` command, through the request layer (retries, accounting).
+async fn layered(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dyn Store>, Error> {
+    let raw = open_store(side, loc, s).await?;
+    let store = Layered::new(raw, side, Policy::standalone(RetryPolicy::default()));
+    if store.preflight().await? == snapferry_engine::store::Presence::Missing {
+        return Err(Error::location_not_found(format!(
+            "{} does not exist; check the path",
+            store.describe()
+        ))
+        .on(side));
+    }
+    Ok(Arc::new(store))
+}
+
 async fn open_repo(a: &RepoArgs) -> Result<Arc<dyn Store>, u8> {
     let (loc, side) = a.resolve().map_err(|m| fail(EXIT_USAGE, m))?;
-    let store = open_store("repository", &loc, &side)
+    layered(Side::Repository, &loc, &side)
         .await
-        .map_err(|e| fail(exit_code_for(&e), e))?;
-    let policy = snapferry_engine::retry::RetryPolicy::preflight();
-    let never = tokio_util::sync::CancellationToken::new();
-    let retries = std::sync::atomic::AtomicU64::new(0);
-    policy
-        .run(&never, &retries, || store.preflight())
-        .await
-        .map_err(|e| fail(exit_code_for(&e), e))?;
-    Ok(store)
+        .map_err(|e| fail(exit_code_for(&e), e))
 }
 
 async fn cluster_for(
@@ -232,17 +250,23 @@ async fn cluster_for(
 async fn migrate(a: MigrateArgs) -> u8 {
     use snapferry_engine::migrate::{state_path, Job, Migration, Phase, State};
     let state_file = state_path(&a.job);
+    // The job file first, for every phase: a mistyped path is an error, not "no phase
+    // has run yet".
+    let job = match Job::load(&a.job) {
+        Ok(j) => j,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
     if a.phase == PhaseArg::Status {
         return match State::load(&state_file) {
             Ok(st) => {
                 if st.phases.is_empty() {
-                    println!(
+                    out!(
                         "no phase has run yet ({} does not exist)",
                         state_file.display()
                     );
                 }
                 for p in &st.phases {
-                    println!(
+                    out!(
                         "{:?}  snapshot {}  generation {}  moved {}  closed {} ms  counts {}",
                         p.phase,
                         p.snapshot,
@@ -263,10 +287,6 @@ async fn migrate(a: MigrateArgs) -> u8 {
             Err(e) => fail(exit_code_for(&e), e),
         };
     }
-    let job = match Job::load(&a.job) {
-        Ok(j) => j,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
     let mut stores = Vec::new();
     for (name, side) in [("SRC", &job.source), ("DST", &job.destination)] {
         let loc = match Location::parse(&side.store) {
@@ -283,7 +303,12 @@ async fn migrate(a: MigrateArgs) -> u8 {
             Ok(s) => s,
             Err(m) => return fail(EXIT_USAGE, m),
         };
-        match open_store(name, &loc, &sa).await {
+        let tag = if name == "SRC" {
+            Side::Source
+        } else {
+            Side::Destination
+        };
+        match open_store(tag, &loc, &sa).await {
             Ok(s) => stores.push(s),
             Err(e) => return fail(exit_code_for(&e), e),
         }
@@ -313,7 +338,7 @@ async fn migrate(a: MigrateArgs) -> u8 {
         return match m.plan(phase, a.set_write_block).await {
             Ok(calls) => {
                 for c in calls {
-                    println!("{c}");
+                    out!("{c}");
                 }
                 EXIT_OK
             }
@@ -331,13 +356,13 @@ async fn migrate(a: MigrateArgs) -> u8 {
     };
     let mut mismatch = false;
     for (i, (s, d)) in &rec.counts {
-        println!(
+        out!(
             "{i}: source {s} documents, destination {d}{}",
             if s == d { "" } else { "  <- differs" }
         );
         mismatch |= s != d;
     }
-    println!(
+    out!(
         "{:?} done: snapshot {}, moved {}, destination indices closed for {} ms",
         rec.phase,
         rec.snapshot,
@@ -351,12 +376,12 @@ async fn migrate(a: MigrateArgs) -> u8 {
             ..Default::default()
         };
         match snapferry_engine::repo::verify::verify(dst_store.as_ref(), &opts).await {
-            Ok(r) if r.problems.is_empty() => println!(
+            Ok(r) if r.problems.is_empty() => out!(
                 "destination repository verified: generation {}, {} blobs",
                 r.generation, r.blobs_checked
             ),
             Ok(r) => {
-                println!(
+                out!(
                     "destination repository has {} problems; do not switch over",
                     r.problems.len()
                 );
@@ -365,7 +390,7 @@ async fn migrate(a: MigrateArgs) -> u8 {
             Err(e) => return fail(exit_code_for(&e), e),
         }
         if !mismatch {
-            println!("switchover checklist:\n  1. point clients at {}\n  2. re-enable writes there (the source indices stay write-blocked)\n  3. re-create aliases, templates and ILM policies not carried by the snapshot\n  4. keep the source cluster until the new one has run cleanly", m.job.destination.url);
+            out!("switchover checklist:\n  1. point clients at {}\n  2. re-enable writes there (the source indices stay write-blocked)\n  3. re-create aliases, templates and ILM policies not carried by the snapshot\n  4. keep the source cluster until the new one has run cleanly", m.job.destination.url);
         }
     }
     if mismatch {
@@ -403,7 +428,7 @@ async fn write_blocked(m: &snapferry_engine::migrate::Migration, set: bool) -> R
         let blocked =
             v[i.as_str()]["settings"]["index"]["blocks"]["write"].as_str() == Some("true");
         if !blocked {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "writes to {i} are not stopped; set index.blocks.write on the source indices (or pass --set-write-block) before cutover"
             )));
         }
@@ -416,12 +441,17 @@ async fn repo_diff(a: RepoDiffArgs) -> u8 {
         Ok(v) => v,
         Err(m) => return fail(EXIT_USAGE, m),
     };
-    let src = match open_store("source", &sl, &ss).await {
+    let src = match layered(Side::Source, &sl, &ss).await {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    let dst = match open_store("destination", &dl, &ds).await {
-        Ok(s) => s,
+    // A destination not created yet holds no repository: everything is only in source.
+    let dst = match open_store(Side::Destination, &dl, &ds).await {
+        Ok(s) => Arc::new(Layered::new(
+            s,
+            Side::Destination,
+            Policy::standalone(RetryPolicy::default()),
+        )),
         Err(e) => return fail(exit_code_for(&e), e),
     };
     let r = match snapferry_engine::repo::verify::diff(src.as_ref(), dst.as_ref()).await {
@@ -429,18 +459,18 @@ async fn repo_diff(a: RepoDiffArgs) -> u8 {
         Err(e) => return fail(exit_code_for(&e), e),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
         for n in &r.only_in_source {
-            println!("only in source       {n}");
+            out!("only in source       {n}");
         }
         for n in &r.only_in_destination {
-            println!("only in destination  {n}");
+            out!("only in destination  {n}");
         }
         for p in &r.differing_blobs {
-            println!("differs              {}: {}", p.key, p.problem);
+            out!("differs              {}: {}", p.key, p.problem);
         }
-        println!(
+        out!(
             "source generation {}, destination generation {}; {} snapshots only in source, {} only in destination, {} blobs differ",
             r.source_generation,
             r.destination_generation.map(|g| g.to_string()).unwrap_or_else(|| "none".into()),
@@ -466,11 +496,11 @@ async fn repo_ls(a: RepoArgs) -> u8 {
     };
     match snapferry_engine::repo::verify::list(store.as_ref()).await {
         Ok(l) if a.json => {
-            println!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
             EXIT_OK
         }
         Ok(l) => {
-            print!("{}", snapferry_engine::repo::verify::table(&l));
+            crate::output::out_text(&snapferry_engine::repo::verify::table(&l));
             EXIT_OK
         }
         Err(e) => fail(exit_code_for(&e), e),
@@ -492,12 +522,12 @@ async fn repo_verify(a: VerifyArgs) -> u8 {
         Err(e) => return fail(exit_code_for(&e), e),
     };
     if a.repo.json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
         for p in &r.problems {
-            println!("problem  {}: {}", p.key, p.problem);
+            out!("problem  {}: {}", p.key, p.problem);
         }
-        println!(
+        out!(
             "verified generation {}: {} snapshots, {} blobs present, {} metadata checksums, {} data files checked{}, {} read; {} problems",
             r.generation,
             r.snapshots_checked,
@@ -520,6 +550,9 @@ fn print_summary(r: &Report) {
     let mut err = std::io::stderr().lock();
     if let Some(f) = &r.fatal_error {
         let _ = writeln!(err, "snapferry: error: the run stopped: {f}");
+    }
+    if let Some(d) = &r.deletes_refused {
+        let _ = writeln!(err, "snapferry: error: {d}");
     }
     for f in r.failures.iter().take(20) {
         let _ = writeln!(err, "snapferry: failed: {}: {}", f.key, f.reason);

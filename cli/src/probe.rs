@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use snapferry_engine::probe::{Probe, ProbeEvent, ProbeOptions, ProbeReport, SizeSpec};
 use snapferry_engine::size::parse_size;
-use snapferry_engine::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{Endpoints, Side};
@@ -129,7 +128,7 @@ impl ProbeArgs {
 /// Ctrl-C / SIGTERM: stop measuring; the probe still removes its scratch objects.
 async fn on_signal(cancel: CancellationToken) {
     crate::progress::interrupted().await;
-    eprintln!("snapferry: interrupted: removing the probe's scratch objects");
+    err!("snapferry: interrupted: removing the probe's scratch objects");
     cancel.cancel();
 }
 
@@ -163,17 +162,17 @@ fn span(secs: f64) -> String {
 
 fn show(e: ProbeEvent<'_>) {
     match e {
-        ProbeEvent::Writing { bytes } => eprintln!(
+        ProbeEvent::Writing { bytes } => err!(
             "snapferry: writing {} of scratch objects on the source",
             human(bytes)
         ),
         ProbeEvent::Listed { keys, keys_per_sec } => {
-            eprintln!("snapferry: listing: {keys_per_sec:.0} keys/s ({keys} keys)")
+            err!("snapferry: listing: {keys_per_sec:.0} keys/s ({keys} keys)")
         }
         ProbeEvent::Level(l) => {
             let c = &l.copy;
             match (&l.get, &l.put) {
-                (Some(g), Some(p)) => eprintln!(
+                (Some(g), Some(p)) => err!(
                     "snapferry: concurrency {:>3}, part {}: GET {} (p50 {:.0} ms, p99 {:.0} ms), PUT {} (p50 {:.0} ms, p99 {:.0} ms), copy {}",
                     l.concurrency,
                     part(l.part_size_bytes),
@@ -185,7 +184,7 @@ fn show(e: ProbeEvent<'_>) {
                     p.p99_ms,
                     rate(c.bytes_per_sec)
                 ),
-                _ => eprintln!(
+                _ => err!(
                     "snapferry: {} concurrency {:>3}, part {}: copy {}",
                     if l.sweep == "confirm" {
                         "sustained rate at"
@@ -199,14 +198,14 @@ fn show(e: ProbeEvent<'_>) {
             }
         }
         ProbeEvent::SmallObjects { objects_per_sec } => {
-            eprintln!("snapferry: small objects: {objects_per_sec:.0} copied/s")
+            err!("snapferry: small objects: {objects_per_sec:.0} copied/s")
         }
-        ProbeEvent::CleaningUp => eprintln!("snapferry: removing the scratch objects"),
+        ProbeEvent::CleaningUp => err!("snapferry: removing the scratch objects"),
     }
 }
 
 fn print_human(r: &ProbeReport) {
-    println!("recommended:  {}", r.recommended_sync_args.join(" "));
+    out!("recommended:  {}", r.recommended_sync_args.join(" "));
     let alone = match (r.get_rate_bytes_per_sec, r.put_rate_bytes_per_sec) {
         (Some(g), Some(p)) => format!(
             "; alone at concurrency {}: GET {}, PUT {}",
@@ -216,7 +215,7 @@ fn print_human(r: &ProbeReport) {
         ),
         _ => String::new(),
     };
-    println!(
+    out!(
         "copy rate:    {} (plus {:.1} s per run){alone}",
         rate(r.copy_rate_bytes_per_sec),
         r.copy_overhead_seconds
@@ -226,17 +225,17 @@ fn print_human(r: &ProbeReport) {
             .small_object_rate_objects_per_sec
             .map(|s| format!("; small objects {s:.0}/s"))
             .unwrap_or_default();
-        println!("listing:      {l:.0} keys/s{small}");
+        out!("listing:      {l:.0} keys/s{small}");
     }
-    println!("knee:         {}", r.knee);
+    out!("knee:         {}", r.knee);
     match (r.size_bytes, r.predicted_seconds, &r.source_listing) {
-        (Some(b), Some(t), Some(l)) => println!(
+        (Some(b), Some(t), Some(l)) => out!(
             "prediction:   the source's {} objects, {}: {}",
             l.objects,
             human(b),
             span(t)
         ),
-        (Some(b), Some(t), None) => println!("prediction:   {}: {}", human(b), span(t)),
+        (Some(b), Some(t), None) => out!("prediction:   {}: {}", human(b), span(t)),
         _ => {}
     }
 }
@@ -247,11 +246,11 @@ pub async fn run(a: ProbeArgs) -> u8 {
         Ok(v) => v,
         Err(m) => return fail(EXIT_USAGE, m),
     };
-    let src = match open_store("source", &sl, &ss).await {
+    let src = match open_store(snapferry_engine::error::Side::Source, &sl, &ss).await {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    let dst = match open_store("destination", &dl, &ds).await {
+    let dst = match open_store(snapferry_engine::error::Side::Destination, &dl, &ds).await {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
@@ -260,7 +259,7 @@ pub async fn run(a: ProbeArgs) -> u8 {
         Ok(p) => p,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    eprintln!(
+    err!(
         "snapferry: probe {} -> {}: scratch objects under {} on both sides, removed afterwards",
         sd,
         dd,
@@ -271,7 +270,7 @@ pub async fn run(a: ProbeArgs) -> u8 {
     signals.abort();
     let r = match result {
         Ok(r) => r,
-        Err(Error::Cancelled) => {
+        Err(e) if e.kind() == snapferry_engine::error::ErrorKind::Cancelled => {
             return fail(
                 EXIT_FAILED,
                 "interrupted; the probe's scratch objects were removed",
@@ -281,7 +280,7 @@ pub async fn run(a: ProbeArgs) -> u8 {
     };
     if a.json {
         match serde_json::to_string_pretty(&r) {
-            Ok(j) => println!("{j}"),
+            Ok(j) => out!("{j}"),
             Err(e) => return fail(EXIT_FAILED, format!("cannot write the JSON output: {e}")),
         }
     } else {

@@ -71,7 +71,7 @@ impl Observer for Printer {
 /// Cancels the run on Ctrl-C or SIGTERM (a second Ctrl-C exits at once).
 pub async fn on_signal(cancel: CancellationToken) {
     interrupted().await;
-    eprintln!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
+    err!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
     cancel.cancel();
     if tokio::signal::ctrl_c().await.is_ok() {
         std::process::exit(1);
@@ -171,7 +171,7 @@ pub fn spawn(counters: Arc<Counters>, mode: ProgressMode, _cancel: CancellationT
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(every)) => {
-                            eprintln!("snapferry: progress: {}", line(&counters, started));
+                            err!("snapferry: progress: {}", line(&counters, started));
                         }
                         _ = stop2.cancelled() => break,
                     }

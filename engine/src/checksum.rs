@@ -4,9 +4,12 @@
 //! run on tokio's blocking pool so that no reactor thread stalls; small buffers are
 //! hashed inline, where a thread hop would cost more than the hash.
 
+use base64::Engine as _;
 use bytes::Bytes;
+use md5::{Digest, Md5};
 
 use crate::error::{Error, Result};
+use crate::store::{normalize_etag, CompletedPart};
 
 /// Buffers up to this size are hashed inline.
 pub const INLINE_HASH_LIMIT: usize = 256 << 10;
@@ -38,11 +41,53 @@ pub async fn verify_crc32_then<T: Send + 'static>(
 ) -> Result<T> {
     let (got, out) = hash(data, move |d| (crc32fast::hash(d), f(d))).await;
     if got != crc32 {
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{ctx}: bytes have crc32 {got:08x}, expected {crc32:08x} (changed after they were read)"
         )));
     }
     Ok(out)
+}
+
+/// CRC32 as S3 writes it in `x-amz-checksum-crc32` (base64 of the big-endian value).
+pub fn crc32_b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// The whole-object CRC32 a store may report for an object completed from `parts`:
+/// (composite `base64(crc32 of the part CRCs)-N`, full-object `base64(crc32)`). S3
+/// reports one or the other depending on the checksum type; both follow from the part
+/// CRCs without re-reading.
+pub fn crc32_of_parts(parts: &[CompletedPart]) -> (String, String) {
+    let mut composite = crc32fast::Hasher::new();
+    let mut full = crc32fast::Hasher::new();
+    for p in parts {
+        composite.update(&p.crc32.to_be_bytes());
+        full.combine(&crc32fast::Hasher::new_with_initial_len(p.crc32, p.size));
+    }
+    (
+        format!("{}-{}", crc32_b64(composite.finalize()), parts.len()),
+        crc32_b64(full.finalize()),
+    )
+}
+
+/// The CRC-64/XZ of an object completed from `parts` (OSS), when every part has one.
+pub fn crc64_of_parts(parts: &[CompletedPart]) -> Option<u64> {
+    parts.iter().try_fold(0u64, |acc, p| {
+        p.crc64
+            .map(|c| crate::store::oss::crc64_combine(acc, c, p.size))
+    })
+}
+
+/// The S3-style multipart ETag (`hex(md5(md5(part1) ++ ...))-N`, normalised), when every
+/// part's ETag is an MD5.
+pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    let mut h = Md5::new();
+    for p in parts {
+        let e = normalize_etag(&p.etag);
+        let raw = hex::decode(&e).ok().filter(|b| b.len() == 16)?;
+        h.update(&raw);
+    }
+    Some(format!("{}-{}", hex::encode(h.finalize()), parts.len()))
 }
 
 #[cfg(test)]
@@ -62,7 +107,7 @@ mod tests {
             let e = verify_crc32_then("t", &d, c ^ 1, |x| x.len())
                 .await
                 .unwrap_err();
-            assert!(matches!(e, Error::ChecksumMismatch(_)));
+            assert_eq!(e.kind(), crate::error::ErrorKind::ChecksumMismatch);
         }
     }
 }

@@ -20,6 +20,7 @@
 pub mod checksum;
 pub mod cluster;
 pub mod error;
+pub mod lease;
 pub mod limits;
 pub mod location;
 pub mod migrate;

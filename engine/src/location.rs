@@ -1,9 +1,14 @@
-//! Store URLs: `s3://BUCKET[/PREFIX]`, `file:///DIR`, or a plain path.
+//! Store URLs: `s3://BUCKET[/PREFIX]`, `oss://BUCKET[/PREFIX]`, `file:///DIR`, or a plain
+//! path; and whether two locations overlap.
 //!
 //! Parsing is pure and strict: anything it cannot map to a backend is an
-//! [`Error::InvalidInput`] whose message names the problem and the fix.
+//! [`ErrorKind::InvalidInput`](crate::error::ErrorKind) error whose message names the
+//! problem and the corrected form. Near-misses are caught rather than taken for local
+//! paths: `s3:/bucket` (one slash), `S3://bucket` (upper case), a bucket's `https://`
+//! address pasted from a console. A location is never echoed with userinfo or a query
+//! string (they may hold secrets).
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -31,27 +36,132 @@ pub enum Location {
     },
 }
 
+const FORMS: &str = "s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a directory path";
+
+/// `s` with any `user:password@` and query string removed, for messages.
+pub fn redact_url(s: &str) -> String {
+    let (scheme, rest) = match s.split_once("://") {
+        Some((a, b)) => (Some(a), b),
+        None => (None, s),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    let path = match path.split_once(['?', '#']) {
+        Some((p, _)) => format!("{p}?<redacted>"),
+        None => path.to_string(),
+    };
+    match scheme {
+        Some(sc) => format!("{sc}://{authority}{path}"),
+        None => format!("{authority}{path}"),
+    }
+}
+
+/// The `s3://`/`oss://` form of a bucket's web address, when `s` is one.
+fn from_web_address(s: &str) -> Option<String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.rsplit('@').next().unwrap_or(host).to_ascii_lowercase();
+    let path = path.split(['?', '#']).next().unwrap_or("").trim_matches('/');
+    let join = |scheme: &str, bucket: &str, prefix: &str| {
+        if prefix.is_empty() {
+            format!("{scheme}://{bucket}")
+        } else {
+            format!("{scheme}://{bucket}/{prefix}")
+        }
+    };
+    if host.ends_with(".amazonaws.com") {
+        // Virtual-hosted (`bucket.s3[.region].amazonaws.com`) or path-style
+        // (`s3[.region].amazonaws.com/bucket`).
+        if let Some(i) = host.find(".s3.").or_else(|| host.find(".s3-")) {
+            let region = host[i + 4..]
+                .strip_suffix(".amazonaws.com")
+                .filter(|r| !r.is_empty() && *r != "amazonaws.com")
+                .map(|r| format!(" with --src-region/--dst-region {r}"))
+                .unwrap_or_default();
+            return Some(format!("{}{region}", join("s3", &host[..i], path)));
+        }
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if !bucket.is_empty() {
+            return Some(join("s3", bucket, prefix));
+        }
+    }
+    if host.ends_with(".aliyuncs.com") {
+        if let Some((bucket, ep)) = host.split_once('.') {
+            if ep.starts_with("oss-") {
+                return Some(format!(
+                    "{} with --src-endpoint/--dst-endpoint {ep}",
+                    join("oss", bucket, path)
+                ));
+            }
+        }
+    }
+    None
+}
+
 impl Location {
     /// Parses a user-given URL or path.
     pub fn parse(s: &str) -> Result<Self> {
+        let shown = redact_url(s);
         if s.trim().is_empty() {
-            return Err(Error::InvalidInput(
-                "empty location; give s3://BUCKET[/PREFIX], file:///DIR or a directory path".into(),
-            ));
+            return Err(Error::invalid_input(format!("empty location; give {FORMS}")));
+        }
+        if let Some(fixed) = from_web_address(s) {
+            return Err(Error::invalid_input(format!(
+                "{shown:?} is a web address, not a location; write {fixed}"
+            )));
+        }
+        if let Some((scheme, rest)) = s.split_once("://") {
+            let lower = scheme.to_ascii_lowercase();
+            if lower != scheme && matches!(lower.as_str(), "s3" | "oss" | "file") {
+                return Err(Error::invalid_input(format!(
+                    "{shown:?}: the scheme is written in lower case; write {lower}://{}",
+                    redact_url(rest)
+                )));
+            }
+        } else {
+            // `s3:/bucket`, `s3:bucket`, `file:/dir`: a scheme with too few slashes is a
+            // typo, never a local directory named `s3:`.
+            if let Some((scheme, rest)) = s.split_once(':') {
+                let lower = scheme.to_ascii_lowercase();
+                if matches!(lower.as_str(), "s3" | "oss" | "file") {
+                    let rest = rest.trim_start_matches('/');
+                    let fixed = if lower == "file" {
+                        format!("file:///{rest}")
+                    } else {
+                        format!("{lower}://{rest}")
+                    };
+                    return Err(Error::invalid_input(format!(
+                        "{shown:?} is not a valid location (a scheme needs \"://\"); write {fixed}"
+                    )));
+                }
+            }
         }
         for (scheme, is_oss) in [("s3://", false), ("oss://", true)] {
             let Some(rest) = s.strip_prefix(scheme) else {
                 continue;
             };
+            if rest.contains(['?', '#']) || rest.split('/').next().is_some_and(|b| b.contains('@')) {
+                return Err(Error::invalid_input(format!(
+                    "{shown:?} has a query string or credentials in it; write {scheme}BUCKET[/PREFIX] and give credentials in the environment (SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY)"
+                )));
+            }
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::InvalidInput(format!(
-                    "{s:?} has no bucket; write {scheme}BUCKET[/PREFIX]"
+                return Err(Error::invalid_input(format!(
+                    "{shown:?} has no bucket; write {scheme}BUCKET[/PREFIX]"
                 )));
             }
             if !valid_bucket(bucket) || (is_oss && bucket.contains('.')) {
-                return Err(Error::InvalidInput(format!(
-                    "{bucket:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '-'{}); fix the URL {s:?}",
+                return Err(Error::invalid_input(format!(
+                    "{bucket:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '-'{}); fix the URL {shown:?}",
                     if is_oss { "" } else { ", '.'" }
                 )));
             }
@@ -70,8 +180,8 @@ impl Location {
         }
         if let Some(rest) = s.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(Error::InvalidInput(format!(
-                    "{s:?} is not an absolute file URL; write file:///ABSOLUTE/DIR or a plain path"
+                return Err(Error::invalid_input(format!(
+                    "{shown:?} is not an absolute file URL; write file:///ABSOLUTE/DIR or a plain path"
                 )));
             }
             return Ok(Location::Fs {
@@ -79,14 +189,79 @@ impl Location {
             });
         }
         if let Some((scheme, _)) = s.split_once("://") {
-            return Err(Error::InvalidInput(format!(
-                "unknown scheme {scheme:?} in {s:?}; use s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path"
+            return Err(Error::invalid_input(format!(
+                "unknown scheme {:?} in {shown:?}; use {FORMS}",
+                redact_url(scheme)
             )));
         }
         Ok(Location::Fs {
             path: PathBuf::from(s),
         })
     }
+
+    /// Whether `self` (reached through `self_endpoint`) and `other` (through
+    /// `other_endpoint`) are the same location or one lies inside the other: a sync
+    /// between them would copy into its own source, or delete it.
+    pub fn overlaps(
+        &self,
+        self_endpoint: Option<&str>,
+        other: &Location,
+        other_endpoint: Option<&str>,
+    ) -> bool {
+        let nested = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
+        let same_ep = || {
+            let norm = |e: Option<&str>| {
+                e.map(|e| {
+                    e.trim_end_matches('/')
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://")
+                        .to_ascii_lowercase()
+                })
+            };
+            norm(self_endpoint) == norm(other_endpoint)
+        };
+        match (self, other) {
+            (
+                Location::S3 { bucket: a, prefix: pa },
+                Location::S3 { bucket: b, prefix: pb },
+            )
+            | (
+                Location::Oss { bucket: a, prefix: pa },
+                Location::Oss { bucket: b, prefix: pb },
+            ) => a == b && same_ep() && nested(pa, pb),
+            (Location::Fs { path: a }, Location::Fs { path: b }) => {
+                let (a, b) = (resolve(a), resolve(b));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An absolute, symlink-free form of `p` even when it does not exist yet: the deepest
+/// existing ancestor canonicalised, the rest appended (`.` dropped, `..` folded).
+fn resolve(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    for anc in abs.ancestors() {
+        if let Ok(mut out) = anc.canonicalize() {
+            let rest = abs.strip_prefix(anc).unwrap_or(Path::new(""));
+            for c in rest.components() {
+                match c {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    other => out.push(other.as_os_str()),
+                }
+            }
+            return out;
+        }
+    }
+    abs
 }
 
 fn valid_bucket(b: &str) -> bool {
@@ -103,35 +278,17 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
+        let s3 = |b: &str, p: &str| {
+            Some(Location::S3 {
+                bucket: b.into(),
+                prefix: p.into(),
+            })
+        };
         let cases: &[(&str, Option<Location>)] = &[
-            (
-                "s3://bkt",
-                Some(Location::S3 {
-                    bucket: "bkt".into(),
-                    prefix: "".into(),
-                }),
-            ),
-            (
-                "s3://bkt/",
-                Some(Location::S3 {
-                    bucket: "bkt".into(),
-                    prefix: "".into(),
-                }),
-            ),
-            (
-                "s3://bkt/a/b",
-                Some(Location::S3 {
-                    bucket: "bkt".into(),
-                    prefix: "a/b/".into(),
-                }),
-            ),
-            (
-                "s3://bkt/a/b/",
-                Some(Location::S3 {
-                    bucket: "bkt".into(),
-                    prefix: "a/b/".into(),
-                }),
-            ),
+            ("s3://bkt", s3("bkt", "")),
+            ("s3://bkt/", s3("bkt", "")),
+            ("s3://bkt/a/b", s3("bkt", "a/b/")),
+            ("s3://bkt/a/b/", s3("bkt", "a/b/")),
             (
                 "file:///tmp/x",
                 Some(Location::Fs {
@@ -167,10 +324,76 @@ mod tests {
     }
 
     #[test]
-    fn errors_say_what_to_write() {
-        let e = Location::parse("s3://").unwrap_err().to_string();
-        assert!(e.contains("no bucket") && e.contains("s3://BUCKET"), "{e}");
-        let e = Location::parse("ftp://x").unwrap_err().to_string();
-        assert!(e.contains("unknown scheme \"ftp\""), "{e}");
+    fn near_misses_get_the_corrected_form() {
+        let cases = [
+            ("s3:/bucket/p", "write s3://bucket/p"),
+            ("s3:bucket", "write s3://bucket"),
+            ("oss:/b-1/x", "write oss://b-1/x"),
+            ("S3://bucket/p", "write s3://bucket/p"),
+            ("OSS://bucket", "write oss://bucket"),
+            ("file:/tmp/x", "write file:///tmp/x"),
+            (
+                "https://snaps.s3.us-west-2.amazonaws.com/prod",
+                "write s3://snaps/prod with --src-region/--dst-region us-west-2",
+            ),
+            ("https://s3.amazonaws.com/snaps/prod", "write s3://snaps/prod"),
+            (
+                "https://es-hz.oss-cn-hangzhou.aliyuncs.com/prod/",
+                "write oss://es-hz/prod with --src-endpoint/--dst-endpoint oss-cn-hangzhou.aliyuncs.com",
+            ),
+            ("s3://", "has no bucket"),
+            ("ftp://x", "unknown scheme \"ftp\""),
+        ];
+        for (input, want) in cases {
+            let e = Location::parse(input).unwrap_err();
+            assert!(e.to_string().contains(want), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_urls_are_never_echoed() {
+        for input in [
+            "s3://AKID:SENTINEL@bucket/p",
+            "s3://bucket/p?X-Amz-Signature=SENTINEL",
+            "gs://u:SENTINEL@x/y",
+            "https://u:SENTINEL@snaps.s3.amazonaws.com/p",
+            "S3://u:SENTINEL@bucket",
+        ] {
+            let e = Location::parse(input).unwrap_err().to_string();
+            assert!(!e.contains("SENTINEL"), "{input}: {e}");
+        }
+        assert_eq!(
+            redact_url("http://u:pw@host:9200/x?token=1"),
+            "http://<redacted>@host:9200/x?<redacted>"
+        );
+        assert_eq!(redact_url("http://host:9200"), "http://host:9200");
+    }
+
+    #[test]
+    fn overlap_of_stores_and_directories() {
+        let p = |s: &str| Location::parse(s).unwrap();
+        let ep = Some("http://127.0.0.1:9000");
+        assert!(p("s3://bkt/x").overlaps(ep, &p("s3://bkt/x"), ep));
+        assert!(p("s3://bkt/x").overlaps(ep, &p("s3://bkt/x/y"), ep));
+        assert!(p("s3://bkt").overlaps(ep, &p("s3://bkt/x"), ep));
+        assert!(!p("s3://bkt/x").overlaps(ep, &p("s3://bkt/xy"), ep));
+        assert!(!p("s3://bkt/x").overlaps(ep, &p("s3://cbk/x"), ep));
+        assert!(!p("s3://bkt/x").overlaps(ep, &p("s3://bkt/x"), Some("http://127.0.0.1:9001")));
+        assert!(!p("s3://bkt/x").overlaps(None, &p("oss://bkt/x"), None));
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap();
+        std::fs::create_dir_all(d.path().join("data/sub")).unwrap();
+        let f = |rel: &str| Location::Fs {
+            path: d.path().join(rel),
+        };
+        assert!(f("data").overlaps(None, &f("data/sub"), None));
+        assert!(f("data/sub").overlaps(None, &f("data"), None));
+        assert!(f("data").overlaps(None, &f("data/not-yet/zz"), None));
+        assert!(f("data/./sub/..").overlaps(None, &f("data"), None));
+        assert!(!f("data/sub").overlaps(None, &f("data/subway"), None));
+        assert!(!f("data").overlaps(None, &f("other"), None));
+        std::os::unix::fs::symlink(d.path().join("data"), d.path().join("link")).unwrap();
+        assert!(f("link/sub").overlaps(None, &f("data"), None));
+        let _ = root;
     }
 }

@@ -81,10 +81,10 @@ impl Side {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<crate::cluster::ClusterConfig> {
         use crate::cluster::{sigv4::AwsSigner, Auth, ClusterConfig};
-        let name = if side == "SRC" {
-            "source"
+        let (name, cluster_side) = if side == "SRC" {
+            ("source", crate::error::Side::SourceCluster)
         } else {
-            "destination"
+            ("destination", crate::error::Side::DestinationCluster)
         };
         let var = |k: &str| env(&format!("SNAPFERRY_{side}_CLUSTER_{k}")).filter(|v| !v.is_empty());
         let kind = match self.auth.as_deref() {
@@ -96,12 +96,12 @@ impl Side {
             "none" => Auth::None,
             "basic" => {
                 let Some(user) = self.user.clone() else {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::invalid_input(format!(
                         "the {name} cluster uses basic auth but has no `user`; add it to the job file"
                     )));
                 };
                 let Some(password) = var("PASSWORD").or_else(|| self.password.clone()) else {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::invalid_input(format!(
                         "the {name} cluster has a user but no password; set SNAPFERRY_{side}_CLUSTER_PASSWORD"
                     )));
                 };
@@ -110,14 +110,14 @@ impl Side {
             "api_key" => match var("API_KEY") {
                 Some(k) => Auth::ApiKey(k),
                 None => {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::invalid_input(format!(
                         "the {name} cluster uses an API key; set SNAPFERRY_{side}_CLUSTER_API_KEY (the base64 id:key)"
                     )))
                 }
             },
             "sigv4" => {
                 let Some(region) = self.aws_region.clone() else {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::invalid_input(format!(
                         "the {name} cluster uses SigV4 but has no `aws_region`; add it to the job file"
                     )));
                 };
@@ -135,7 +135,7 @@ impl Side {
                         )
                     }
                     (Some(_), None) | (None, Some(_)) => {
-                        return Err(Error::InvalidInput(format!(
+                        return Err(Error::invalid_input(format!(
                             "set both SNAPFERRY_{side}_CLUSTER_ACCESS_KEY_ID and SNAPFERRY_{side}_CLUSTER_SECRET_ACCESS_KEY, or neither (the AWS chain is used then)"
                         )))
                     }
@@ -153,16 +153,11 @@ impl Side {
                 Auth::SigV4(
                     AwsSigner::from_provider(&region, &service, provider)
                         .await
-                        .map_err(|e| match e {
-                            Error::AccessDenied(m) => {
-                                Error::AccessDenied(format!("{name} cluster: {m}"))
-                            }
-                            other => other,
-                        })?,
+                        .map_err(|e| e.on(cluster_side))?,
                 )
             }
             other => {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "the {name} cluster's auth {other:?} is unknown; use none, basic, api_key or sigv4"
                 )))
             }
@@ -172,6 +167,7 @@ impl Side {
             auth,
             ca_file: self.ca_file.clone(),
             insecure: self.insecure,
+            side: Some(cluster_side),
         })
     }
 }
@@ -239,20 +235,41 @@ impl Job {
     /// Reads and checks a job file.
     pub fn load(path: &Path) -> Result<Job> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidInput(format!("cannot read job file {}: {e}", path.display()))
+            Error::invalid_input(format!("cannot read job file {}: {e}", path.display()))
         })?;
         let job: Job = toml::from_str(&text).map_err(|e| {
-            Error::InvalidInput(format!(
-                "job file {}: {}",
+            // The parser's own message names the field (`unknown field `x`, expected one
+            // of ...`, `missing field `store``); keep it on one line with its line number.
+            let line = e
+                .span()
+                .map(|s| format!(", line {}", text[..s.start.min(text.len())].lines().count().max(1)))
+                .unwrap_or_default();
+            Error::invalid_input(format!(
+                "job file {}{line}: {}; see the job file format in the README",
                 path.display(),
-                e.to_string().lines().next().unwrap_or("")
+                e.message().trim().replace('\n', " ")
             ))
         })?;
         if job.indices.is_empty() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "job file {}: `indices` is empty; name the index patterns to move",
                 path.display()
             )));
+        }
+        for (name, side) in [("SRC", &job.source), ("DST", &job.destination)] {
+            let url = &side.url;
+            let authority = url
+                .split_once("://")
+                .map(|(_, r)| r.split('/').next().unwrap_or(""))
+                .unwrap_or("");
+            if authority.contains('@') {
+                return Err(Error::invalid_input(format!(
+                    "job file {}: the {} cluster url {} carries credentials; remove them from the url and set `user` plus SNAPFERRY_{name}_CLUSTER_PASSWORD (or SNAPFERRY_{name}_CLUSTER_API_KEY)",
+                    path.display(),
+                    if name == "SRC" { "source" } else { "destination" },
+                    crate::location::redact_url(url)
+                )));
+            }
         }
         Ok(job)
     }
@@ -261,6 +278,8 @@ impl Job {
     pub fn sync_options(&self) -> Result<SyncOptions> {
         let mut o = SyncOptions {
             snapshot_aware: SnapshotAware::On,
+            // The source repository may be empty until the phase's snapshot is taken.
+            allow_empty_source: true,
             ..SyncOptions::default()
         };
         if let Some(c) = self.copy.concurrency {
@@ -332,7 +351,7 @@ impl State {
     pub fn load(path: &Path) -> Result<State> {
         match std::fs::read_to_string(path) {
             Ok(t) => serde_json::from_str(&t).map_err(|e| {
-                Error::InvalidInput(format!("state file {} is unreadable: {e}", path.display()))
+                Error::invalid_input(format!("state file {} is unreadable: {e}", path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(e.into()),
@@ -344,7 +363,7 @@ impl State {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(
             &tmp,
-            serde_json::to_vec_pretty(self).map_err(|e| Error::Other(e.to_string()))?,
+            serde_json::to_vec_pretty(self).map_err(|e| Error::other(e.to_string()))?,
         )?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -377,21 +396,41 @@ fn settings_json(s: &Side, readonly: bool) -> Value {
     Value::Object(m)
 }
 
+/// Whether a repository setting holds a secret (Alibaba's `oss` type takes its keys in
+/// the settings; s3 can too): such values are never printed.
+pub fn is_secret_setting(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["secret", "password", "token", "access_key", "credential", "api_key", "session"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// The settings as `--dry-run` prints them: secrets masked (an access key id keeps its
+/// first four characters, so the operator can tell which key it is).
+fn settings_shown(s: &Side, readonly: bool) -> Value {
+    let mut v = settings_json(s, readonly);
+    if let Value::Object(m) = &mut v {
+        for (k, val) in m.iter_mut() {
+            if is_secret_setting(k) {
+                let keep = if k.to_ascii_lowercase().contains("access_key_id") {
+                    val.as_str().map(|t| t.chars().take(4).collect::<String>())
+                } else {
+                    None
+                };
+                *val = Value::String(format!("{}<redacted>", keep.unwrap_or_default()));
+            }
+        }
+    }
+    v
+}
+
 impl Migration {
     /// Preflight: reachable, compatible, repositories in place, no snapshot running.
     /// Returns the source indices the patterns match.
     pub async fn preflight(&self) -> Result<Vec<String>> {
-        let sv = self
-            .src
-            .version()
-            .await
-            .map_err(|e| side_err("source cluster", e))?;
-        let dv = self
-            .dst
-            .version()
-            .await
-            .map_err(|e| side_err("destination cluster", e))?;
-        compat::check_restore(&sv, &dv, None).map_err(Error::InvalidInput)?;
+        let sv = self.src.version().await?;
+        let dv = self.dst.version().await?;
+        compat::check_restore(&sv, &dv, None).map_err(Error::invalid_input)?;
         // Both repository stores reachable, bucket present, credentials good, and the copy
         // settings valid: sync's own preflight, before anything changes on either cluster.
         SyncRun::new(
@@ -406,7 +445,7 @@ impl Migration {
         for p in &self.job.indices {
             let m = self.src.indices(p).await?;
             if m.is_empty() {
-                return Err(Error::InvalidInput(format!("index pattern {p:?} matches no index on the source cluster; fix `indices` in the job file")));
+                return Err(Error::invalid_input(format!("index pattern {p:?} matches no index on the source cluster; fix `indices` in the job file")));
             }
             indices.extend(m);
         }
@@ -420,8 +459,8 @@ impl Migration {
             .as_array()
             .is_some_and(|a| !a.is_empty())
         {
-            return Err(Error::InvalidInput(
-                "a snapshot is already running on the source cluster; wait for it to finish".into(),
+            return Err(Error::invalid_input(
+                "a snapshot is already running on the source cluster; wait for it to finish",
             ));
         }
         Ok(indices)
@@ -500,7 +539,7 @@ impl Migration {
                 "PUT {}/_snapshot/{} {}",
                 s.url,
                 s.repository,
-                json!({"type": s.repository_type, "settings": settings_json(s, false)})
+                json!({"type": s.repository_type, "settings": settings_shown(s, false)})
             ));
         }
         calls.push(format!(
@@ -521,7 +560,7 @@ impl Migration {
             "PUT {}/_snapshot/{} {}",
             d.url,
             d.repository,
-            json!({"type": d.repository_type, "settings": settings_json(d, true)})
+            json!({"type": d.repository_type, "settings": settings_shown(d, true)})
         ));
         let existing = self.dst.indices("*").await?;
         for i in indices.iter().filter(|i| existing.contains(*i)) {
@@ -557,7 +596,7 @@ impl Migration {
             .wait_snapshot(repo, &snapshot, Duration::from_secs(6 * 3600))
             .await?;
         if !info.succeeded() {
-            return Err(Error::Other(format!(
+            return Err(Error::other(format!(
                 "snapshot {snapshot} ended {} with {} failed shards; nothing was copied",
                 info.state, info.failed_shards
             )));
@@ -584,7 +623,7 @@ impl Migration {
                 .first()
                 .map(|f| format!(", first: {}: {}", f.key, f.reason))
                 .unwrap_or_default();
-            return Err(Error::Other(format!(
+            return Err(Error::other(format!(
                 "the repository copy did not complete ({} failed objects{first}{}); the destination keeps its previous generation; re-run the phase",
                 report.failed_objects,
                 report.fatal_error.map(|e| format!(", {e}")).unwrap_or_default()
@@ -626,16 +665,6 @@ impl Migration {
         state.phases.push(record.clone());
         state.save(state_file)?;
         Ok(record)
-    }
-}
-
-fn side_err(side: &str, e: Error) -> Error {
-    match e {
-        Error::Unreachable(m) => {
-            Error::Unreachable(format!("{side}: {m}; check its url in the job file"))
-        }
-        Error::AccessDenied(m) => Error::AccessDenied(format!("{side}: {m}")),
-        other => other,
     }
 }
 

@@ -36,7 +36,6 @@ mod views;
 pub use report::{CopySummary, Level, ProbeEvent, ProbeReport, RateSummary, SourceSize};
 pub use views::{Completions, Prefixed, Repeated};
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,11 +43,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Side};
 use crate::pipeline::scheduler::{is_multipart, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::pipeline::{NoObserver, SyncOptions, SyncRun};
 use crate::retry::RetryPolicy;
-use crate::stats::{Kind, Latencies};
+use crate::stats::Latencies;
+use crate::store::layer::{Layered, Policy};
 use crate::store::{PutOptions, Store};
 use measure::{remove_all, source_size};
 
@@ -75,6 +75,8 @@ const SETUP_CONCURRENCY: usize = 16;
 static NO_OPTS: PutOptions = PutOptions {
     metadata: Vec::new(),
     mtime_ms: None,
+    if_none_match: false,
+    if_match: None,
 };
 
 /// The knobs of a probe.
@@ -115,7 +117,7 @@ impl Default for ProbeOptions {
 impl ProbeOptions {
     /// Checks the knobs; the message names the problem and the fix.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidInput(m));
+        let bad = |m: String| Err(Error::invalid_input(m));
         if self.max_concurrency == 0 || self.max_concurrency > 1024 {
             return bad(format!(
                 "--max-concurrency {} is out of range; use 1..=1024",
@@ -167,32 +169,29 @@ pub enum SizeSpec {
     FromSource,
 }
 
-/// What the retry wrapper of every probe request needs.
-struct Shared {
+/// What every probe request shares: the retry policy and cancellation of the request
+/// layer, and the counters of the report.
+pub(crate) struct Shared {
     retry: RetryPolicy,
-    cancel: CancellationToken,
-    retries: AtomicU64,
-    written: AtomicU64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) retries: Arc<AtomicU64>,
+    pub(crate) written: AtomicU64,
 }
 
 impl Shared {
-    /// One request with retries, timed into `lat`.
-    async fn call<T, F, Fut>(&self, lat: &Latencies, kind: Kind, mut f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.retry
-            .run(&self.cancel, &self.retries, || {
-                let fut = f();
-                async move {
-                    let t = Instant::now();
-                    let r = fut.await;
-                    lat.record(kind, t.elapsed());
-                    r
-                }
-            })
-            .await
+    /// `store` through the request layer, its requests timed into `lat`.
+    pub(crate) fn via(&self, side: Side, store: Arc<dyn Store>, lat: &Arc<Latencies>) -> Layered {
+        Layered::new(
+            store,
+            side,
+            Policy {
+                retry: self.retry.clone(),
+                limits: Arc::new(crate::limits::Limits::default()),
+                lat: lat.clone(),
+                retries: self.retries.clone(),
+                cancel: Some(self.cancel.clone()),
+            },
+        )
     }
 }
 
@@ -206,11 +205,15 @@ pub struct Probe {
     shared: Arc<Shared>,
 }
 
-/// The first key a store lists, if any.
+/// The first key a store lists, if any (a directory not created yet holds none).
 async fn first_key(s: &dyn Store) -> Result<Option<String>> {
     let mut list = s.list(None);
     while let Some(page) = list.next().await {
-        if let Some(m) = page?.into_iter().next() {
+        let page = match page {
+            Err(e) if e.kind() == crate::error::ErrorKind::LocationNotFound => return Ok(None),
+            p => p?,
+        };
+        if let Some(m) = page.into_iter().find(|m| !crate::store::is_reserved(&m.key)) {
             return Ok(Some(m.key));
         }
     }
@@ -222,7 +225,7 @@ fn normalize_scratch(p: &str) -> Result<String> {
     let t = p.trim_matches('/');
     let bad_segment = t.split('/').any(|s| s.is_empty() || s == "." || s == "..");
     if t.is_empty() || bad_segment || t.contains('\\') {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "--scratch-prefix {p:?} is not a usable prefix; give a relative path such as tmp/snapferry-probe"
         )));
     }
@@ -251,17 +254,32 @@ impl Probe {
         SyncRun::new(
             src.clone(),
             dst.clone(),
-            SyncOptions::default(),
+            SyncOptions {
+                // The probe writes its own source objects.
+                allow_empty_source: true,
+                ..SyncOptions::default()
+            },
             Arc::new(NoObserver),
         )
         .preflight()
         .await?;
-        let sides = [("source", &src), ("destination", &dst)];
+        let shared = Arc::new(Shared {
+            retry: opts.retry.clone(),
+            cancel: CancellationToken::new(),
+            retries: Arc::new(AtomicU64::new(0)),
+            written: AtomicU64::new(0),
+        });
+        let lat = Arc::new(Latencies::default());
+        let sides = [
+            ("source", Side::Source, &src),
+            ("destination", Side::Destination, &dst),
+        ];
         let scratch = match scratch {
             None => {
-                for (side, s) in sides {
-                    if let Some(k) = first_key(s.as_ref()).await.map_err(|e| on_side(side, e))? {
-                        return Err(Error::InvalidInput(format!(
+                for (side, tag, s) in sides {
+                    let s = shared.via(tag, s.clone(), &lat);
+                    if let Some(k) = first_key(&s).await? {
+                        return Err(Error::invalid_input(format!(
                             "the {side} {} already holds objects (e.g. {k:?}); probe an empty location, or pass --scratch-prefix P to put the probe's scratch objects under P (empty on both sides)",
                             s.describe()
                         )));
@@ -271,10 +289,10 @@ impl Probe {
             }
             Some(p) => {
                 let p = normalize_scratch(p)?;
-                for (side, s) in sides {
-                    let view = Prefixed::new(s.clone(), &p);
-                    if let Some(k) = first_key(&view).await.map_err(|e| on_side(side, e))? {
-                        return Err(Error::InvalidInput(format!(
+                for (side, tag, s) in sides {
+                    let view = shared.via(tag, Arc::new(Prefixed::new(s.clone(), &p)), &lat);
+                    if let Some(k) = first_key(&view).await? {
+                        return Err(Error::invalid_input(format!(
                             "--scratch-prefix {p} already holds objects on the {side} (e.g. {p}{k}); choose a prefix that is empty on both sides"
                         )));
                     }
@@ -288,12 +306,7 @@ impl Probe {
             scratch,
             opts: opts.clone(),
             size,
-            shared: Arc::new(Shared {
-                retry: opts.retry,
-                cancel: CancellationToken::new(),
-                retries: AtomicU64::new(0),
-                written: AtomicU64::new(0),
-            }),
+            shared,
         })
     }
 
@@ -314,10 +327,17 @@ impl Probe {
         let result = self.measure(on).await;
         on(ProbeEvent::CleaningUp);
         let mut cleanup = Ok(());
-        for (side, s) in [("source", &self.src), ("destination", &self.dst)] {
-            let view: Arc<dyn Store> = Arc::new(Prefixed::new(s.clone(), &self.scratch));
+        for (side, tag, s) in [
+            ("source", Side::Source, &self.src),
+            ("destination", Side::Destination, &self.dst),
+        ] {
+            let view = Layered::new(
+                Arc::new(Prefixed::new(s.clone(), &self.scratch)),
+                tag,
+                Policy::standalone(self.opts.retry.clone()),
+            );
             if let Err(e) = remove_all(&view).await {
-                cleanup = Err(Error::Other(format!(
+                cleanup = Err(Error::other(format!(
                     "could not remove the probe's scratch objects under {} on the {side} ({e}); delete them by hand",
                     self.scratch
                 )));
@@ -343,7 +363,7 @@ impl Probe {
             SizeSpec::FromSource => Some(
                 source_size(self.src.as_ref(), &self.scratch, threshold(p0))
                     .await
-                    .map_err(|e| on_side("source", e))?,
+                    .map_err(|e| e.on(Side::Source))?,
             ),
             _ => None,
         };
@@ -355,9 +375,9 @@ impl Probe {
         });
         let src = self.src_scratch();
         for i in 0..n_src {
-            self.write_object(&src, &format!("blob-{i:03}"), o.object_size)
+            self.write_object(Side::Source, &src, &format!("blob-{i:03}"), o.object_size)
                 .await
-                .map_err(|e| on_side("source", e))?;
+                .map_err(|e| e.on(Side::Source))?;
         }
         let mut blobs = Vec::new();
         let mut l = src.list(None);
@@ -366,7 +386,7 @@ impl Probe {
         }
         drop(l);
         if blobs.len() as u64 != n_src {
-            return Err(Error::Other(format!(
+            return Err(Error::other(format!(
                 "the source lists {} of the {n_src} scratch objects just written; is the listing consistent?",
                 blobs.len()
             )));
@@ -421,7 +441,7 @@ impl Probe {
             .iter()
             .find(|l| l.concurrency == chosen_c)
             .cloned()
-            .ok_or_else(|| Error::Other("no level was measured".into()))?;
+            .ok_or_else(|| Error::other("no level was measured"))?;
 
         // 4. Part sizes around the default, at the chosen concurrency (only when the
         // objects go multipart and the user did not fix the part size).
@@ -541,18 +561,6 @@ impl Probe {
             retries: 0,
             duration_seconds: 0.0,
         })
-    }
-}
-
-/// Adds which side failed to access errors, like sync's preflight does.
-fn on_side(side: &str, e: Error) -> Error {
-    match e {
-        Error::AccessDenied(m) => Error::AccessDenied(format!("{side}: {m}")),
-        Error::Unreachable(m) => Error::Unreachable(format!("{side}: {m}")),
-        Error::NoSuchBucket(m) => Error::NoSuchBucket(format!("{side}: {m}")),
-        Error::Timeout(m) => Error::Timeout(format!("{side}: {m}")),
-        Error::Other(m) => Error::Other(format!("{side}: {m}")),
-        other => other,
     }
 }
 
@@ -691,7 +699,7 @@ mod tests {
         ];
         for o in cases {
             let e = o.validate().unwrap_err();
-            assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput, "{e}");
         }
     }
 
@@ -739,7 +747,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            matches!(&e, Error::InvalidInput(m) if m.contains("--scratch-prefix")),
+            e.kind() == crate::error::ErrorKind::InvalidInput && e.message().contains("--scratch-prefix"),
             "{e}"
         );
         let e = Probe::prepare(
@@ -765,7 +773,7 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            matches!(&e, Error::InvalidInput(m) if m.contains("already holds")),
+            e.kind() == crate::error::ErrorKind::InvalidInput && e.message().contains("already holds"),
             "{e}"
         );
         let p = Probe::prepare(

@@ -1,6 +1,9 @@
-//! One retry policy for every backend: capped exponential backoff with full jitter,
-//! bounded attempts and bounded total time. Stores do not retry on their own (the SDK's
-//! retries are off), so every attempt is counted here and reported.
+//! The retry policy: capped exponential backoff with full jitter, bounded attempts and
+//! bounded total time, aware of which requests are idempotent.
+//!
+//! [`RetryPolicy::run`] is called from exactly one place, the request layer
+//! ([`crate::store::layer`]), which wraps every store of a run; stores do not retry on
+//! their own (the SDK's retries are off), so every attempt is counted and reported.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +12,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+
+/// Whether a request may be sent again after a failure that may have taken effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Sending it twice has the effect of sending it once (GET, HEAD, LIST, PUT of the
+    /// same bytes, UploadPart, DELETE, abort): every transient failure is retried.
+    Idempotent,
+    /// A repeat may act differently (CompleteMultipartUpload: the first attempt may have
+    /// completed the upload). Retried too, but the caller must confirm an answer that
+    /// only makes sense if an earlier attempt succeeded.
+    NotIdempotent,
+}
 
 /// How to retry.
 #[derive(Debug, Clone)]
@@ -34,8 +49,18 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What one retried request ended with, for callers that must know whether an earlier
+/// attempt could have taken effect.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    /// The final result.
+    pub result: Result<T>,
+    /// Attempts made (1 = the first one decided).
+    pub attempts: u32,
+}
+
 impl RetryPolicy {
-    /// A short policy for preflight checks: fail fast on unreachable stores.
+    /// A short policy for preflight checks and cleanup: fail fast on unreachable stores.
     pub fn preflight() -> Self {
         RetryPolicy {
             max_attempts: 3,
@@ -60,44 +85,68 @@ impl RetryPolicy {
         }
     }
 
+    /// Whether attempt `attempt` (1-based) that failed with `e` is tried again.
+    fn should_retry(&self, e: &Error, attempt: u32, _idem: Idempotency) -> bool {
+        // Both kinds of request are retried on transient errors; a non-idempotent one's
+        // caller confirms answers that show an earlier attempt took effect (see
+        // `store::layer`), which is how object_store and the SDKs treat
+        // CompleteMultipartUpload too.
+        e.is_retryable() && attempt < self.max_attempts
+    }
+
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the policy is
-    /// exhausted. `retries` counts the retries made (for the report).
-    pub async fn run<T, F, Fut>(
+    /// exhausted. `retries` counts the retries made (for the report). Cancellation ends
+    /// the wait and the attempt in flight, unless `cancel` is `None` (cleanup requests
+    /// that must run after Ctrl-C: aborting uploads).
+    pub(crate) async fn run<T, F, Fut>(
         &self,
-        cancel: &CancellationToken,
+        cancel: Option<&CancellationToken>,
         retries: &AtomicU64,
+        idem: Idempotency,
         mut op: F,
-    ) -> Result<T>
+    ) -> Outcome<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
         let start = Instant::now();
         let mut attempt = 1;
         loop {
             if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
+                return Outcome {
+                    result: Err(Error::cancelled()),
+                    attempts: attempt,
+                };
             }
             let res = tokio::select! {
-                r = op() => r,
-                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                r = op(attempt) => r,
+                _ = cancel.cancelled() => Err(Error::cancelled()),
             };
             match res {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < self.max_attempts => {
+                Err(e) if self.should_retry(&e, attempt, idem) => {
                     let wait = self.backoff(attempt, e.retry_after());
                     if start.elapsed() + wait > self.max_elapsed {
-                        return Err(e);
+                        return Outcome {
+                            result: Err(e),
+                            attempts: attempt,
+                        };
                     }
                     tracing::debug!("attempt {attempt} failed ({e}); retrying in {wait:?}");
                     retries.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return Err(Error::Cancelled),
+                        _ = cancel.cancelled() => return Outcome { result: Err(Error::cancelled()), attempts: attempt },
                     }
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                result => {
+                    return Outcome {
+                        result,
+                        attempts: attempt,
+                    }
+                }
             }
         }
     }
@@ -106,6 +155,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use std::sync::atomic::AtomicU32;
 
     #[test]
@@ -130,18 +180,16 @@ mod tests {
         let calls = AtomicU32::new(0);
         let retries = AtomicU64::new(0);
         let out = p
-            .run(&CancellationToken::new(), &retries, || async {
+            .run(None, &retries, Idempotency::Idempotent, |_| async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                    Err(Error::Throttled {
-                        message: "SlowDown".into(),
-                        retry_after: None,
-                    })
+                    Err(Error::throttled("SlowDown", None))
                 } else {
                     Ok(7)
                 }
             })
             .await;
-        assert_eq!(out.unwrap(), 7);
+        assert_eq!(out.result.unwrap(), 7);
+        assert_eq!(out.attempts, 4);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(retries.load(Ordering::SeqCst), 3);
     }
@@ -154,23 +202,38 @@ mod tests {
         };
         let calls = AtomicU32::new(0);
         let retries = AtomicU64::new(0);
-        let r: Result<()> = p
-            .run(&CancellationToken::new(), &retries, || async {
+        let r: Outcome<()> = p
+            .run(None, &retries, Idempotency::Idempotent, |_| async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(Error::AccessDenied("no".into()))
+                Err(Error::access_denied("no"))
             })
             .await;
-        assert!(matches!(r, Err(Error::AccessDenied(_))));
+        assert_eq!(r.result.unwrap_err().kind(), ErrorKind::AccessDenied);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         calls.store(0, Ordering::SeqCst);
-        let r: Result<()> = p
-            .run(&CancellationToken::new(), &retries, || async {
+        let r: Outcome<()> = p
+            .run(None, &retries, Idempotency::Idempotent, |_| async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(Error::Server("500".into()))
+                Err(Error::server("500"))
             })
             .await;
-        assert!(matches!(r, Err(Error::Server(_))));
+        assert_eq!(r.result.unwrap_err().kind(), ErrorKind::Server);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_ends_the_wait() {
+        let p = RetryPolicy::default();
+        let cancel = CancellationToken::new();
+        let retries = AtomicU64::new(0);
+        let c2 = cancel.clone();
+        let r: Outcome<()> = p
+            .run(Some(&cancel), &retries, Idempotency::Idempotent, |_| {
+                c2.cancel();
+                async { Err(Error::server("500")) }
+            })
+            .await;
+        assert_eq!(r.result.unwrap_err().kind(), ErrorKind::Cancelled);
     }
 }

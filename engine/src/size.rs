@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let bad = || {
-        Error::InvalidInput(format!(
+        Error::invalid_input(format!(
             "cannot read size {s:?}; write bytes or a number with a unit, e.g. 64MiB, 1GB, 1048576"
         ))
     };
@@ -30,7 +30,7 @@ pub fn parse_rate(s: &str) -> Result<u64> {
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
     parse_size(t).map_err(|_| {
-        Error::InvalidInput(format!(
+        Error::invalid_input(format!(
             "cannot read rate {s:?}; write a size per second, e.g. 200MiB/s or 50MB/s"
         ))
     })

@@ -93,8 +93,8 @@ pub struct Counters {
     pub deleted_objects: AtomicU64,
     /// Objects that failed.
     pub failed_objects: AtomicU64,
-    /// Retries made, all kinds.
-    pub retries: AtomicU64,
+    /// Retries made, all kinds (shared with the request layer that makes them).
+    pub retries: std::sync::Arc<AtomicU64>,
 }
 
 impl Counters {

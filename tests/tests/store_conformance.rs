@@ -11,8 +11,8 @@ use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
-use snapferry_engine::store::{PutOptions, SourceRecord, Store};
-use snapferry_engine::Error;
+use snapferry_engine::error::ErrorKind;
+use snapferry_engine::store::{Presence, PutOptions, SourceRecord, Store};
 
 async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -28,7 +28,22 @@ async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
 }
 
 async fn conformance(s: Arc<dyn Store>) {
-    s.preflight().await.expect("preflight");
+    // Absent is not empty: a fresh location is Empty (a bucket prefix) or Missing (a
+    // directory not created yet), and a missing directory does not list as empty.
+    match s.preflight().await.expect("preflight") {
+        Presence::Empty => assert!(list_all(s.as_ref(), None).await.is_empty()),
+        Presence::Missing => {
+            let mut l = s.list(None);
+            let first = l.next().await.expect("an answer");
+            assert_eq!(
+                first.unwrap_err().kind(),
+                ErrorKind::LocationNotFound,
+                "{}",
+                s.describe()
+            );
+        }
+        Presence::NotEmpty => panic!("{}: a fresh location holds objects", s.describe()),
+    }
     let rec = SourceRecord {
         etag: Some("abc123".into()),
         mtime_ms: Some(1_700_000_000_123),
@@ -36,6 +51,7 @@ async fn conformance(s: Arc<dyn Store>) {
     let opts = PutOptions {
         metadata: rec.to_metadata(),
         mtime_ms: rec.mtime_ms,
+        ..Default::default()
     };
     // Keys chosen so that a naive directory walk would list them out of byte order.
     let keys = ["a-c", "a/b", "a/b0", "a0", "sp ace/ünï+cødé%20.txt", "z"];
@@ -91,12 +107,53 @@ async fn conformance(s: Arc<dyn Store>) {
         .put("bad", d.clone(), crc32fast::hash(&d) ^ 1, &opts)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::ChecksumMismatch(_)),
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ChecksumMismatch,
         "{}: {err:?}",
         s.describe()
     );
     assert!(s.head("bad").await.unwrap().is_none());
+    assert_eq!(s.preflight().await.unwrap(), Presence::NotEmpty);
+
+    // Create-if-absent (the destination lease): refused when the key exists, and the
+    // object is left as it was.
+    let lease = Bytes::from_static(b"first");
+    let once = PutOptions {
+        if_none_match: true,
+        ..Default::default()
+    };
+    s.put("cond", lease.clone(), crc32fast::hash(&lease), &once)
+        .await
+        .expect("created");
+    let other = Bytes::from_static(b"second");
+    let e = s
+        .put("cond", other.clone(), crc32fast::hash(&other), &once)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{}: {e:?}", s.describe());
+    assert_eq!(&s.get_range("cond", 0..5, None).await.unwrap()[..], b"first");
+    // Overwrite only if unchanged, where the store has ETags.
+    if let Some(etag) = s.head("cond").await.unwrap().unwrap().etag {
+        let stale = PutOptions {
+            if_match: Some("0123456789abcdef0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let e = s
+            .put("cond", other.clone(), crc32fast::hash(&other), &stale)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{}: {e:?}", s.describe());
+        let fresh = PutOptions {
+            if_match: Some(etag),
+            ..Default::default()
+        };
+        s.put("cond", other.clone(), crc32fast::hash(&other), &fresh)
+            .await
+            .expect("overwrite with the current ETag");
+        assert_eq!(&s.get_range("cond", 0..6, None).await.unwrap()[..], b"second");
+    }
+    s.delete("cond").await.unwrap();
 
     // Multipart: parts of 5 MiB, completed atomically; listed while in progress.
     let big = data(11 << 20, 9);
@@ -128,10 +185,32 @@ async fn conformance(s: Arc<dyn Store>) {
         .upload_part("mp/obj", &id, 9, b.clone(), crc32fast::hash(&b) ^ 1)
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::ChecksumMismatch(_)), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e:?}");
+    assert!(
+        pending.iter().all(|u| u.initiated_ms.is_some()),
+        "{}: uploads carry their start time: {pending:?}",
+        s.describe()
+    );
     s.complete_multipart("mp/obj", &id, &parts, &opts)
         .await
         .expect("complete");
+    // A HEAD confirms a completed upload from its parts (what a retried complete whose
+    // first response was lost relies on), on every store that can: fs has no network.
+    let head = s.head("mp/obj").await.unwrap().unwrap();
+    if !s.describe().starts_with("file://") {
+        assert_eq!(
+            snapferry_engine::store::layer::confirms(&head, &parts, &opts),
+            Ok(if head.crc64.is_some() {
+                "CRC-64 of the parts"
+            } else if head.crc32.is_some() {
+                "CRC32 of the parts"
+            } else {
+                "ETag of the parts"
+            }),
+            "{}",
+            s.describe()
+        );
+    }
     let got = s
         .get_range("mp/obj", 0..big.len() as u64, None)
         .await

@@ -17,7 +17,7 @@ use base64::Engine as _;
 pub use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::error::{root_cause, Error, Result};
+use crate::error::{root_cause, Error, ErrorKind, Result};
 
 /// How to authenticate.
 #[derive(Clone, Default)]
@@ -60,6 +60,8 @@ pub struct ClusterConfig {
     pub ca_file: Option<std::path::PathBuf>,
     /// Skip TLS verification (test clusters only).
     pub insecure: bool,
+    /// Which cluster of a job this is (named in every error).
+    pub side: Option<crate::error::Side>,
 }
 
 /// The cluster's identity (`GET /`).
@@ -153,10 +155,10 @@ impl Cluster {
             .no_proxy();
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                Error::InvalidInput(format!("cannot read CA file {}: {e}", ca.display()))
+                Error::invalid_input(format!("cannot read CA file {}: {e}", ca.display()))
             })?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                Error::InvalidInput(format!(
+                Error::invalid_input(format!(
                     "CA file {} is not a PEM certificate: {e}",
                     ca.display()
                 ))
@@ -168,9 +170,9 @@ impl Cluster {
         }
         let http = b
             .build()
-            .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
         if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "cluster URL {:?} must start with http:// or https://",
                 cfg.url
             )));
@@ -180,6 +182,19 @@ impl Cluster {
 
     /// Sends one request; returns the JSON body of a 2xx answer, maps anything else.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let r = self.call_untagged(method, path, body).await;
+        match self.cfg.side {
+            Some(side) => r.map_err(|e| e.on(side)),
+            None => r,
+        }
+    }
+
+    async fn call_untagged(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}{}", self.cfg.url.trim_end_matches('/'), path);
         let bytes = body
             .as_ref()
@@ -217,32 +232,44 @@ impl Cluster {
         }
         let what = format!("{method} {path}");
         let resp = req.send().await.map_err(|e| {
+            let cause = root_cause(&e);
             if e.is_connect() {
-                Error::Unreachable(format!("{what} at {}: {}", self.cfg.url, root_cause(&e)))
+                Error::unreachable(format!("{what} at {}: {cause}", self.cfg.url)).with_source(e)
             } else {
-                Error::Timeout(format!("{what}: {}", root_cause(&e)))
+                Error::timeout(format!("{what} at {}: {cause}", self.cfg.url)).with_source(e)
             }
         })?;
         let status = resp.status().as_u16();
         let text = resp
             .text()
             .await
-            .map_err(|e| Error::Timeout(format!("{what}: {}", root_cause(&e))))?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            .map_err(|e| Error::timeout(format!("{what}: {}", root_cause(&e))))?;
+        let v: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            // An answer that is not JSON is not the cluster's (a web server, a proxy
+            // page, a wrong port); 401/403 pages of proxies still say who refused.
+            Err(_) if !matches!(status, 401 | 403) => {
+                return Err(Error::protocol(format!(
+                    "{what} at {}: HTTP {status} with a body that is not JSON: not an Elasticsearch/OpenSearch endpoint",
+                    self.cfg.url
+                )))
+            }
+            Err(_) => Value::String(text),
+        };
         if (200..300).contains(&status) {
             return Ok(v);
         }
         let line = format!("{what}: {}", error_line(status, &v));
         Err(match status {
-            401 => Error::AccessDenied(format!("{line}; check the cluster user and password (or API key)")),
-            403 if path.starts_with("/_snapshot/") && matches!(self.cfg.auth, Auth::SigV4(_)) && method == Method::PUT => Error::AccessDenied(format!(
+            401 => Error::access_denied(line),
+            403 if path.starts_with("/_snapshot/") && matches!(self.cfg.auth, Auth::SigV4(_)) && method == Method::PUT => Error::access_denied(format!(
                 "{line}; on Amazon's service, registering a repository needs role_arn in the settings, iam:PassRole on that role for the caller, and (with fine-grained access control) the caller mapped to the manage_snapshots role"
             )),
-            403 => Error::AccessDenied(line),
-            404 => Error::NotFound(line),
-            429 => Error::Throttled { message: line, retry_after: None },
-            s if s >= 500 => Error::Server(line),
-            _ => Error::Other(line),
+            403 => Error::access_denied(line),
+            404 => Error::not_found(line),
+            429 => Error::throttled(line, None),
+            s if s >= 500 => Error::server(line),
+            _ => Error::cluster(line),
         })
     }
 
@@ -250,15 +277,8 @@ impl Cluster {
     pub async fn version(&self) -> Result<ClusterVersion> {
         let v = match self.call(Method::GET, "/", None).await {
             Ok(v) if v["version"]["number"].is_string() => v["version"].clone(),
-            Ok(_) | Err(Error::Other(_)) => {
-                let n = self.call(Method::GET, "/_nodes/_local", None).await?;
-                let node = n["nodes"]
-                    .as_object()
-                    .and_then(|m| m.values().next())
-                    .cloned()
-                    .unwrap_or_default();
-                json!({"number": node["version"], "distribution": if node["settings"].to_string().contains("opensearch") { "opensearch" } else { "elasticsearch" }})
-            }
+            Ok(_) => self.node_version().await?,
+            Err(e) if e.kind() == ErrorKind::Cluster => self.node_version().await?,
             Err(e) => return Err(e),
         };
         let number = v["number"].as_str().unwrap_or("").to_string();
@@ -272,15 +292,32 @@ impl Cluster {
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
         if number.is_empty() {
-            return Err(Error::Other(
-                "the cluster did not report its version".into(),
-            ));
+            return Err(Error::protocol(format!(
+                "GET / at {}: the answer names no version: not an Elasticsearch/OpenSearch endpoint",
+                self.cfg.url
+            )));
         }
         Ok(ClusterVersion {
             distribution,
             number,
             major,
         })
+    }
+
+    /// `GET /_nodes/_local`'s version, where `GET /` is not served.
+    async fn node_version(&self) -> Result<Value> {
+        let n = self.call(Method::GET, "/_nodes/_local", None).await?;
+        let node = n["nodes"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .cloned()
+            .unwrap_or_default();
+        let dist = if node["settings"].to_string().contains("opensearch") {
+            "opensearch"
+        } else {
+            "elasticsearch"
+        };
+        Ok(json!({"number": node["version"], "distribution": dist}))
     }
 
     /// `PUT _snapshot/REPO` with a type and settings.
@@ -306,7 +343,7 @@ impl Cluster {
                     r["settings"].clone(),
                 )
             })),
-            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -338,7 +375,7 @@ impl Cluster {
             })
             .cloned()
             .ok_or_else(|| {
-                Error::NotFound(format!("snapshot {name} not found in repository {repo}"))
+                Error::not_found(format!("snapshot {name} not found in repository {repo}"))
             })?;
         Ok(SnapshotInfo {
             name: s["snapshot"].as_str().unwrap_or(name).to_string(),
@@ -372,7 +409,7 @@ impl Cluster {
                 return Ok(s);
             }
             if tokio::time::Instant::now() + wait > deadline {
-                return Err(Error::Timeout(format!(
+                return Err(Error::timeout(format!(
                     "snapshot {name} still {} after {timeout:?}",
                     s.state
                 )));
@@ -427,7 +464,7 @@ impl Cluster {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
+                return Err(Error::timeout(format!(
                     "{index}: recovery not done after {timeout:?}"
                 )));
             }
@@ -442,7 +479,7 @@ impl Cluster {
             .await?;
         v["count"]
             .as_u64()
-            .ok_or_else(|| Error::Other(format!("{index}/_count answered without a count")))
+            .ok_or_else(|| Error::protocol(format!("{index}/_count answered without a count")))
     }
 
     /// `GET _cat/indices/PATTERN?format=json` → index names (sorted).

@@ -35,7 +35,7 @@ impl AwsSigner {
         provider: SharedCredentialsProvider,
     ) -> Result<AwsSigner> {
         let credentials = provider.provide_credentials().await.map_err(|e| {
-            Error::AccessDenied(format!(
+            Error::access_denied(format!(
                 "no AWS credentials for SigV4 ({}); set the cluster's access key variables or configure the AWS credential chain",
                 crate::error::root_cause(&e)
             ))
@@ -54,7 +54,7 @@ impl AwsSigner {
             return Ok(self.clone());
         };
         let credentials = p.provide_credentials().await.map_err(|e| {
-            Error::AccessDenied(format!(
+            Error::access_denied(format!(
                 "AWS credentials for SigV4 could not be refreshed: {}",
                 crate::error::root_cause(&e)
             ))
@@ -84,7 +84,7 @@ impl AwsSigner {
             .time(time)
             .settings(settings)
             .build()
-            .map_err(|e| Error::InvalidInput(format!("SigV4 parameters: {e}")))?
+            .map_err(|e| Error::invalid_input(format!("SigV4 parameters: {e}")))?
             .into();
         let req = SignableRequest::new(
             method,
@@ -92,9 +92,9 @@ impl AwsSigner {
             headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             SignableBody::Bytes(body),
         )
-        .map_err(|e| Error::InvalidInput(format!("cannot sign {method} {url}: {e}")))?;
+        .map_err(|e| Error::invalid_input(format!("cannot sign {method} {url}: {e}")))?;
         let (instructions, _) = sign(req, &params)
-            .map_err(|e| Error::Other(format!("SigV4 signing failed: {e}")))?
+            .map_err(|e| Error::other(format!("SigV4 signing failed: {e}")))?
             .into_parts();
         let (hs, _) = instructions.into_parts();
         Ok(hs

@@ -124,7 +124,7 @@ async fn next_checked(
         Some(Ok(m)) => {
             if let Some(prev) = last.as_deref() {
                 if m.key.as_str() <= prev {
-                    return Err(Error::Other(format!(
+                    return Err(Error::protocol(format!(
                         "the {side} listing is not in key order ({:?} after {prev:?}); refusing to continue",
                         m.key
                     )));
@@ -195,6 +195,7 @@ mod tests {
             mtime_ms: Some(mtime),
             etag: etag.map(str::to_string),
             record: None,
+            ..Default::default()
         }
     }
 
@@ -369,6 +370,7 @@ mod tests {
                         mtime_ms: Some(1),
                         etag: Some(format!("{i:x}")),
                         record: None,
+                        ..Default::default()
                     };
                     if tx.send(Ok(meta)).await.is_err() {
                         return;

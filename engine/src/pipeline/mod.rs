@@ -12,6 +12,17 @@
 //! the diff, spilled to a temp file (memory stays flat), and executed only after every
 //! copy has landed, so the destination never loses an object before its replacement
 //! exists.
+//!
+//! Safety rules of a run (each one a mistake an operator makes, or a fault):
+//! - Both stores are wrapped by the request layer (`store::layer`): limits, retries
+//!   and accounting apply to every request, listings and metadata included.
+//! - Absent is not empty: a source location that does not exist or holds nothing is an
+//!   error unless `allow_empty_source`.
+//! - Deletes never run after any listing or copy error, nor when the source listed no
+//!   object, nor beyond `max_delete` (by default half of the destination).
+//! - One writer per destination: the run holds the destination's lease
+//!   ([`crate::lease`]) from before the stale-upload cleanup to the end; that cleanup
+//!   touches only uploads no live run can own.
 
 pub mod differ;
 pub mod lister;
@@ -20,22 +31,23 @@ pub mod snapshot;
 pub mod transfer;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{BufRead, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result, Side};
+use crate::lease::{Lease, Previous};
 use crate::limits::Limits;
 use crate::retry::RetryPolicy;
-use crate::stats::{Counters, Kind, Latencies, LatencySummary};
-use crate::store::{ObjectMeta, PutOptions, Store};
+use crate::stats::{Counters, Latencies, LatencySummary};
+use crate::store::layer::{Layered, Policy};
+use crate::store::{ObjectMeta, PendingUpload, Presence, PutOptions, Store};
 use differ::{decide, Decision, DiffStats, Joined};
 use transfer::{Commit, Job, JobKind, MultiObject};
 
@@ -63,6 +75,62 @@ pub struct SyncOptions {
     pub snapshot_aware: SnapshotAware,
     /// Only what these snapshots need (snapshot-aware mode).
     pub snapshots: Vec<String>,
+    /// Accept a source location that does not exist or holds nothing.
+    pub allow_empty_source: bool,
+    /// The most objects one run may delete from the destination.
+    pub max_delete: MaxDelete,
+    /// Write over a destination that holds another repository (another repository
+    /// UUID or snapshot lineage).
+    pub replace_repository: bool,
+    /// Time to live of the destination lease.
+    pub lease_ttl: Duration,
+    /// Uploads younger than this on the destination may belong to a live run and are
+    /// left alone, unless the lease shows their writer is gone.
+    pub stale_upload_age: Duration,
+}
+
+/// `--max-delete`: a bound on the deletes of one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many objects.
+    Count(u64),
+    /// At most this percentage of the objects the destination holds.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Parses `N` or `P%`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        let bad = || {
+            Error::invalid_input(format!(
+                "--max-delete {s:?} is neither a count nor a percentage; write e.g. 1000 or 50% (100% allows any)"
+            ))
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) || !v.is_finite() {
+                return Err(bad());
+            }
+            return Ok(MaxDelete::Percent(v));
+        }
+        t.parse().map(MaxDelete::Count).map_err(|_| bad())
+    }
+
+    /// The most deletes allowed on a destination of `dst_objects` objects.
+    pub fn limit(&self, dst_objects: u64) -> u64 {
+        match *self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => ((dst_objects as f64) * p / 100.0).floor() as u64,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            MaxDelete::Count(n) => format!("{n}"),
+            MaxDelete::Percent(p) => format!("{p}%"),
+        }
+    }
 }
 
 /// `--snapshot-aware`.
@@ -90,6 +158,11 @@ impl Default for SyncOptions {
             retry: RetryPolicy::default(),
             snapshot_aware: SnapshotAware::Auto,
             snapshots: Vec::new(),
+            allow_empty_source: false,
+            max_delete: MaxDelete::Percent(50.0),
+            replace_repository: false,
+            lease_ttl: crate::lease::DEFAULT_TTL,
+            stale_upload_age: Duration::from_secs(3600),
         }
     }
 }
@@ -98,26 +171,32 @@ impl SyncOptions {
     /// Checks the knobs; the message names the problem and the fix.
     pub fn validate(&self) -> Result<()> {
         use scheduler::{MAX_PART_SIZE, MIN_PART_SIZE};
+        if self.lease_ttl < crate::lease::MIN_TTL {
+            return Err(Error::invalid_input(format!(
+                "--lease-ttl {:?} is too short; use at least 1s (the default is 2m)",
+                self.lease_ttl
+            )));
+        }
         if self.concurrency == 0 || self.concurrency > 1024 {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--concurrency {} is out of range; use 1..=1024",
                 self.concurrency
             )));
         }
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--part-size {} bytes is outside 5MiB..5GiB; choose a part size in that range, e.g. 16MiB",
                 self.part_size
             )));
         }
         if self.multipart_threshold < self.part_size {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--multipart-threshold ({} bytes) is below --part-size ({} bytes); raise the threshold to at least the part size",
                 self.multipart_threshold, self.part_size
             )));
         }
         if self.multipart_threshold > MAX_PART_SIZE {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--multipart-threshold {} bytes is above 5GiB, the largest single PUT; use at most 5GiB",
                 self.multipart_threshold
             )));
@@ -228,8 +307,14 @@ pub struct Report {
     pub planned_copy_bytes: u64,
     /// Objects planned for deletion.
     pub planned_delete_objects: u64,
+    /// Why the planned deletes were not made, when they were not (errors in the run, an
+    /// empty source listing, or more than `--max-delete` allows).
+    pub deletes_refused: Option<String>,
     /// Multipart uploads left by an earlier run, found on the destination and aborted.
     pub aborted_stale_uploads: u64,
+    /// Uploads found at the start but left alone: younger than the stale-upload age,
+    /// and their writer may still be alive (a later run aborts them).
+    pub young_uploads_left: u64,
     /// Retries made (all request kinds).
     pub retries: u64,
     /// Requests issued, by kind (attempts, including retries).
@@ -248,56 +333,45 @@ pub struct Report {
 
 /// Shared state of one run, handed to every stage.
 pub struct Ctx {
-    /// Source store.
+    /// Source store, through the request layer.
     pub src: Arc<dyn Store>,
-    /// Destination store.
+    /// Destination store, through the request layer.
     pub dst: Arc<dyn Store>,
+    /// The destination for cleanup that must finish after Ctrl-C (aborting uploads).
+    dst_cleanup: Arc<dyn Store>,
     /// Knobs.
     pub opts: SyncOptions,
-    /// Rate limits.
-    pub limits: Limits,
     /// Live counters (the CLI reads them for progress).
     pub counters: Arc<Counters>,
     /// Latencies and request counts.
     pub lat: Arc<Latencies>,
     /// Cancels the run.
     pub cancel: CancellationToken,
+    /// What preflight found at the destination (a missing directory is not listed).
+    dst_presence: Mutex<Option<Presence>>,
     observer: Arc<dyn Observer>,
     failures: Mutex<Vec<Failure>>,
     active_uploads: Mutex<HashMap<String, String>>,
 }
 
 impl Ctx {
-    /// One request with the run's limits, retries and timing.
-    pub async fn call<T, F, Fut>(&self, kind: Kind, mut f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.opts
-            .retry
-            .run(&self.cancel, &self.counters.retries, || {
-                let fut = f();
-                async move {
-                    self.limits.request().await;
-                    let t = Instant::now();
-                    let r = fut.await;
-                    self.lat.record(kind, t.elapsed());
-                    r
-                }
-            })
-            .await
-    }
-
     fn put_options(&self, src: &ObjectMeta) -> PutOptions {
         PutOptions {
             metadata: src.as_record().to_metadata(),
             mtime_ms: src.mtime_ms,
+            ..Default::default()
         }
     }
 
     fn observer_event(&self, e: &Event) {
         self.observer.event(e);
+    }
+
+    fn dst_missing(&self) -> bool {
+        self.dst_presence
+            .lock()
+            .map(|p| *p == Some(Presence::Missing))
+            .unwrap_or(false)
     }
 
     fn copied(&self, m: &ObjectMeta) {
@@ -313,10 +387,10 @@ impl Ctx {
 
     fn failed(&self, key: &str, e: &Error) {
         self.counters.failed_objects.fetch_add(1, Ordering::Relaxed);
-        let reason = match e {
-            Error::Cancelled => "interrupted before it was copied".to_string(),
-            Error::SourceChanged(m) => format!("{m}; run sync again to copy the new version"),
-            e => e.to_string(),
+        let reason = match e.kind() {
+            ErrorKind::Cancelled => "interrupted before it was copied".to_string(),
+            ErrorKind::SourceChanged => format!("{e}; run sync again to copy the new version"),
+            _ => e.to_string(),
         };
         self.observer.event(&Event::Failed {
             key: key.to_string(),
@@ -346,17 +420,7 @@ impl Ctx {
 
     /// Aborts an upload; runs even after cancellation (that is when it matters most).
     async fn abort_upload(&self, key: &str, upload_id: &str) {
-        let policy = RetryPolicy::preflight();
-        let never = CancellationToken::new();
-        let res = policy
-            .run(&never, &self.counters.retries, || async {
-                let t = Instant::now();
-                let r = self.dst.abort_multipart(key, upload_id).await;
-                self.lat.record(Kind::AbortMultipart, t.elapsed());
-                r
-            })
-            .await;
-        match res {
+        match self.dst_cleanup.abort_multipart(key, upload_id).await {
             Ok(()) => self.forget_upload(upload_id),
             Err(e) => tracing::warn!(
                 "could not abort upload of {key} ({e}); the next run will find and abort it"
@@ -380,23 +444,37 @@ pub struct SyncRun {
 }
 
 impl SyncRun {
-    /// Prepares a run. Validate options first ([`SyncOptions::validate`]).
+    /// Prepares a run over raw backends: both are wrapped in the request layer here, with
+    /// one policy (limits, retries, accounting, cancellation) for the whole run. Validate
+    /// options first ([`SyncOptions::validate`]).
     pub fn new(
         src: Arc<dyn Store>,
         dst: Arc<dyn Store>,
         opts: SyncOptions,
         observer: Arc<dyn Observer>,
     ) -> Self {
-        let limits = Limits::new(opts.bwlimit, opts.tpslimit);
+        let counters = Arc::new(Counters::default());
+        let lat = Arc::new(Latencies::default());
+        let cancel = CancellationToken::new();
+        let policy = Policy {
+            retry: opts.retry.clone(),
+            limits: Arc::new(Limits::new(opts.bwlimit, opts.tpslimit)),
+            lat: lat.clone(),
+            retries: counters.retries.clone(),
+            cancel: Some(cancel.clone()),
+        };
+        let src = Layered::new(src, Side::Source, policy.clone());
+        let dst = Layered::new(dst, Side::Destination, policy);
         SyncRun {
             ctx: Arc::new(Ctx {
-                src,
-                dst,
+                src: Arc::new(src),
+                dst_cleanup: Arc::new(dst.uncancellable()),
+                dst: Arc::new(dst),
                 opts,
-                limits,
-                counters: Arc::new(Counters::default()),
-                lat: Arc::new(Latencies::default()),
-                cancel: CancellationToken::new(),
+                counters,
+                lat,
+                cancel,
+                dst_presence: Mutex::new(None),
                 observer,
                 failures: Mutex::new(Vec::new()),
                 active_uploads: Mutex::new(HashMap::new()),
@@ -412,80 +490,78 @@ impl SyncRun {
         }
     }
 
-    /// Checks that both stores are reachable and usable. Errors here mean nothing was
-    /// written (exit code 3 for access problems).
+    /// Checks that both stores are reachable and usable, and that the source holds
+    /// something (absent is not empty). Errors here mean nothing was written.
     pub async fn preflight(&self) -> Result<()> {
-        let p = RetryPolicy::preflight();
-        let never = CancellationToken::new();
         let ctx = &self.ctx;
-        p.run(&never, &ctx.counters.retries, || ctx.src.preflight())
-            .await
-            .map_err(|e| side_error("source", e))?;
-        p.run(&never, &ctx.counters.retries, || ctx.dst.preflight())
-            .await
-            .map_err(|e| side_error("destination", e))?;
+        let src = ctx.src.preflight().await?;
+        if src != Presence::NotEmpty && !ctx.opts.allow_empty_source {
+            return Err(Error::location_not_found(format!(
+                "{} {}; check the URL and prefix for a typo (pass --allow-empty-source if an empty source is intended)",
+                ctx.src.describe(),
+                if src == Presence::Missing {
+                    "does not exist"
+                } else {
+                    "holds no object"
+                }
+            ))
+            .on(Side::Source));
+        }
+        let dst = ctx.dst.preflight().await?;
+        if let Ok(mut p) = ctx.dst_presence.lock() {
+            *p = Some(dst);
+        }
         Ok(())
     }
 
     /// Runs the sync to the end (or to cancellation) and returns its report. Errors are
-    /// returned only for failures before anything was written; later failures are in the
-    /// report (`failed_objects`, `fatal_error`).
+    /// returned only for failures before anything was written (including another run
+    /// holding the destination: [`ErrorKind::Locked`]); later failures are in the report
+    /// (`failed_objects`, `fatal_error`).
     pub async fn run(self) -> Result<Report> {
         let ctx = self.ctx;
         let start = Instant::now();
-
-        // Uploads left by a killed run: abort them before anything else, so that no
-        // orphaned upload survives a successful run.
-        let stale = ctx
-            .call(Kind::ListUploads, || ctx.dst.list_multipart_uploads())
-            .await
-            .map_err(|e| side_error("destination", e))?;
-        let mut aborted_stale = 0;
-        for u in &stale {
-            if !ctx.opts.dry_run {
-                ctx.abort_upload(&u.key, &u.upload_id).await;
-                aborted_stale += 1;
-            }
-            ctx.observer.event(&Event::StaleUpload {
-                key: u.key.clone(),
-                aborted: !ctx.opts.dry_run,
-            });
+        if ctx.dst_presence.lock().map(|p| p.is_none()).unwrap_or(true) {
+            // Callers preflight first; a run without one does it now.
+            SyncRun { ctx: ctx.clone() }.preflight().await?;
         }
 
-        let mut diff_max_held = 0;
-        let mut planned_deletes = 0;
-        let mut snapshot_info = None;
-        let fatal: Option<Error> = match snapshot::detect(&ctx).await {
-            Err(e) => Some(e),
-            Ok(None) => {
-                // A plain sync: one pass over everything.
-                let out = pass(&ctx, None).await?;
-                diff_max_held = out.max_held;
-                planned_deletes = out.deletes.count;
-                match out.fatal {
-                    Some(e) => Some(e),
-                    None if ctx.opts.delete && !ctx.cancel.is_cancelled() => {
-                        if ctx.opts.dry_run {
-                            for key in out.deletes.keys()? {
-                                ctx.observer.event(&Event::PlanDelete { key: key? });
-                            }
-                        } else {
-                            run_deletes(&ctx, out.deletes).await?;
-                        }
-                        None
-                    }
-                    None => None,
-                }
+        // Read-only: whether the source is a repository, and its pinned generation. A
+        // `--snapshot` without a repository is refused here, before anything is written.
+        let detected = snapshot::detect(&ctx).await?;
+
+        // One writer per destination: from before the stale-upload cleanup to the end.
+        let lease = if ctx.opts.dry_run {
+            if let Some(h) = crate::lease::peek(ctx.dst_cleanup.as_ref()).await? {
+                tracing::warn!(
+                    "another snapferry run is writing to the destination ({}); a real run would stop here",
+                    h.describe(crate::store::fs::now_ms())
+                );
             }
-            Ok(Some(plan)) => {
-                let (fatal, info, held, deletes) = snapshot::run(&ctx, plan).await?;
-                diff_max_held = held;
-                planned_deletes = deletes;
-                snapshot_info = Some(info);
-                fatal
-            }
+            None
+        } else {
+            let (l, prev) = Lease::acquire(
+                ctx.dst_cleanup.clone(),
+                ctx.opts.lease_ttl,
+                ctx.cancel.clone(),
+            )
+            .await?;
+            Some((l, prev))
         };
-        let interrupted = ctx.cancel.is_cancelled();
+        let previous = lease.as_ref().map(|(_, p)| p.clone()).unwrap_or(Previous::None);
+        let outcome = body(&ctx, &previous, detected).await;
+        let lost = lease.as_ref().and_then(|(l, _)| l.lost());
+        if let Some((l, _)) = lease {
+            l.release().await;
+        }
+        let mut body = outcome?;
+        if let Some(why) = lost {
+            body.fatal = Some(
+                Error::locked(format!("the run stopped: it lost the destination lease ({why})"))
+                    .on(Side::Destination),
+            );
+        }
+        let interrupted = ctx.cancel.is_cancelled() && body.fatal.is_none();
 
         let duration = start.elapsed().as_secs_f64();
         let c = &ctx.counters;
@@ -510,16 +586,131 @@ impl SyncRun {
             source_objects: c.listed_objects.load(Ordering::Relaxed),
             planned_copy_objects: c.planned_objects.load(Ordering::Relaxed),
             planned_copy_bytes: c.planned_bytes.load(Ordering::Relaxed),
-            planned_delete_objects: planned_deletes,
-            aborted_stale_uploads: aborted_stale,
+            planned_delete_objects: body.planned_deletes,
+            deletes_refused: body.deletes_refused,
+            aborted_stale_uploads: body.aborted_stale,
+            young_uploads_left: body.young_left,
             retries: c.retries.load(Ordering::Relaxed),
             requests: ctx.lat.request_counts(),
             latency_ms: ctx.lat.summaries(),
             interrupted,
-            fatal_error: fatal.map(|e| e.to_string()),
-            differ_max_held: diff_max_held,
-            snapshot: snapshot_info,
+            fatal_error: body.fatal.map(|e| e.to_string()),
+            differ_max_held: body.max_held,
+            snapshot: body.snapshot,
         })
+    }
+}
+
+/// What the body of a run produced, for the report.
+#[derive(Default)]
+struct Body {
+    fatal: Option<Error>,
+    planned_deletes: u64,
+    deletes_refused: Option<String>,
+    aborted_stale: u64,
+    young_left: u64,
+    max_held: usize,
+    snapshot: Option<snapshot::SnapshotReport>,
+}
+
+/// The run between taking and releasing the lease.
+async fn body(
+    ctx: &Arc<Ctx>,
+    previous: &Previous,
+    detected: Option<snapshot::Plan>,
+) -> Result<Body> {
+    let mut out = Body::default();
+    // Uploads left by a killed run: aborted before anything else, so that no orphaned
+    // upload survives a successful run; but only those no live run can own.
+    let stale = ctx.dst.list_multipart_uploads().await?;
+    let cutoff = crate::store::fs::now_ms() - ctx.opts.stale_upload_age.as_millis() as i64;
+    for u in &stale {
+        if !abortable(u, previous, cutoff) {
+            out.young_left += 1;
+            tracing::info!(
+                "leaving the upload of {} alone: younger than the stale-upload age, and its writer may be alive",
+                u.key
+            );
+            continue;
+        }
+        if !ctx.opts.dry_run {
+            ctx.abort_upload(&u.key, &u.upload_id).await;
+            out.aborted_stale += 1;
+        }
+        ctx.observer.event(&Event::StaleUpload {
+            key: u.key.clone(),
+            aborted: !ctx.opts.dry_run,
+        });
+    }
+
+    match detected {
+        None => {
+            // A plain sync: one pass over everything.
+            let pass = pass(ctx, None).await?;
+            out.max_held = pass.max_held;
+            out.planned_deletes = pass.deletes.count;
+            out.fatal = pass.fatal;
+            if ctx.opts.delete && out.fatal.is_none() && !ctx.cancel.is_cancelled() {
+                out.deletes_refused =
+                    delete_guard(ctx, pass.deletes.count, pass.dst_objects);
+                if out.deletes_refused.is_none() {
+                    run_or_plan_deletes(ctx, pass.deletes).await?;
+                }
+            }
+        }
+        Some(plan) => {
+            let r = snapshot::run(ctx, plan).await?;
+            out.fatal = r.fatal;
+            out.max_held = r.max_held;
+            out.planned_deletes = r.planned_deletes;
+            out.deletes_refused = r.deletes_refused;
+            out.snapshot = Some(r.report);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a pending upload found at the start may be aborted: older than the safety
+/// age, or left by a holder this host knows to be gone (then everything before now).
+fn abortable(u: &PendingUpload, previous: &Previous, cutoff_ms: i64) -> bool {
+    match (u.initiated_ms, previous) {
+        (_, Previous::Dead(_)) => true,
+        (None, _) => true,
+        (Some(t), _) => t < cutoff_ms,
+    }
+}
+
+/// Why the planned deletes must not run, if they must not: errors in the run, a source
+/// that listed nothing, or more than `--max-delete` allows. Logged as a warning.
+pub(crate) fn delete_guard(ctx: &Ctx, planned: u64, dst_objects: u64) -> Option<String> {
+    let c = &ctx.counters;
+    let why = if planned == 0 {
+        return None;
+    } else if c.failed_objects.load(Ordering::Relaxed) > 0 {
+        "there were errors in this run".to_string()
+    } else if c.listed_objects.load(Ordering::Relaxed) == 0 {
+        "the source listed no object".to_string()
+    } else if planned > ctx.opts.max_delete.limit(dst_objects) {
+        format!(
+            "that is more than --max-delete {} of the destination's {dst_objects} objects allows; pass --max-delete with a higher bound (100% allows any) if this is intended",
+            ctx.opts.max_delete.describe()
+        )
+    } else {
+        return None;
+    };
+    let msg = format!("not deleting {planned} destination objects: {why}");
+    tracing::warn!("{msg}");
+    Some(msg)
+}
+
+async fn run_or_plan_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {
+    if ctx.opts.dry_run {
+        for key in deletes.keys()? {
+            ctx.observer_event(&Event::PlanDelete { key: key? });
+        }
+        Ok(())
+    } else {
+        run_deletes(ctx, deletes).await
     }
 }
 
@@ -531,6 +722,8 @@ pub(crate) struct PassOutcome {
     pub deletes: DeleteSpill,
     /// The most entries the differ held.
     pub max_held: usize,
+    /// Objects the destination listing held (the base of `--max-delete` percentages).
+    pub dst_objects: u64,
 }
 
 /// Key filter of a pass: only keys for which it returns true are listed on either side.
@@ -539,8 +732,8 @@ pub(crate) type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// One pass of the pipeline: list both sides (filtered), diff, copy, and wait until every
 /// copy has landed (or failed).
 pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<PassOutcome> {
-    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone());
-    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), filter);
+    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone(), false);
+    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), filter, ctx.dst_missing());
     let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
     let diff_stats = Arc::new(DiffStats::default());
     let ds = diff_stats.clone();
@@ -574,13 +767,22 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<Pa
 
     let mut deletes = DeleteSpill::new()?;
     let permits = Arc::new(Semaphore::new(conc));
-    let plan_result =
-        plan_and_schedule(ctx, join_rx, &job_tx, &commit_tx, &permits, &mut deletes).await;
+    let dst_objects = AtomicU64::new(0);
+    let plan_result = plan_and_schedule(
+        ctx,
+        join_rx,
+        &job_tx,
+        &commit_tx,
+        &permits,
+        &mut deletes,
+        &dst_objects,
+    )
+    .await;
     drop(job_tx);
     drop(commit_tx);
     let differ_result = differ
         .await
-        .unwrap_or_else(|e| Err(Error::Other(format!("differ task failed: {e}"))));
+        .unwrap_or_else(|e| Err(Error::other(format!("differ task failed: {e}"))));
     while workers.join_next().await.is_some() {}
     let _ = committer.await;
 
@@ -594,27 +796,15 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<Pa
         ctx.abort_upload(&key, &id).await;
     }
     Ok(PassOutcome {
-        fatal: plan_result.err().or(differ_result.err()),
+        // A cancelled run is reported as interrupted, not as a failure of its listing.
+        fatal: plan_result
+            .err()
+            .or(differ_result.err())
+            .filter(|e| e.kind() != ErrorKind::Cancelled),
         deletes,
         max_held: diff_stats.max_held(),
+        dst_objects: dst_objects.load(Ordering::Relaxed),
     })
-}
-
-fn side_error(side: &str, e: Error) -> Error {
-    match e {
-        Error::AccessDenied(m) => Error::AccessDenied(format!(
-            "{side}: {m}; check the {side} credentials (SNAPFERRY_{}_ACCESS_KEY_ID / _SECRET_ACCESS_KEY)",
-            if side == "source" { "SRC" } else { "DST" }
-        )),
-        Error::Unreachable(m) => Error::Unreachable(format!(
-            "{side}: {m}; check the {side} endpoint URL and that the server is up"
-        )),
-        Error::Timeout(m) => Error::Unreachable(format!(
-            "{side}: {m}; check the {side} endpoint URL and the network"
-        )),
-        Error::NoSuchBucket(m) => Error::NoSuchBucket(format!("{side}: {m}")),
-        other => other,
-    }
 }
 
 /// Consumes the merge-join: decides (HEADing when needed), counts skips, spills
@@ -626,6 +816,7 @@ async fn plan_and_schedule(
     commit_tx: &mpsc::Sender<Commit>,
     permits: &Arc<Semaphore>,
     deletes: &mut DeleteSpill,
+    dst_objects: &AtomicU64,
 ) -> Result<()> {
     let dst_records = ctx.dst.listing_has_records();
     let joined =
@@ -639,12 +830,18 @@ async fn plan_and_schedule(
             let ctx = ctx.clone();
             async move {
                 match j {
-                    Joined::DestOnly(d) => Ok((None, Some(d), None)),
+                    Joined::DestOnly(d) => {
+                        dst_objects.fetch_add(1, Ordering::Relaxed);
+                        Ok((None, Some(d), None))
+                    }
                     Joined::Source(s, d) => {
                         ctx.counters.listed_objects.fetch_add(1, Ordering::Relaxed);
+                        if d.is_some() {
+                            dst_objects.fetch_add(1, Ordering::Relaxed);
+                        }
                         let mut dec = decide(&s, d.as_ref(), dst_records);
                         if dec == Decision::NeedHead {
-                            let head = ctx.call(Kind::Head, || ctx.dst.head(&s.key)).await?;
+                            let head = ctx.dst.head(&s.key).await?;
                             dec = decide(&s, head.as_ref(), true);
                         }
                         Ok::<_, Error>((Some(s), None, Some(dec)))
@@ -709,7 +906,7 @@ async fn schedule(
     };
     if !scheduler::is_multipart(src.size, ctx.opts.multipart_threshold) {
         let Some(permit) = acquire().await else {
-            ctx.failed(&src.key, &Error::Cancelled);
+            ctx.failed(&src.key, &Error::cancelled());
             return;
         };
         let _ = job_tx
@@ -721,12 +918,7 @@ async fn schedule(
         return;
     }
     let opts = ctx.put_options(&src);
-    let upload_id = match ctx
-        .call(Kind::CreateMultipart, || {
-            ctx.dst.create_multipart(&src.key, &opts)
-        })
-        .await
-    {
+    let upload_id = match ctx.dst.create_multipart(&src.key, &opts).await {
         Ok(id) => id,
         Err(e) => {
             ctx.failed(&src.key, &e);
@@ -776,7 +968,7 @@ pub(crate) async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<
                 Ok(k) => k,
                 Err(e) => return Err(e),
             };
-            match ctx.call(Kind::Delete, || ctx.dst.delete(&key)).await {
+            match ctx.dst.delete(&key).await {
                 Ok(()) => {
                     ctx.counters.deleted_objects.fetch_add(1, Ordering::Relaxed);
                     ctx.observer.event(&Event::Deleted { key });
@@ -813,7 +1005,7 @@ impl DeleteSpill {
             self.file = Some(std::io::BufWriter::new(tempfile::NamedTempFile::new()?));
         }
         if let Some(f) = &mut self.file {
-            let line = serde_json::to_string(key).map_err(|e| Error::Other(e.to_string()))?;
+            let line = serde_json::to_string(key).map_err(|e| Error::other(e.to_string()))?;
             writeln!(f, "{line}")?;
         }
         self.count += 1;
@@ -824,13 +1016,13 @@ impl DeleteSpill {
         let Some(f) = self.file else {
             return Ok(Box::new(std::iter::empty()));
         };
-        let tmp = f.into_inner().map_err(|e| Error::Io(e.to_string()))?;
+        let tmp = f.into_inner().map_err(|e| Error::io(e.to_string()))?;
         let reader = std::io::BufReader::new(tmp.reopen()?);
         // Keep the temp file alive for as long as the iterator.
         let lines = reader.lines().map(move |l| {
             let _keep = &tmp;
             let l = l?;
-            serde_json::from_str::<String>(&l).map_err(|e| Error::Other(e.to_string()))
+            serde_json::from_str::<String>(&l).map_err(|e| Error::other(e.to_string()))
         });
         Ok(Box::new(lines))
     }

@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::stats::Kind;
 use crate::store::{CompletedPart, ObjectMeta, PutOptions};
 
 /// A multipart object in flight.
@@ -138,12 +137,7 @@ pub async fn fetcher(
                 (obj.src.key.clone(), range.clone(), obj.src.etag.clone())
             }
         };
-        ctx.limits.bytes(range.end - range.start).await;
-        let res = ctx
-            .call(Kind::Get, || {
-                ctx.src.get_range(&key, range.clone(), etag.as_deref())
-            })
-            .await;
+        let res = ctx.src.get_range(&key, range.clone(), etag.as_deref()).await;
         match res {
             Ok(data) => {
                 let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
@@ -171,11 +165,7 @@ pub async fn uploader(
         match &job.kind {
             JobKind::Single(m) => {
                 let opts = ctx.put_options(m);
-                let res = ctx
-                    .call(Kind::Put, || {
-                        ctx.dst.put(&m.key, data.clone(), crc32, &opts)
-                    })
-                    .await;
+                let res = ctx.dst.put(&m.key, data.clone(), crc32, &opts).await;
                 if res.is_ok() {
                     ctx.counters
                         .transferred_bytes
@@ -192,15 +182,8 @@ pub async fn uploader(
                     continue;
                 }
                 let res = ctx
-                    .call(Kind::UploadPart, || {
-                        ctx.dst.upload_part(
-                            &obj.src.key,
-                            &obj.upload_id,
-                            *number,
-                            data.clone(),
-                            crc32,
-                        )
-                    })
+                    .dst
+                    .upload_part(&obj.src.key, &obj.upload_id, *number, data.clone(), crc32)
                     .await;
                 drop(data);
                 match res {
@@ -253,7 +236,7 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                 let failure = obj.failed.lock().ok().and_then(|f| f.clone());
                 if let Some(reason) = failure {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
-                    ctx.failed(&obj.src.key, &Error::Other(reason));
+                    ctx.failed(&obj.src.key, &Error::other(reason));
                     continue;
                 }
                 let parts: Option<Vec<CompletedPart>> = obj
@@ -263,14 +246,12 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                     .and_then(|p| p.iter().cloned().collect());
                 let Some(parts) = parts else {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
-                    ctx.failed(&obj.src.key, &Error::Other("a part is missing".into()));
+                    ctx.failed(&obj.src.key, &Error::other("a part is missing"));
                     continue;
                 };
                 let res = ctx
-                    .call(Kind::CompleteMultipart, || {
-                        ctx.dst
-                            .complete_multipart(&obj.src.key, &obj.upload_id, &parts, &obj.opts)
-                    })
+                    .dst
+                    .complete_multipart(&obj.src.key, &obj.upload_id, &parts, &obj.opts)
                     .await;
                 match res {
                     Ok(()) => {

@@ -10,17 +10,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use super::{
-    on_side, steady_rate, threshold, Completions, CopySummary, Level, Prefixed, Probe, RateSummary,
+    steady_rate, threshold, Completions, CopySummary, Level, Prefixed, Probe, RateSummary,
     Repeated, SourceSize, LIST_OBJECT_SIZE, NO_OPTS, SETUP_CONCURRENCY, WRITE_PART,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Side};
 use crate::pipeline::scheduler::{is_multipart, part_ranges, MAX_PARTS};
 use crate::pipeline::{NoObserver, Report, SnapshotAware, SyncOptions, SyncRun};
-use crate::retry::RetryPolicy;
 use crate::stats::{Kind, Latencies, LatencySummary};
+use crate::store::layer::{Layered, Policy};
 use crate::store::{CompletedPart, ObjectMeta, Store};
 
 impl Probe {
@@ -42,11 +41,11 @@ impl Probe {
                 let g = self
                     .measure_get(blobs, c, part, multipart, quarter)
                     .await
-                    .map_err(|e| on_side("source", e))?;
+                    .map_err(|e| e.on(Side::Source))?;
                 let p = self
                     .measure_put(c, part, multipart, quarter)
                     .await
-                    .map_err(|e| on_side("destination", e))?;
+                    .map_err(|e| e.on(Side::Destination))?;
                 let e = g.bytes_per_sec.min(p.bytes_per_sec);
                 (Some(g), Some(p), e)
             }
@@ -97,18 +96,14 @@ impl Probe {
         for _ in 0..c {
             let (reads, lat, next, bytes) =
                 (reads.clone(), lat.clone(), next.clone(), bytes.clone());
-            let (src, sh) = (self.src_scratch(), self.shared.clone());
+            let src = self.shared.via(Side::Source, self.src_scratch(), &lat);
             set.spawn(async move {
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Ordering::Relaxed) % reads.len().max(1);
                     let Some((key, range, etag)) = reads.get(i) else {
                         break;
                     };
-                    let d = sh
-                        .call(&lat, Kind::Get, || {
-                            src.get_range(key, range.clone(), etag.as_deref())
-                        })
-                        .await?;
+                    let d = src.get_range(key, range.clone(), etag.as_deref()).await?;
                     bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
                 Ok(())
@@ -140,18 +135,11 @@ impl Probe {
         let data = random_bytes(len).await?;
         let crc = crate::checksum::hash(&data, crc32fast::hash).await;
         let key = format!("put-c{c}-p{part}");
-        let dst: Arc<dyn Store> = Arc::new(Prefixed::new(self.dst.clone(), &self.scratch));
+        let raw: Arc<dyn Store> = Arc::new(Prefixed::new(self.dst.clone(), &self.scratch));
         let lat = Arc::new(Latencies::default());
+        let dst = Arc::new(self.shared.via(Side::Destination, raw.clone(), &lat));
         let upload_id = if multipart {
-            let k = key.clone();
-            let d = dst.clone();
-            Some(
-                self.shared
-                    .call(&lat, Kind::CreateMultipart, || {
-                        d.create_multipart(&k, &NO_OPTS)
-                    })
-                    .await?,
-            )
+            Some(dst.create_multipart(&key, &NO_OPTS).await?)
         } else {
             None
         };
@@ -162,8 +150,7 @@ impl Probe {
         let cap = self.opts.max_scratch;
         let mut set = JoinSet::new();
         for _ in 0..c {
-            let (lat, next, bytes, dst, sh) = (
-                lat.clone(),
+            let (next, bytes, dst, sh) = (
                 next.clone(),
                 bytes.clone(),
                 dst.clone(),
@@ -178,15 +165,12 @@ impl Probe {
                             if n > MAX_PARTS {
                                 break;
                             }
-                            sh.call(&lat, Kind::UploadPart, || {
-                                dst.upload_part(&key, id, n as u32, data.clone(), crc)
-                            })
-                            .await?;
+                            dst.upload_part(&key, id, n as u32, data.clone(), crc)
+                                .await?;
                         }
                         None => {
                             let k = format!("{key}/{n:06}");
-                            sh.call(&lat, Kind::Put, || dst.put(&k, data.clone(), crc, &NO_OPTS))
-                                .await?;
+                            dst.put(&k, data.clone(), crc, &NO_OPTS).await?;
                         }
                     }
                     sh.written.fetch_add(len, Ordering::Relaxed);
@@ -199,10 +183,8 @@ impl Probe {
         let elapsed = start.elapsed();
         // Drop what was uploaded right away: scratch stays bounded.
         let tidy = match &upload_id {
-            Some(id) => dst.abort_multipart(&key, id).await,
-            None => {
-                remove_all(&(Arc::new(Prefixed::new(dst.clone(), &key)) as Arc<dyn Store>)).await
-            }
+            Some(id) => dst.uncancellable().abort_multipart(&key, id).await,
+            None => remove_all(&cleanup(Side::Destination, Arc::new(Prefixed::new(raw, &key)))).await,
         };
         res?;
         tidy?;
@@ -294,14 +276,13 @@ impl Probe {
         ));
         let data = random_bytes(LIST_OBJECT_SIZE as u64).await?;
         let crc = crc32fast::hash(&data);
-        let lat = Latencies::default();
+        let lat = Arc::new(Latencies::default());
+        let src = self.shared.via(Side::Source, src, &lat);
         let puts = futures::stream::iter(0..n).map(|i| {
-            let (src, data, lat) = (&src, data.clone(), &lat);
+            let (src, data) = (&src, data.clone());
             async move {
                 let k = format!("k{i:06}");
-                self.shared
-                    .call(lat, Kind::Put, || src.put(&k, data.clone(), crc, &NO_OPTS))
-                    .await?;
+                src.put(&k, data.clone(), crc, &NO_OPTS).await?;
                 self.shared
                     .written
                     .fetch_add(LIST_OBJECT_SIZE as u64, Ordering::Relaxed);
@@ -310,7 +291,7 @@ impl Probe {
         });
         let mut puts = puts.buffer_unordered(SETUP_CONCURRENCY);
         while let Some(r) = puts.next().await {
-            r.map_err(|e| on_side("source", e))?;
+            r.map_err(|e| e.on(Side::Source))?;
         }
         let mut rates = Vec::new();
         for _ in 0..3 {
@@ -318,11 +299,11 @@ impl Probe {
             let mut keys = 0usize;
             let mut l = src.list(None);
             while let Some(page) = l.next().await {
-                keys += page.map_err(|e| on_side("source", e))?.len();
+                keys += page.map_err(|e| e.on(Side::Source))?.len();
             }
             let secs = t.elapsed().as_secs_f64().max(1e-6);
             if keys != n {
-                return Err(Error::Other(format!(
+                return Err(Error::other(format!(
                     "the source lists {keys} of the {n} small scratch objects just written; is the listing consistent?"
                 )));
             }
@@ -374,13 +355,13 @@ impl Probe {
         });
         let result = run.run().await;
         forward.abort();
-        let tidy = remove_all(&dst).await;
+        let tidy = remove_all(&cleanup(Side::Destination, dst)).await;
         let r = result?;
         let sh = &self.shared;
         sh.written.fetch_add(r.copied_bytes, Ordering::Relaxed);
         sh.retries.fetch_add(r.retries, Ordering::Relaxed);
         if r.interrupted || sh.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
+            return Err(Error::cancelled());
         }
         let failure = r.fatal_error.clone().or_else(|| {
             r.failures
@@ -388,7 +369,7 @@ impl Probe {
                 .map(|f| format!("{}: {}", f.key, f.reason))
         });
         if let Some(f) = failure {
-            return Err(Error::Other(format!(
+            return Err(Error::other(format!(
                 "the probe's {what} at concurrency {c} failed: {f}"
             )));
         }
@@ -402,39 +383,32 @@ impl Probe {
     /// they do on a real repository. Aborts the upload if anything fails.
     pub(super) async fn write_object(
         &self,
+        side: Side,
         store: &Arc<dyn Store>,
         key: &str,
         size: u64,
     ) -> Result<()> {
-        let lat = Latencies::default();
         let sh = &self.shared;
+        let store = sh.via(side, store.clone(), &Arc::new(Latencies::default()));
+        let store = &store;
         let part = WRITE_PART;
         if size <= part {
             let data = random_bytes(size).await?;
             let crc = crate::checksum::hash(&data, crc32fast::hash).await;
-            sh.call(&lat, Kind::Put, || {
-                store.put(key, data.clone(), crc, &NO_OPTS)
-            })
-            .await?;
+            store.put(key, data.clone(), crc, &NO_OPTS).await?;
             sh.written.fetch_add(size, Ordering::Relaxed);
             return Ok(());
         }
-        let id = sh
-            .call(&lat, Kind::CreateMultipart, || {
-                store.create_multipart(key, &NO_OPTS)
-            })
-            .await?;
+        let id = store.create_multipart(key, &NO_OPTS).await?;
         let res = async {
             let ranges: Vec<_> = part_ranges(size, part).enumerate().collect();
             let uploads = futures::stream::iter(ranges).map(|(i, r)| {
-                let (lat, id) = (&lat, &id);
+                let id = &id;
                 async move {
                     let data = random_bytes(r.end - r.start).await?;
                     let crc = crate::checksum::hash(&data, crc32fast::hash).await;
-                    let p = sh
-                        .call(lat, Kind::UploadPart, || {
-                            store.upload_part(key, id, i as u32 + 1, data.clone(), crc)
-                        })
+                    let p = store
+                        .upload_part(key, id, i as u32 + 1, data.clone(), crc)
                         .await?;
                     sh.written.fetch_add(r.end - r.start, Ordering::Relaxed);
                     Ok::<CompletedPart, Error>(p)
@@ -446,14 +420,13 @@ impl Probe {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            sh.call(&lat, Kind::CompleteMultipart, || {
-                store.complete_multipart(key, &id, &parts, &NO_OPTS)
-            })
-            .await
+            store
+                .complete_multipart(key, &id, &parts, &NO_OPTS)
+                .await
         }
         .await;
         if res.is_err() {
-            let _ = store.abort_multipart(key, &id).await;
+            let _ = store.uncancellable().abort_multipart(key, &id).await;
         }
         res
     }
@@ -462,7 +435,7 @@ impl Probe {
 /// Waits for every worker; the first error stops the others.
 pub(super) async fn join(mut set: JoinSet<Result<()>>) -> Result<()> {
     while let Some(r) = set.join_next().await {
-        let r = r.unwrap_or_else(|e| Err(Error::Other(format!("a probe worker failed: {e}"))));
+        let r = r.unwrap_or_else(|e| Err(Error::other(format!("a probe worker failed: {e}"))));
         if let Err(e) = r {
             set.abort_all();
             while set.join_next().await.is_some() {}
@@ -493,7 +466,7 @@ pub(super) fn summary(bytes: u64, elapsed: Duration, lat: &Latencies, kind: Kind
 /// `n` random (incompressible) bytes, generated off the reactor.
 pub(super) async fn random_bytes(n: u64) -> Result<Bytes> {
     let n = usize::try_from(n)
-        .map_err(|_| Error::InvalidInput(format!("{n} bytes do not fit in memory here")))?;
+        .map_err(|_| Error::invalid_input(format!("{n} bytes do not fit in memory here")))?;
     tokio::task::spawn_blocking(move || {
         use rand::RngCore;
         let mut v = vec![0u8; n];
@@ -501,24 +474,20 @@ pub(super) async fn random_bytes(n: u64) -> Result<Bytes> {
         Bytes::from(v)
     })
     .await
-    .map_err(|e| Error::Other(format!("generating scratch data failed: {e}")))
+    .map_err(|e| Error::other(format!("generating scratch data failed: {e}")))
 }
 
 /// Removes every object under a view and aborts its pending uploads. Runs to the end
 /// even after cancellation (that is when it matters).
-pub(super) async fn remove_all(view: &Arc<dyn Store>) -> Result<()> {
-    let policy = RetryPolicy::default();
-    let never = CancellationToken::new();
-    let retries = AtomicU64::new(0);
-    for u in policy
-        .run(&never, &retries, || view.list_multipart_uploads())
-        .await?
-    {
-        policy
-            .run(&never, &retries, || {
-                view.abort_multipart(&u.key, &u.upload_id)
-            })
-            .await?;
+/// `store` for cleanup: through the request layer, with no cancellation.
+pub(super) fn cleanup(side: Side, store: Arc<dyn Store>) -> Layered {
+    Layered::new(store, side, Policy::standalone(crate::retry::RetryPolicy::default()))
+}
+
+pub(super) async fn remove_all(view: &Layered) -> Result<()> {
+    // `view` ignores cancellation (a standalone policy), so cleanup after Ctrl-C runs.
+    for u in view.list_multipart_uploads().await? {
+        view.abort_multipart(&u.key, &u.upload_id).await?;
     }
     loop {
         // Deleting while listing would shift the listing under our feet: collect a
@@ -526,7 +495,12 @@ pub(super) async fn remove_all(view: &Arc<dyn Store>) -> Result<()> {
         let mut keys = Vec::new();
         let mut l = view.list(None);
         while let Some(page) = l.next().await {
-            keys.extend(page?.into_iter().map(|m| m.key));
+            let page = match page {
+                // A directory that was never created holds nothing to remove.
+                Err(e) if e.kind() == crate::error::ErrorKind::LocationNotFound => break,
+                p => p?,
+            };
+            keys.extend(page.into_iter().map(|m| m.key));
             if keys.len() >= 1000 {
                 break;
             }
@@ -536,10 +510,7 @@ pub(super) async fn remove_all(view: &Arc<dyn Store>) -> Result<()> {
             return Ok(());
         }
         let mut dels = futures::stream::iter(keys)
-            .map(|k| {
-                let (policy, never, retries) = (&policy, &never, &retries);
-                async move { policy.run(never, retries, || view.delete(&k)).await }
-            })
+            .map(|k| async move { view.delete(&k).await })
             .buffer_unordered(SETUP_CONCURRENCY);
         while let Some(r) = dels.next().await {
             r?;

@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, Store, LIST_PAGE,
+    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store, LIST_PAGE,
 };
 
 /// When uploads landed: (instant, bytes), in completion order.
@@ -188,6 +188,7 @@ impl Store for Prefixed {
                 Some(PendingUpload {
                     key: rel,
                     upload_id: u.upload_id,
+                    initiated_ms: u.initiated_ms,
                 })
             })
             .collect())
@@ -197,8 +198,17 @@ impl Store for Prefixed {
         self.inner.delete(&self.full(key)).await
     }
 
-    async fn preflight(&self) -> Result<()> {
-        self.inner.preflight().await
+    async fn preflight(&self) -> Result<Presence> {
+        if self.inner.preflight().await? == Presence::Missing {
+            return Ok(Presence::Missing);
+        }
+        let mut l = self.list(None);
+        while let Some(page) = l.next().await {
+            if !page?.is_empty() {
+                return Ok(Presence::NotEmpty);
+            }
+        }
+        Ok(Presence::Empty)
     }
 }
 
@@ -214,9 +224,7 @@ impl Repeated {
     /// `count` virtual copies cycling through `objects` (which must not be empty).
     pub fn new(inner: Arc<dyn Store>, objects: Vec<ObjectMeta>, count: usize) -> Result<Self> {
         if objects.is_empty() {
-            return Err(Error::Other(
-                "the probe has no scratch objects to read".into(),
-            ));
+            return Err(Error::other("the probe has no scratch objects to read"));
         }
         Ok(Repeated {
             inner,
@@ -234,11 +242,11 @@ impl Repeated {
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|i| *i < self.count)
             .map(|i| &self.objects[i % self.objects.len()])
-            .ok_or_else(|| Error::NotFound(format!("probe source: no object {key:?}")))
+            .ok_or_else(|| Error::not_found(format!("probe source: no object {key:?}")))
     }
 
     fn read_only() -> Error {
-        Error::Other("the probe's scratch source is read-only".into())
+        Error::other("the probe's scratch source is read-only")
     }
 }
 
@@ -328,8 +336,12 @@ impl Store for Repeated {
         Err(Self::read_only())
     }
 
-    async fn preflight(&self) -> Result<()> {
-        Ok(())
+    async fn preflight(&self) -> Result<Presence> {
+        Ok(if self.count > 0 {
+            Presence::NotEmpty
+        } else {
+            Presence::Empty
+        })
     }
 }
 

@@ -39,21 +39,25 @@ fn be32(b: &[u8], at: usize) -> u32 {
 /// Checks a Lucene-style footer over a whole buffer: magic, algorithm 0, and the CRC32 of
 /// everything before the last 8 bytes. Returns the stored checksum.
 pub fn check_footer(what: &str, b: &[u8]) -> Result<u64> {
+    check_footer_inner(what, b).map_err(|e| e.at_key(what))
+}
+
+fn check_footer_inner(what: &str, b: &[u8]) -> Result<u64> {
     if b.len() < FOOTER_LEN {
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{what}: {} bytes is too short for a footer",
             b.len()
         )));
     }
     let f = b.len() - FOOTER_LEN;
     if be32(b, f) != FOOTER_MAGIC {
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{what}: footer magic is {:#010x}, not {FOOTER_MAGIC:#010x}",
             be32(b, f)
         )));
     }
     if be32(b, f + 4) != 0 {
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{what}: unknown checksum algorithm {}",
             be32(b, f + 4)
         )));
@@ -61,7 +65,7 @@ pub fn check_footer(what: &str, b: &[u8]) -> Result<u64> {
     let stored = u64::from_be_bytes(b[b.len() - 8..].try_into().unwrap_or([0; 8]));
     let actual = crc32fast::hash(&b[..b.len() - 8]) as u64;
     if stored != actual {
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{what}: stored CRC32 {stored:08x}, computed {actual:08x}"
         )));
     }
@@ -70,8 +74,12 @@ pub fn check_footer(what: &str, b: &[u8]) -> Result<u64> {
 
 /// Parses and verifies an envelope.
 pub fn parse_envelope(what: &str, b: &[u8]) -> Result<Envelope> {
+    parse_envelope_inner(what, b).map_err(|e| e.at_key(what))
+}
+
+fn parse_envelope_inner(what: &str, b: &[u8]) -> Result<Envelope> {
     check_footer(what, b)?;
-    let bad = |m: String| Error::ChecksumMismatch(format!("{what}: {m}"));
+    let bad = |m: String| Error::checksum(format!("{what}: {m}"));
     if b.len() < 9 || be32(b, 0) != CODEC_MAGIC {
         return Err(bad("not a checksummed blob (no codec header)".into()));
     }
@@ -105,7 +113,7 @@ pub fn parse_envelope(what: &str, b: &[u8]) -> Result<Envelope> {
     i += 4;
     let body = &b[i..b.len() - FOOTER_LEN];
     if body.starts_with(b"ZSTD\0") || body.starts_with(b"ZSTD") {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "{what}: zstd-compressed metadata (OpenSearch 2.x `zstd`) is not supported; re-register the repository with compress: deflate or none"
         )));
     }
@@ -129,7 +137,9 @@ pub fn parse_envelope(what: &str, b: &[u8]) -> Result<Envelope> {
 /// Decodes an envelope's SMILE body into `T`.
 pub fn decode<T: serde::de::DeserializeOwned>(what: &str, env: &Envelope) -> Result<T> {
     serde_smile::from_slice(&env.smile)
-        .map_err(|e| Error::Other(format!("{what}: cannot read its SMILE body: {e}")))
+        .map_err(|e| {
+            Error::repository(format!("{what}: cannot read its SMILE body: {e}")).at_key(what)
+        })
 }
 
 /// Lucene's checksum string (`Long.toString(crc, 36)`).
@@ -175,16 +185,16 @@ mod tests {
         assert_eq!(e.smile, b":)\n\x00\xfa\xfb");
         let mut bad = b.clone();
         bad[12] ^= 1;
-        assert!(matches!(
-            parse_envelope("t", &bad),
-            Err(Error::ChecksumMismatch(_))
-        ));
+        assert_eq!(
+            parse_envelope("t", &bad).unwrap_err().kind(),
+            crate::error::ErrorKind::ChecksumMismatch
+        );
         assert!(parse_envelope("t", &b[..10]).is_err());
         let z = envelope("snapshot", b"ZSTD\0xxxx");
-        assert!(matches!(
-            parse_envelope("t", &z),
-            Err(Error::InvalidInput(_))
-        ));
+        assert_eq!(
+            parse_envelope("t", &z).unwrap_err().kind(),
+            crate::error::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

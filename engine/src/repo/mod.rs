@@ -2,5 +2,6 @@
 //! ([`blob`]), and verification ([`verify`]).
 
 pub mod blob;
+pub mod filter;
 pub mod model;
 pub mod verify;

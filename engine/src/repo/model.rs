@@ -92,7 +92,7 @@ impl RepositoryData {
     /// Parses a root `index-N` blob.
     pub fn parse(generation: u64, json: &[u8]) -> Result<Self> {
         let v: Value = serde_json::from_slice(json)
-            .map_err(|e| Error::Other(format!("index-{generation}: not valid JSON: {e}")))?;
+            .map_err(|e| Error::repository(format!("index-{generation}: not valid JSON: {e}")))?;
         let snapshots = v["snapshots"]
             .as_array()
             .map(|a| {
@@ -276,6 +276,8 @@ pub struct Repository {
     pub listing: BTreeMap<String, u64>,
     /// The current root generation's data.
     pub data: RepositoryData,
+    /// The root `index-N` blob as read (written verbatim by a copy of it).
+    pub root_bytes: Vec<u8>,
 }
 
 /// Where a classified key sits in the safe copy order.
@@ -314,7 +316,9 @@ impl Repository {
         let mut pages = store.list(None);
         while let Some(page) = pages.next().await {
             for m in page? {
-                listing.insert(m.key, m.size);
+                if !crate::store::is_reserved(&m.key) {
+                    listing.insert(m.key, m.size);
+                }
             }
         }
         Self::from_listing(store, listing).await
@@ -332,7 +336,7 @@ impl Repository {
                     .next()
                     .is_some_and(|n| n.starts_with("shallow-snap-"))
         }) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{}: the repository uses OpenSearch remote-store features ({k}); shallow snapshots and hashed shard paths are not supported",
                 store.describe()
             )));
@@ -345,7 +349,7 @@ impl Repository {
                     u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8]))
                 }
                 _ => {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::no_repository(format!(
                         "{} holds no snapshot repository (no root index-N blob)",
                         store.describe()
                     )))
@@ -354,13 +358,18 @@ impl Repository {
         };
         let root = format!("index-{generation}");
         let size = *listing.get(&root).ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::no_repository(format!(
                 "{} holds no snapshot repository (index.latest names {root}, which does not exist)",
                 store.describe()
             ))
         })?;
-        let data = RepositoryData::parse(generation, &read_all(store, &root, size).await?)?;
-        Ok(Repository { listing, data })
+        let root_bytes = read_all(store, &root, size).await?;
+        let data = RepositoryData::parse(generation, &root_bytes)?;
+        Ok(Repository {
+            listing,
+            data,
+            root_bytes,
+        })
     }
 
     /// The snapshots selected by name (all when `names` is empty); unknown names fail.
@@ -376,7 +385,7 @@ impl Repository {
                     .iter()
                     .find(|s| &s.name == n)
                     .ok_or_else(|| {
-                        Error::InvalidInput(format!(
+                        Error::invalid_input(format!(
                             "no snapshot named {n:?} in the repository (it has: {})",
                             self.data
                                 .snapshots

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::blob;
 use super::model::{state_name, BlobKind, DataFile, Repository};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::Store;
 
 /// Chunk size of deep reads.
@@ -141,10 +141,15 @@ pub async fn verify_loaded(
     // Shard snapshots that cannot be read are reported, not fatal.
     let (refs, data_files) = match repo.references(store, &selected).await {
         Ok(r) => r,
-        Err(Error::ChecksumMismatch(m)) | Err(Error::Other(m)) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ChecksumMismatch | ErrorKind::RepositoryFormat
+            ) =>
+        {
             report.problems.push(Problem {
-                key: m.split(':').next().unwrap_or("").to_string(),
-                problem: m,
+                key: e.key().unwrap_or("").to_string(),
+                problem: e.message().to_string(),
             });
             return Ok(report);
         }
@@ -250,7 +255,7 @@ async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
     if total != f.length {
         return (
             0,
-            Err(Error::ChecksumMismatch(format!(
+            Err(Error::checksum(format!(
                 "{what}: parts hold {total} bytes, the file has {}",
                 f.length
             ))),
@@ -259,7 +264,7 @@ async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
     if f.length < 16 {
         return (
             0,
-            Err(Error::ChecksumMismatch(format!(
+            Err(Error::checksum(format!(
                 "{what}: {} bytes is too short for a Lucene file",
                 f.length
             ))),
@@ -297,14 +302,14 @@ async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
     {
         return (
             read,
-            Err(Error::ChecksumMismatch(format!("{what}: no Lucene footer"))),
+            Err(Error::checksum(format!("{what}: no Lucene footer"))),
         );
     }
     let stored = u64::from_be_bytes(tail[8..16].try_into().unwrap_or([0; 8]));
     if stored != computed {
         return (
             read,
-            Err(Error::ChecksumMismatch(format!(
+            Err(Error::checksum(format!(
                 "{what}: footer CRC32 {stored:08x}, computed {computed:08x}"
             ))),
         );
@@ -313,7 +318,7 @@ async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
         if blob::base36(computed) != *want {
             return (
                 read,
-                Err(Error::ChecksumMismatch(format!(
+                Err(Error::checksum(format!(
                     "{what}: checksum {} differs from the recorded {want}",
                     blob::base36(computed)
                 ))),
@@ -406,7 +411,7 @@ pub async fn diff(src: &dyn Store, dst: &dyn Store) -> Result<DiffReport> {
     let s = Repository::load(src).await?;
     let d = match Repository::load(dst).await {
         Ok(d) => Some(d),
-        Err(Error::InvalidInput(m)) if m.contains("holds no snapshot repository") => None,
+        Err(e) if e.kind() == ErrorKind::NoRepository => None,
         Err(e) => return Err(e),
     };
     let names = |r: &Repository| {

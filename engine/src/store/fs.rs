@@ -25,7 +25,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord, Store,
+    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, SourceRecord,
+    Store,
 };
 use crate::error::{Error, Result};
 
@@ -54,19 +55,24 @@ impl FsStore {
     /// Maps a relative key to a path, refusing keys a directory tree cannot hold safely.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         if key.is_empty() || key.ends_with('/') {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "key {key:?} ends with '/' (a directory marker) and cannot be stored as a file"
             )));
         }
         let mut p = self.root.clone();
+        let last = key.rsplit('/').next().unwrap_or("");
         for comp in key.split('/') {
             if comp.is_empty() || comp == "." || comp == ".." || comp.contains('\0') {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "key {key:?} has an empty, '.' or '..' path segment and cannot be stored as a file"
                 )));
             }
-            if comp.starts_with(INTERNAL_PREFIX) {
-                return Err(Error::InvalidInput(format!(
+            // The lease is the one reserved name a caller may write (the last component,
+            // for stores seen under a prefix); listings skip it like every internal name.
+            if comp.starts_with(INTERNAL_PREFIX)
+                && !(comp == super::LEASE_KEY && std::ptr::eq(comp, last))
+            {
+                return Err(Error::invalid_input(format!(
                     "key {key:?} uses the reserved name prefix {INTERNAL_PREFIX}"
                 )));
             }
@@ -85,7 +91,7 @@ impl FsStore {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            return Err(Error::InvalidInput(format!("bad upload id {upload_id:?}")));
+            return Err(Error::invalid_input(format!("bad upload id {upload_id:?}")));
         }
         Ok(self.uploads_dir().join(upload_id))
     }
@@ -94,7 +100,7 @@ impl FsStore {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Other(format!("blocking task failed: {e}")))?
+        .map_err(|e| Error::other(format!("blocking task failed: {e}")))?
 }
 
 fn mtime_ms(md: &fs::Metadata) -> Option<i64> {
@@ -133,6 +139,7 @@ fn meta_of(key: String, path: &Path, md: &fs::Metadata) -> ObjectMeta {
         mtime_ms: mtime_ms(md),
         etag: None,
         record: read_record(path),
+        ..Default::default()
     }
 }
 
@@ -198,7 +205,7 @@ fn verify_file(tmp: &Path, crc32: u32, len: u64, what: &str) -> Result<()> {
     let (got, n) = crc_of_file(tmp)?;
     if got != crc32 || n != len {
         let _ = fs::remove_file(tmp);
-        return Err(Error::ChecksumMismatch(format!(
+        return Err(Error::checksum(format!(
             "{what}: wrote {n} bytes with crc32 {got:08x}, expected {len} bytes with crc32 {crc32:08x}"
         )));
     }
@@ -258,7 +265,13 @@ type Level = (String, Vec<(String, bool)>, usize);
 /// The blocking walk behind [`FsStore::list`]; sends entries into `tx` in key order.
 fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Vec<ObjectMeta>>>) {
     if !root.exists() {
-        return; // an absent root is an empty store (a destination not created yet)
+        // Absent is not empty: the caller decides whether a missing directory is a
+        // destination not created yet or a mistyped source.
+        let _ = tx.blocking_send(Err(Error::location_not_found(format!(
+            "directory {} does not exist",
+            root.display()
+        ))));
+        return;
     }
     // Stack of (relative dir prefix, entries, next index).
     let mut stack: Vec<Level> = Vec::new();
@@ -368,7 +381,7 @@ impl Store for FsStore {
             f.seek(SeekFrom::Start(range.start))?;
             f.read_exact(&mut buf).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::SourceChanged(format!("{key}: file is shorter than listed"))
+                    Error::source_changed(format!("{key}: file is shorter than listed"))
                 } else {
                     e.into()
                 }
@@ -383,13 +396,31 @@ impl Store for FsStore {
         let opts = opts.clone();
         let key = key.to_string();
         blocking(move || {
+            if opts.if_match.is_some() {
+                // Files carry no ETag to compare (callers read and compare instead).
+                return Err(Error::precondition(format!(
+                    "{key}: a directory store has no ETags to match"
+                )));
+            }
             let tmp = write_temp(&target, &data)?;
             verify_file(&tmp, crc32, data.len() as u64, &key)?;
             apply_options(&tmp, &opts)?;
-            fs::rename(&tmp, &target).inspect_err(|_| {
+            let placed = if opts.if_none_match {
+                // link(2) fails if the target exists: an atomic create-if-absent.
+                fs::hard_link(&tmp, &target).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Error::precondition(format!("{key} exists already"))
+                    } else {
+                        e.into()
+                    }
+                })
+            } else {
+                fs::rename(&tmp, &target).map_err(Error::from)
+            };
+            if opts.if_none_match || placed.is_err() {
                 let _ = fs::remove_file(&tmp);
-            })?;
-            Ok(())
+            }
+            placed
         })
         .await
     }
@@ -423,7 +454,7 @@ impl Store for FsStore {
         let what = format!("{key} part {number}");
         blocking(move || {
             if !dir.join("key").exists() {
-                return Err(Error::NotFound(format!("{what}: upload no longer exists")));
+                return Err(Error::not_found(format!("{what}: upload no longer exists")));
             }
             let target = dir.join(format!("part-{number:05}"));
             let tmp = write_temp(&target, &data)?;
@@ -475,7 +506,7 @@ impl Store for FsStore {
                     }
                     let got = h.finalize();
                     if got != p.crc32 || n_total != p.size {
-                        return Err(Error::ChecksumMismatch(format!(
+                        return Err(Error::checksum(format!(
                             "{key} part {}: stored part has crc32 {got:08x}/{n_total} bytes, expected {:08x}/{}",
                             p.number, p.crc32, p.size
                         )));
@@ -527,7 +558,12 @@ impl Store for FsStore {
                 let ent = ent?;
                 let id = ent.file_name().to_string_lossy().into_owned();
                 let key = fs::read_to_string(ent.path().join("key")).unwrap_or_default();
-                out.push(PendingUpload { key, upload_id: id });
+                let initiated_ms = ent.metadata().ok().as_ref().and_then(mtime_ms);
+                out.push(PendingUpload {
+                    key,
+                    upload_id: id,
+                    initiated_ms,
+                });
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
@@ -557,16 +593,30 @@ impl Store for FsStore {
         .await
     }
 
-    async fn preflight(&self) -> Result<()> {
+    async fn preflight(&self) -> Result<Presence> {
         let root = self.root.clone();
         blocking(move || match fs::metadata(&root) {
-            Ok(md) if md.is_dir() => Ok(()),
-            Ok(_) => Err(Error::InvalidInput(format!(
+            Ok(md) if md.is_dir() => {
+                let mut rd = fs::read_dir(&root)?;
+                let any = rd.try_fold(false, |any, ent| {
+                    let name = ent?.file_name();
+                    Ok::<_, std::io::Error>(
+                        any || !name.to_string_lossy().starts_with(INTERNAL_PREFIX),
+                    )
+                })?;
+                Ok(if any {
+                    Presence::NotEmpty
+                } else {
+                    Presence::Empty
+                })
+            }
+            Ok(_) => Err(Error::invalid_input(format!(
                 "{} is not a directory; give a directory path",
                 root.display()
             ))),
-            // A missing root is fine: a source lists empty, a destination is created.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // A missing root: a destination is created on the first write; whether a
+            // missing source is acceptable is the caller's decision.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Presence::Missing),
             Err(e) => Err(e.into()),
         })
         .await

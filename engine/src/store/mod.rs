@@ -1,14 +1,23 @@
 //! The storage abstraction: one small trait, one module per backend.
 //!
 //! Signatures use only our own types ([`ObjectMeta`], [`PutOptions`], ...), never SDK
-//! output types, so the pipeline is the same for every backend and a new backend (the
-//! native `oss` one comes next) plugs in by implementing [`Store`].
+//! output types, so the pipeline is the same for every backend and a backend plugs in
+//! by implementing [`Store`].
 //!
 //! Keys passed to and returned by a store are *relative* to the store's root (the
 //! prefix of the URL the user gave). Listings are streams in byte order of those
 //! relative keys; nothing here ever materialises a whole listing.
+//!
+//! Absent is not empty: a location that does not exist (a missing directory or bucket)
+//! is [`crate::error::ErrorKind::LocationNotFound`] from `preflight` and `list`, never an
+//! empty listing; the caller decides whether that is acceptable (a destination that
+//! will be created) or an error (a source).
+//!
+//! Backends are wrapped by [`layer::Layered`], which applies the run's rate limits,
+//! retry policy and request accounting to every call.
 
 pub mod fs;
+pub mod layer;
 pub mod oss;
 pub mod s3;
 
@@ -69,7 +78,7 @@ impl SourceRecord {
 }
 
 /// What a listing or HEAD says about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
     /// Key relative to the store root, `/`-separated.
     pub key: String,
@@ -82,6 +91,11 @@ pub struct ObjectMeta {
     /// The source version recorded in this object's user metadata, when the listing
     /// carries it (fs does; S3 listings do not, so the differ HEADs when it must).
     pub record: Option<SourceRecord>,
+    /// The whole object's CRC-64/XZ as the store holds it (OSS `x-oss-hash-crc64ecma`).
+    pub crc64: Option<u64>,
+    /// The object's CRC32 as the store reports it (S3 `x-amz-checksum-crc32`, base64;
+    /// composite `...-N` for multipart objects), when asked for on HEAD.
+    pub crc32: Option<String>,
 }
 
 impl ObjectMeta {
@@ -109,6 +123,13 @@ pub struct PutOptions {
     pub metadata: Vec<(String, String)>,
     /// The source LastModified, for backends that can set it (fs sets the file mtime).
     pub mtime_ms: Option<i64>,
+    /// Write only if no object exists under the key (S3 `If-None-Match: *`, OSS
+    /// `x-oss-forbid-overwrite`, fs hard link); else `PreconditionFailed`. Used by the
+    /// destination lease, whose atomic creation is what makes one writer possible.
+    pub if_none_match: bool,
+    /// Write only if the current object has this ETag (S3 `If-Match`; emulated with a
+    /// HEAD where the store has no conditional overwrite); else `PreconditionFailed`.
+    pub if_match: Option<String>,
 }
 
 /// One uploaded part, as needed to complete the upload.
@@ -133,6 +154,9 @@ pub struct PendingUpload {
     pub key: String,
     /// The store's upload id.
     pub upload_id: String,
+    /// When the upload was started (Unix ms), as the store reports it: uploads younger
+    /// than a safety age may belong to a live run and are left alone.
+    pub initiated_ms: Option<i64>,
 }
 
 /// A stream of listing pages (one per request for remote stores); entries across pages
@@ -211,14 +235,41 @@ pub trait Store: Send + Sync {
     /// Deletes one object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Checks that the store is reachable, the credentials work and the bucket exists.
-    async fn preflight(&self) -> Result<()>;
+    /// Checks that the store is reachable, the credentials work and the bucket exists,
+    /// and says whether the location holds anything. A bucket that does not exist is
+    /// `LocationNotFound`; a directory that does not exist (yet) is [`Presence::Missing`].
+    async fn preflight(&self) -> Result<Presence>;
+}
+
+/// What a preflight found at the location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The location does not exist (a directory not created yet); writing creates it.
+    Missing,
+    /// It exists and holds no object (reserved snapferry objects aside).
+    Empty,
+    /// It holds at least one object.
+    NotEmpty,
+}
+
+/// Name prefix reserved for snapferry's own objects in a store (the destination lease);
+/// such keys at the root are never listed for copying and never deleted.
+pub const RESERVED_PREFIX: &str = ".snapferry-";
+
+/// The destination lease (see [`crate::lease`]).
+pub const LEASE_KEY: &str = ".snapferry-lease";
+
+/// Whether `key` (relative) is one of snapferry's own objects.
+pub fn is_reserved(key: &str) -> bool {
+    key.split('/')
+        .next()
+        .is_some_and(|first| first.starts_with(RESERVED_PREFIX))
 }
 
 /// Checks a relative key for things no backend should accept from a listing.
 pub fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(crate::Error::InvalidInput("empty object key".into()));
+        return Err(crate::Error::invalid_input("empty object key"));
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -28,11 +28,12 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::{
-    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord,
-    Store,
+    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
+    SourceRecord, Store,
 };
 use crate::checksum::verify_crc32_then;
-use crate::error::{root_cause, Error, Result};
+use crate::error::{find_source, io_kind, root_cause, Error, ErrorKind, Result};
+use aws_credential_types::provider::error::CredentialsError;
 
 /// Static credentials for one side (from `SNAPFERRY_{SRC,DST}_*`).
 #[derive(Clone)]
@@ -170,11 +171,53 @@ impl S3Store {
     fn ctx(&self, op: &str, key: &str) -> String {
         format!("{op} s3://{}/{}{}", self.bucket, self.prefix, key)
     }
+
+    /// One ListObjectsV2 page as our entries, and the continuation token when the listing
+    /// goes on. Anything that breaks the API's invariants (a key outside the prefix, no
+    /// size, truncated without a token) is a protocol error, never a shorter listing.
+    fn page(
+        &self,
+        ctx: &str,
+        out: aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+    ) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+        let mut page = Vec::with_capacity(out.contents().len());
+        for o in out.contents() {
+            let full = o.key().unwrap_or("");
+            let Some(key) = self.rel_key(full) else {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the server listed {full:?}, outside the prefix asked for"
+                )));
+            };
+            if key.is_empty() {
+                continue; // the prefix's own "directory" marker
+            }
+            let Some(size) = o.size().and_then(|s| u64::try_from(s).ok()) else {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the listing gives {full:?} no valid size"
+                )));
+            };
+            page.push(ObjectMeta {
+                key,
+                size,
+                mtime_ms: dt_ms(o.last_modified()),
+                etag: o.e_tag().map(normalize_etag),
+                ..Default::default()
+            });
+        }
+        let token = match (out.is_truncated().unwrap_or(false), out.next_continuation_token()) {
+            (false, _) => None,
+            (true, Some(t)) if !t.is_empty() => Some(t.to_string()),
+            (true, _) => {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the listing says it is truncated but gives no continuation token"
+                )))
+            }
+        };
+        Ok((page, token))
+    }
 }
 
-fn crc_b64(crc: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
-}
+use crate::checksum::crc32_b64 as crc_b64;
 
 fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))
@@ -185,54 +228,62 @@ fn verify_md5_etag(ctx: &str, md5: &[u8; 16], etag: Option<&str>) -> Result<()> 
     let want = hex::encode(md5);
     match etag.map(normalize_etag) {
         Some(e) if e == want => Ok(()),
-        Some(e) => Err(Error::ChecksumMismatch(format!(
+        Some(e) => Err(Error::checksum(format!(
             "{ctx}: server ETag {e} is not the MD5 {want} of the bytes sent"
         ))),
-        None => Err(Error::ChecksumMismatch(format!(
+        None => Err(Error::checksum(format!(
             "{ctx}: server returned no ETag to verify"
         ))),
     }
 }
 
 /// Maps an SDK error into ours. `ctx` names the operation and object; no secrets.
+///
+/// The kind comes from the SDK's error variants and the types in their source chains
+/// (hyper-util's connect errors, `std::io::ErrorKind`, the credential providers' error
+/// type), the HTTP status and S3's error code — never from message text.
 fn map_err<E>(ctx: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::TimeoutError(_) => Error::Timeout(format!("{ctx}: request timed out")),
+    let chain: &(dyn std::error::Error + 'static) = &err;
+    if find_source::<CredentialsError>(chain).is_some() {
+        // The AWS chain found nothing usable (env, profile, web identity, IMDS).
+        return Error::access_denied(format!(
+            "{ctx}: no usable AWS credentials ({}); set SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY, or configure the AWS credential chain",
+            short(&root_cause(chain))
+        ));
+    }
+    let connect_failed = find_source::<hyper_util::client::legacy::Error>(chain)
+        .is_some_and(|e| e.is_connect());
+    let e = match &err {
+        SdkError::TimeoutError(_) => Error::timeout(format!("{ctx}: request timed out")),
         SdkError::DispatchFailure(d) => {
-            let text = short(&root_cause(&err));
-            let chain = DisplayErrorContext(&err).to_string();
-            if chain.contains("loading credentials")
-                || chain.contains("no credentials")
-                || chain.contains("credentials provider")
-            {
-                // The AWS chain found nothing usable (env, profile, web identity, IMDS).
-                return Error::AccessDenied(format!(
-                    "{ctx}: no usable AWS credentials ({text}); set SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY, or configure the AWS credential chain"
-                ));
-            }
+            let text = short(&root_cause(chain));
             if d.is_timeout() {
-                Error::Timeout(format!("{ctx}: {text}"))
-            } else if text.contains("onnection refused")
-                || text.contains("dns error")
-                || text.contains("failed to lookup")
-                || text.contains("certificate")
-            {
-                Error::Unreachable(format!("{ctx}: {}", short(&text)))
+                Error::timeout(format!("{ctx}: {text}"))
+            } else if connect_failed {
+                Error::unreachable(format!("{ctx}: {text}"))
             } else if d.is_io() {
-                Error::Timeout(format!("{ctx}: connection error: {}", short(&text)))
-            } else if text.contains("credentials") || text.contains("identity") {
-                Error::AccessDenied(format!("{ctx}: no usable credentials: {}", short(&text)))
+                match io_kind(chain) {
+                    Some(ErrorKind::Unreachable) => Error::unreachable(format!("{ctx}: {text}")),
+                    _ => Error::timeout(format!("{ctx}: connection error: {text}")),
+                }
+            } else if d.is_user() {
+                Error::invalid_input(format!("{ctx}: {text}"))
             } else {
-                Error::Unreachable(format!("{ctx}: {}", short(&text)))
+                Error::unreachable(format!("{ctx}: {text}"))
             }
         }
-        SdkError::ResponseError(_) => Error::Server(format!(
-            "{ctx}: unreadable response: {}",
-            short(&DisplayErrorContext(&err).to_string())
-        )),
+        SdkError::ResponseError(_) => {
+            // The answer could not be read: a dropped connection (transient), or a body
+            // that is not the API's (HTML from a web server, a wrong document root).
+            let text = short(&DisplayErrorContext(&err).to_string());
+            match io_kind(chain) {
+                Some(_) => Error::timeout(format!("{ctx}: reading the response failed: {text}")),
+                None => Error::protocol(format!("{ctx}: the response is not S3's: {text}")),
+            }
+        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("").to_string();
@@ -243,40 +294,39 @@ where
                 format!("{ctx}: HTTP {status} {code}: {msg}")
             };
             match (status, code.as_str()) {
-                (_, "NoSuchBucket") => Error::NoSuchBucket(detail),
-                (_, "NoSuchKey") | (_, "NoSuchUpload") | (404, _) => Error::NotFound(detail),
-                (_, "PreconditionFailed") | (412, _) => Error::SourceChanged(detail),
-                (_, "SlowDown") | (429, _) | (503, _) => Error::Throttled {
-                    message: detail,
-                    retry_after: None,
-                },
+                (_, "NoSuchBucket") => Error::location_not_found(detail),
+                (_, "NoSuchKey") | (_, "NoSuchUpload") | (_, "NotFound") => Error::not_found(detail),
+                (_, "PreconditionFailed") | (412, _) => Error::source_changed(detail),
+                (_, "ConditionalRequestConflict") | (409, "OperationAborted") => {
+                    Error::throttled(detail, None)
+                }
+                (_, "SlowDown") | (429, _) | (503, _) => Error::throttled(detail, None),
                 (_, "InvalidAccessKeyId")
                 | (_, "SignatureDoesNotMatch")
                 | (_, "AccessDenied")
                 | (_, "ExpiredToken")
                 | (_, "InvalidToken")
                 | (401, _)
-                | (403, _) => Error::AccessDenied(detail),
+                | (403, _) => Error::access_denied(detail),
                 (_, "BadDigest") | (_, "InvalidDigest") | (_, "XAmzContentChecksumMismatch") => {
-                    Error::ChecksumMismatch(detail)
+                    Error::checksum(detail)
                 }
-                (_, "RequestTimeout") | (408, _) => Error::Timeout(detail),
-                (s, _) if s >= 500 => Error::Server(detail),
-                _ => Error::Other(detail),
+                (_, "RequestTimeout") | (408, _) => Error::timeout(detail),
+                (s, _) if s >= 500 => Error::server(detail),
+                // An error status without an S3 error code: the endpoint is not S3 (an
+                // HTML 404 from a web server, a proxy's error page).
+                (_, "") => Error::protocol(format!(
+                    "{ctx}: HTTP {status} without an S3 error code: the endpoint does not speak S3"
+                )),
+                _ => Error::other(detail),
             }
         }
-        _ => {
-            let text = DisplayErrorContext(&err).to_string();
-            if text.contains("credentials") || text.contains("identity") {
-                Error::AccessDenied(format!(
-                    "{ctx}: no usable credentials (set SNAPFERRY_*_ACCESS_KEY_ID / _SECRET_ACCESS_KEY or an AWS profile): {}",
-                    short(&text)
-                ))
-            } else {
-                Error::Other(format!("{ctx}: {}", short(&text)))
-            }
-        }
-    }
+        _ => Error::other(format!(
+            "{ctx}: {}",
+            short(&DisplayErrorContext(&err).to_string())
+        )),
+    };
+    e.with_source(err)
 }
 
 /// Keeps error texts to one readable line.
@@ -308,17 +358,17 @@ fn verify_echo(
     let want = crc_b64(crc32);
     match echoed {
         Some(got) if got == want => Ok(()),
-        Some(got) => Err(Error::ChecksumMismatch(format!(
+        Some(got) => Err(Error::checksum(format!(
             "{ctx}: server stored crc32 {got}, we sent {want}"
         ))),
         None => {
             let md5 = md5_hex(data);
             match etag.map(normalize_etag) {
                 Some(e) if e == md5 => Ok(()),
-                Some(e) => Err(Error::ChecksumMismatch(format!(
+                Some(e) => Err(Error::checksum(format!(
                     "{ctx}: server echoed no checksum and its ETag {e} is not the MD5 {md5} of the bytes sent"
                 ))),
-                None => Err(Error::ChecksumMismatch(format!(
+                None => Err(Error::checksum(format!(
                     "{ctx}: server confirmed neither checksum nor ETag"
                 ))),
             }
@@ -361,30 +411,21 @@ impl Store for S3Store {
             } else if let Some(a) = &st.start_after {
                 req = req.start_after(self.full_key(a));
             }
-            match req.send().await {
-                Ok(out) => {
-                    let page = out
-                        .contents()
-                        .iter()
-                        .filter_map(|o| {
-                            let key = self.rel_key(o.key()?)?;
-                            // Skip the prefix's own "directory" marker.
-                            (!key.is_empty()).then(|| ObjectMeta {
-                                key,
-                                size: o.size().unwrap_or(0).max(0) as u64,
-                                mtime_ms: dt_ms(o.last_modified()),
-                                etag: o.e_tag().map(normalize_etag),
-                                record: None,
-                            })
-                        })
-                        .collect();
-                    st.token = out.next_continuation_token().map(str::to_string);
-                    st.done = !out.is_truncated().unwrap_or(false) || st.token.is_none();
+            let ctx = self.ctx("list", "");
+            let res = req
+                .send()
+                .await
+                .map_err(|e| map_err(&ctx, e))
+                .and_then(|out| self.page(&ctx, out));
+            match res {
+                Ok((page, token)) => {
+                    st.done = token.is_none();
+                    st.token = token;
                     Some((Ok(page), st))
                 }
                 Err(e) => {
                     st.done = true;
-                    Some((Err(map_err(&self.ctx("list", ""), e)), st))
+                    Some((Err(e), st))
                 }
             }
         }))
@@ -396,6 +437,9 @@ impl Store for S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            // The stored CRC32 (composite for multipart objects) confirms a completed
+            // upload whose response was lost; OSS's S3-compatible endpoint has none.
+            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled))
             .send()
             .await;
         match res {
@@ -409,10 +453,12 @@ impl Store for S3Store {
                     mtime_ms: dt_ms(out.last_modified()),
                     etag: out.e_tag().map(normalize_etag),
                     record,
+                    crc32: out.checksum_crc32().map(str::to_string),
+                    ..Default::default()
                 }))
             }
             Err(e) => match map_err(&self.ctx("head", key), e) {
-                Error::NotFound(_) => Ok(None),
+                e if e.kind() == ErrorKind::NotFound => Ok(None),
                 other => Err(other),
             },
         }
@@ -443,17 +489,15 @@ impl Store for S3Store {
         // hold the chunks and a contiguous copy at once (twice the part size per request
         // in flight, and a memcpy of every byte).
         let cap = usize::try_from(want).map_err(|_| {
-            Error::InvalidInput(format!("{ctx}: a {want}-byte range does not fit in memory"))
+            Error::invalid_input(format!("{ctx}: a {want}-byte range does not fit in memory"))
         })?;
         let mut buf = bytes::BytesMut::with_capacity(cap);
         while let Some(chunk) = out.body.try_next().await.map_err(|e| {
-            Error::Timeout(format!(
-                "{ctx}: body read failed: {}",
-                short(&e.to_string())
-            ))
+            Error::timeout(format!("{ctx}: body read failed: {}", short(&e.to_string())))
+                .with_source(e)
         })? {
             if buf.len() + chunk.len() > cap {
-                return Err(Error::Server(format!(
+                return Err(Error::protocol(format!(
                     "{ctx}: the server sent more than the {want} bytes asked for"
                 )));
             }
@@ -461,7 +505,7 @@ impl Store for S3Store {
         }
         let body = buf.freeze();
         if body.len() as u64 != want {
-            return Err(Error::Timeout(format!(
+            return Err(Error::timeout(format!(
                 "{ctx}: short read: got {} of {want} bytes",
                 body.len()
             )));
@@ -490,6 +534,13 @@ impl Store for S3Store {
         for (k, v) in &opts.metadata {
             req = req.metadata(k, v);
         }
+        if opts.if_none_match {
+            req = req.if_none_match("*");
+        }
+        if let Some(e) = &opts.if_match {
+            req = req.if_match(format!("\"{e}\""));
+        }
+        let conditional = opts.if_none_match || opts.if_match.is_some();
         let out = if md5.is_none() {
             // The body's integrity is the CRC32 header the server checks (and echoes), so
             // the SigV4 SHA-256 of the payload is skipped: it was a third of the CPU of a
@@ -499,7 +550,13 @@ impl Store for S3Store {
         } else {
             req.send().await
         }
-        .map_err(|e| map_err(&ctx, e))?;
+        .map_err(|e| match map_err(&ctx, e) {
+            // On a write, 412 means the condition failed (on a read, the source moved).
+            e if conditional && e.kind() == ErrorKind::SourceChanged => {
+                Error::precondition(e.message().to_string())
+            }
+            e => e,
+        })?;
         match &md5 {
             Some(m) => verify_md5_etag(&ctx, m, out.e_tag()),
             None => verify_echo(&ctx, &data, crc32, out.checksum_crc32(), out.e_tag()),
@@ -520,7 +577,7 @@ impl Store for S3Store {
         let out = req.send().await.map_err(|e| map_err(&ctx, e))?;
         out.upload_id()
             .map(str::to_string)
-            .ok_or_else(|| Error::Server(format!("{ctx}: response had no UploadId")))
+            .ok_or_else(|| Error::protocol(format!("{ctx}: response had no UploadId")))
     }
 
     async fn upload_part(
@@ -563,7 +620,7 @@ impl Store for S3Store {
         let etag = out
             .e_tag()
             .map(str::to_string)
-            .ok_or_else(|| Error::Server(format!("{ctx}: response had no ETag")))?;
+            .ok_or_else(|| Error::protocol(format!("{ctx}: response had no ETag")))?;
         Ok(CompletedPart {
             number,
             etag,
@@ -608,22 +665,9 @@ impl Store for S3Store {
         // The server's whole-object checksum: either composite ("crc-of-crcs-N") or a
         // full-object CRC32. Both are derived from the part CRCs without re-reading.
         if let Some(got) = out.checksum_crc32() {
-            let composite = {
-                let mut h = crc32fast::Hasher::new();
-                for p in parts {
-                    h.update(&p.crc32.to_be_bytes());
-                }
-                format!("{}-{}", crc_b64(h.finalize()), parts.len())
-            };
-            let full = {
-                let mut h = crc32fast::Hasher::new();
-                for p in parts {
-                    h.combine(&crc32fast::Hasher::new_with_initial_len(p.crc32, p.size));
-                }
-                crc_b64(h.finalize())
-            };
+            let (composite, full) = crate::checksum::crc32_of_parts(parts);
             if got != composite && got != full {
-                return Err(Error::ChecksumMismatch(format!(
+                return Err(Error::checksum(format!(
                     "{ctx}: server's object checksum {got} matches neither {composite} nor {full}"
                 )));
             }
@@ -644,7 +688,7 @@ impl Store for S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) => match map_err(&ctx, e) {
-                Error::NotFound(_) => Ok(()),
+                e if e.kind() == ErrorKind::NotFound => Ok(()),
                 other => Err(other),
             },
         }
@@ -684,6 +728,7 @@ impl Store for S3Store {
                         out.push(PendingUpload {
                             key: rel,
                             upload_id: id.to_string(),
+                            initiated_ms: dt_ms(u.initiated()),
                         });
                     }
                 }
@@ -693,8 +738,10 @@ impl Store for S3Store {
             }
             key_marker = res.next_key_marker().map(str::to_string);
             id_marker = res.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() {
-                break;
+            if key_marker.as_deref().unwrap_or("").is_empty() {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the upload listing says it is truncated but gives no next key marker"
+                )));
             }
         }
         Ok(out)
@@ -712,24 +759,26 @@ impl Store for S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) => match map_err(&ctx, e) {
-                Error::NotFound(_) => Ok(()),
+                e if e.kind() == ErrorKind::NotFound => Ok(()),
                 other => Err(other),
             },
         }
     }
 
-    async fn preflight(&self) -> Result<()> {
+    async fn preflight(&self) -> Result<Presence> {
         let ctx = format!("list s3://{}/{}", self.bucket, self.prefix);
-        self.client
+        // Three keys: the prefix's own directory marker and snapferry's reserved objects
+        // do not make a location hold data.
+        let out = self
+            .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
-            .max_keys(1)
+            .max_keys(3)
             .send()
             .await
-            .map(|_| ())
             .map_err(|e| match map_err(&ctx, e) {
-                Error::NoSuchBucket(_) => Error::NoSuchBucket(format!(
+                e if e.kind() == ErrorKind::LocationNotFound => Error::location_not_found(format!(
                     "bucket {:?} does not exist{}; create it or fix the URL",
                     self.bucket,
                     self.endpoint
@@ -738,6 +787,13 @@ impl Store for S3Store {
                         .unwrap_or_default()
                 )),
                 other => other,
-            })
+            })?;
+        let (page, token) = self.page(&ctx, out)?;
+        let data = page.iter().any(|m| !super::is_reserved(&m.key));
+        Ok(if data || token.is_some() {
+            Presence::NotEmpty
+        } else {
+            Presence::Empty
+        })
     }
 }

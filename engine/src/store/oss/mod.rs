@@ -29,11 +29,11 @@ use reqwest::{Method, StatusCode};
 
 use self::sign::{encode_path, encode_query, OssCredentials, SignInput};
 use super::{
-    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, SourceRecord,
-    Store,
+    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
+    SourceRecord, Store,
 };
 use crate::checksum::verify_crc32_then;
-use crate::error::{root_cause, Error, Result};
+use crate::error::{root_cause, Error, ErrorKind, Result};
 
 /// The most parts an OSS multipart upload may have.
 pub const MAX_PARTS: u32 = 10_000;
@@ -73,25 +73,33 @@ impl Endpoint {
     /// Parses `--dst-endpoint` (host or URL) with an optional `--dst-region`.
     pub fn parse(endpoint: &str, region: Option<&str>) -> Result<Self> {
         let ep = endpoint.trim();
+        // Never echo userinfo or a query string: they may hold secrets.
+        let shown = crate::location::redact_url(ep);
         let (scheme, rest) = match ep.split_once("://") {
             Some((s, r)) if s == "http" || s == "https" => (s.to_string(), r),
             Some((s, _)) => {
-                return Err(Error::InvalidInput(format!(
-                    "OSS endpoint {endpoint:?} has scheme {s:?}; use oss-REGION.aliyuncs.com or an http(s):// URL"
+                return Err(Error::invalid_input(format!(
+                    "OSS endpoint {shown:?} has scheme {:?}; use oss-REGION.aliyuncs.com or an http(s):// URL",
+                    crate::location::redact_url(s)
                 )))
             }
             None => ("https".to_string(), ep),
         };
         let host = rest.split('/').next().unwrap_or("").to_string();
-        if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
-            return Err(Error::InvalidInput(format!(
-                "OSS endpoint {endpoint:?} has no host; write e.g. oss-cn-hangzhou.aliyuncs.com"
+        if host.contains('@') || rest.contains(['?', '#']) {
+            return Err(Error::invalid_input(format!(
+                "OSS endpoint {shown:?} carries credentials or a query string; give only the host (e.g. oss-cn-hangzhou.aliyuncs.com) and the credentials in the environment (SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY)"
+            )));
+        }
+        if host.is_empty() || host.contains(' ') {
+            return Err(Error::invalid_input(format!(
+                "OSS endpoint {shown:?} has no host; write e.g. oss-cn-hangzhou.aliyuncs.com"
             )));
         }
         let bare = host.split(':').next().unwrap_or("").to_ascii_lowercase();
         if bare.starts_with("s3.oss-") {
-            return Err(Error::InvalidInput(format!(
-                "{endpoint:?} is OSS's S3-compatible endpoint; use an s3:// URL with it, or the native endpoint {} with oss://",
+            return Err(Error::invalid_input(format!(
+                "{shown:?} is OSS's S3-compatible endpoint; use an s3:// URL with it, or the native endpoint {} with oss://",
                 &bare[3..]
             )));
         }
@@ -105,13 +113,13 @@ impl Endpoint {
             (Some(r), _) if !r.is_empty() => r.trim_start_matches("oss-").to_string(),
             (_, Some(d)) => d,
             (_, None) if aliyun => {
-                return Err(Error::InvalidInput(format!(
-                    "cannot derive the OSS region from {endpoint:?}; give it with --dst-region (e.g. cn-hangzhou)"
+                return Err(Error::invalid_input(format!(
+                    "cannot derive the OSS region from {shown:?}; give it with --src-region/--dst-region (e.g. cn-hangzhou)"
                 )))
             }
             (_, None) => {
                 // A custom (test or proxy) endpoint: the region only scopes the signature.
-                tracing::debug!("no OSS region given for {endpoint}; signing for cn-hangzhou");
+                tracing::debug!("no OSS region given for {shown}; signing for cn-hangzhou");
                 "cn-hangzhou".to_string()
             }
         };
@@ -183,8 +191,8 @@ impl OssStore {
     /// Builds the client (no request is sent).
     pub fn new(cfg: OssConfig) -> Result<Self> {
         if cfg.bucket.is_empty() {
-            return Err(Error::InvalidInput(
-                "missing OSS bucket; write oss://BUCKET[/PREFIX]".into(),
+            return Err(Error::invalid_input(
+                "missing OSS bucket; write oss://BUCKET[/PREFIX]",
             ));
         }
         let http = reqwest::Client::builder()
@@ -192,7 +200,7 @@ impl OssStore {
             .read_timeout(Duration::from_secs(120))
             .no_proxy()
             .build()
-            .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
         Ok(OssStore {
             http,
             cfg,
@@ -275,9 +283,9 @@ impl OssStore {
         let mut req = self.http.request(method.clone(), self.url(full_key, query));
         for (k, v) in headers.iter().chain(signed.headers.iter()) {
             let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| Error::InvalidInput(format!("{ctx}: bad header {k:?}: {e}")))?;
+                .map_err(|e| Error::invalid_input(format!("{ctx}: bad header {k:?}: {e}")))?;
             let value = HeaderValue::from_str(v).map_err(|e| {
-                Error::InvalidInput(format!("{ctx}: bad value for header {k}: {e}"))
+                Error::invalid_input(format!("{ctx}: bad value for header {k}: {e}"))
             })?;
             req = req.header(name, value);
         }
@@ -289,15 +297,25 @@ impl OssStore {
         } else if method == Method::PUT || method == Method::POST {
             req = req.header(reqwest::header::CONTENT_LENGTH, "0");
         }
-        let resp = req.send().await.map_err(|e| transport_error(ctx, &e))?;
+        let resp = req.send().await.map_err(|e| transport_error(ctx, e))?;
         let status = resp.status();
         let h = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| {
-            Error::Timeout(format!(
+            Error::timeout(format!(
                 "{ctx}: reading the response failed: {}",
                 root_cause(&e)
             ))
+            .with_source(e)
         })?;
+        // Every OSS answer carries a request id; a web server, proxy page or another
+        // service at the endpoint does not. Such an answer is never taken for OSS's.
+        if header(&h, "x-oss-request-id").is_none() {
+            return Err(Error::protocol(format!(
+                "{ctx}: HTTP {} from {} without an x-oss-request-id: the endpoint does not speak OSS",
+                status.as_u16(),
+                self.cfg.endpoint.host
+            )));
+        }
         if status.is_success() {
             return Ok(Resp { headers: h, body });
         }
@@ -346,22 +364,23 @@ impl OssStore {
                     self.clock_offset.store(offset, Ordering::Relaxed);
                     tracing::warn!("OSS says our clock is skewed; signing with an offset of {offset}s from now on");
                 }
-                Error::ClockSkew(detail)
+                Error::clock_skew(detail)
             }
-            (_, "NoSuchBucket") => Error::NoSuchBucket(detail),
-            (404, _) => Error::NotFound(detail),
-            (412, _) | (_, "PreconditionFailed") => Error::SourceChanged(detail),
-            (_, "InvalidDigest") | (_, "BadDigest") => Error::ChecksumMismatch(detail),
-            (429, _) | (503, _) => Error::Throttled {
-                message: detail,
-                retry_after: header(h, "x-oss-qos-delay-time")
+            (_, "NoSuchBucket") => Error::location_not_found(detail),
+            (_, "FileAlreadyExists") => Error::precondition(detail),
+            (404, _) => Error::not_found(detail),
+            (412, _) | (_, "PreconditionFailed") => Error::source_changed(detail),
+            (_, "InvalidDigest") | (_, "BadDigest") => Error::checksum(detail),
+            (429, _) | (503, _) => Error::throttled(
+                detail,
+                header(h, "x-oss-qos-delay-time")
                     .and_then(|v| v.parse::<u64>().ok())
                     .map(Duration::from_millis),
-            },
-            (401, _) | (403, _) => Error::AccessDenied(detail),
-            (408, _) | (_, "RequestTimeout") => Error::Timeout(detail),
-            (s, _) if s >= 500 => Error::Server(detail),
-            _ => Error::Other(detail),
+            ),
+            (401, _) | (403, _) => Error::access_denied(detail),
+            (408, _) | (_, "RequestTimeout") => Error::timeout(detail),
+            (s, _) if s >= 500 => Error::server(detail),
+            _ => Error::other(detail),
         }
     }
 
@@ -373,7 +392,7 @@ impl OssStore {
                 || k.is_empty()
                 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "user metadata name {k:?} is not valid for OSS (letters, digits and '-' only)"
                 )));
             }
@@ -381,35 +400,75 @@ impl OssStore {
             out.push((format!("x-oss-meta-{}", k.to_ascii_lowercase()), v.clone()));
         }
         if total > MAX_USER_METADATA {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "user metadata of {total} bytes exceeds OSS's 8 KiB limit"
             )));
         }
         Ok(out)
     }
 
+    /// One ListObjectsV2 page as our entries, and the continuation token when the listing
+    /// goes on. A document that is not a `<ListBucketResult>`, a key outside the prefix,
+    /// or a truncated page without a token is a protocol error, never a shorter listing.
+    fn page(&self, ctx: &str, body: &[u8]) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+        let out: xml::ListBucketResult = xml::parse(ctx, body, "ListBucketResult")?;
+        let mut page = Vec::with_capacity(out.contents.len());
+        for c in out.contents {
+            let full = url_decode(&c.key);
+            let Some(key) = full.strip_prefix(self.cfg.prefix.as_str()) else {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the server listed {full:?}, outside the prefix asked for"
+                )));
+            };
+            if key.is_empty() {
+                continue; // the prefix's own "directory" marker
+            }
+            page.push(ObjectMeta {
+                key: key.to_string(),
+                size: c.size,
+                mtime_ms: c.last_modified.as_deref().and_then(iso_ms),
+                etag: c.etag.as_deref().map(normalize_etag),
+                ..Default::default()
+            });
+        }
+        let token = match (out.is_truncated, out.next_continuation_token) {
+            (false, _) => None,
+            (true, Some(t)) if !t.is_empty() => Some(url_decode(&t)),
+            (true, _) => {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the listing says it is truncated but gives no continuation token"
+                )))
+            }
+        };
+        Ok((page, token))
+    }
+
     fn check_crc(ctx: &str, h: &HeaderMap, want: u64) -> Result<()> {
         match header(h, "x-oss-hash-crc64ecma").map(|v| v.parse::<u64>()) {
             Some(Ok(got)) if got == want => Ok(()),
-            Some(Ok(got)) => Err(Error::ChecksumMismatch(format!(
+            Some(Ok(got)) => Err(Error::checksum(format!(
                 "{ctx}: server CRC-64 {got} differs from the {want} of the bytes sent"
             ))),
-            _ => Err(Error::ChecksumMismatch(format!(
+            _ => Err(Error::checksum(format!(
                 "{ctx}: server returned no usable x-oss-hash-crc64ecma"
             ))),
         }
     }
 }
 
-fn transport_error(ctx: &str, e: &reqwest::Error) -> Error {
-    let cause = root_cause(e);
-    if e.is_timeout() {
-        Error::Timeout(format!("{ctx}: timed out: {cause}"))
+/// A request that got no answer, classified by reqwest's own error kinds.
+fn transport_error(ctx: &str, e: reqwest::Error) -> Error {
+    let cause = root_cause(&e);
+    let err = if e.is_timeout() {
+        Error::timeout(format!("{ctx}: timed out: {cause}"))
     } else if e.is_connect() {
-        Error::Unreachable(format!("{ctx}: {cause}"))
+        Error::unreachable(format!("{ctx}: {cause}"))
+    } else if e.is_builder() {
+        Error::invalid_input(format!("{ctx}: {cause}"))
     } else {
-        Error::Timeout(format!("{ctx}: connection error: {cause}"))
-    }
+        Error::timeout(format!("{ctx}: connection error: {cause}"))
+    };
+    err.with_source(e)
 }
 
 fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -459,31 +518,11 @@ impl Store for OssStore {
             let res = self
                 .send(&ctx, Method::GET, "", &query, &[], None)
                 .await
-                .and_then(|r| {
-                    quick_xml::de::from_str::<xml::ListBucketResult>(&String::from_utf8_lossy(
-                        &r.body,
-                    ))
-                    .map_err(|e| Error::Server(format!("{ctx}: unreadable listing: {e}")))
-                });
+                .and_then(|r| self.page(&ctx, &r.body));
             match res {
-                Ok(out) => {
-                    let page = out
-                        .contents
-                        .into_iter()
-                        .filter_map(|c| {
-                            let full = url_decode(&c.key);
-                            let key = full.strip_prefix(self.cfg.prefix.as_str())?.to_string();
-                            (!key.is_empty()).then(|| ObjectMeta {
-                                key,
-                                size: c.size,
-                                mtime_ms: c.last_modified.as_deref().and_then(iso_ms),
-                                etag: c.etag.as_deref().map(normalize_etag),
-                                record: None,
-                            })
-                        })
-                        .collect();
-                    st.token = out.next_continuation_token.map(|t| url_decode(&t));
-                    st.done = !out.is_truncated || st.token.is_none();
+                Ok((page, token)) => {
+                    st.done = token.is_none();
+                    st.token = token;
                     Some((Ok(page), st))
                 }
                 Err(e) => {
@@ -505,17 +544,22 @@ impl Store for OssStore {
                 let record = SourceRecord::from_metadata(h.iter().filter_map(|(k, v)| {
                     Some((k.as_str().strip_prefix("x-oss-meta-")?, v.to_str().ok()?))
                 }));
+                let Some(size) = header(h, "content-length").and_then(|v| v.parse().ok()) else {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the answer has no valid Content-Length"
+                    )));
+                };
                 Ok(Some(ObjectMeta {
                     key: key.to_string(),
-                    size: header(h, "content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
+                    size,
                     mtime_ms: header(h, "last-modified").and_then(http_date_ms),
                     etag: header(h, "etag").map(normalize_etag),
                     record,
+                    crc64: header(h, "x-oss-hash-crc64ecma").and_then(|v| v.parse().ok()),
+                    ..Default::default()
                 }))
             }
-            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -545,7 +589,7 @@ impl Store for OssStore {
             .send(&ctx, Method::GET, &self.full_key(key), &[], &headers, None)
             .await?;
         if r.body.len() as u64 != want {
-            return Err(Error::Timeout(format!(
+            return Err(Error::timeout(format!(
                 "{ctx}: short read: got {} of {want} bytes",
                 r.body.len()
             )));
@@ -555,7 +599,20 @@ impl Store for OssStore {
 
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let ctx = self.ctx("put", key);
-        let headers = Self::meta_headers(opts)?;
+        let mut headers = Self::meta_headers(opts)?;
+        if opts.if_none_match {
+            headers.push(("x-oss-forbid-overwrite".into(), "true".into()));
+        }
+        if let Some(want) = &opts.if_match {
+            // OSS has no conditional overwrite: compare first. A writer racing between
+            // the HEAD and the PUT is not caught here; the lease re-reads after writing.
+            let current = self.head(key).await?.and_then(|m| m.etag);
+            if current.as_deref() != Some(want.as_str()) {
+                return Err(Error::precondition(format!(
+                    "{ctx}: the object's ETag is {current:?}, not {want:?}"
+                )));
+            }
+        }
         let want = verify_crc32_then(&ctx, &data, crc32, crc64).await?;
         let r = self
             .send(
@@ -584,8 +641,7 @@ impl Store for OssStore {
             )
             .await?;
         let x: xml::InitiateMultipartUploadResult =
-            quick_xml::de::from_str(&String::from_utf8_lossy(&r.body))
-                .map_err(|e| Error::Server(format!("{ctx}: unreadable response: {e}")))?;
+            xml::parse(&ctx, &r.body, "InitiateMultipartUploadResult")?;
         Ok(x.upload_id)
     }
 
@@ -599,12 +655,12 @@ impl Store for OssStore {
     ) -> Result<CompletedPart> {
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         if !(1..=MAX_PARTS).contains(&number) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{ctx}: part numbers run 1..10000"
             )));
         }
         if data.len() as u64 > MAX_PART {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{ctx}: a part may hold at most 5 GiB"
             )));
         }
@@ -624,7 +680,7 @@ impl Store for OssStore {
         Self::check_crc(&ctx, &r.headers, want)?;
         let etag = header(&r.headers, "etag")
             .map(str::to_string)
-            .ok_or_else(|| Error::Server(format!("{ctx}: response had no ETag")))?;
+            .ok_or_else(|| Error::protocol(format!("{ctx}: response had no ETag")))?;
         Ok(CompletedPart {
             number,
             etag,
@@ -644,7 +700,7 @@ impl Store for OssStore {
         let ctx = self.ctx("complete-multipart", key);
         for w in parts.windows(2) {
             if w[0].size < MIN_PART || w[0].number >= w[1].number {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "{ctx}: parts must ascend and all but the last hold at least 100 KiB"
                 )));
             }
@@ -675,7 +731,7 @@ impl Store for OssStore {
             .await?;
         match whole {
             Some(w) => Self::check_crc(&ctx, &r.headers, w),
-            None => Err(Error::ChecksumMismatch(format!(
+            None => Err(Error::checksum(format!(
                 "{ctx}: a part has no CRC-64 to check the object against"
             ))),
         }
@@ -694,7 +750,8 @@ impl Store for OssStore {
             )
             .await
         {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -716,22 +773,27 @@ impl Store for OssStore {
             }
             let r = self.send(&ctx, Method::GET, "", &query, &[], None).await?;
             let x: xml::ListMultipartUploadsResult =
-                quick_xml::de::from_str(&String::from_utf8_lossy(&r.body))
-                    .map_err(|e| Error::Server(format!("{ctx}: unreadable response: {e}")))?;
+                xml::parse(&ctx, &r.body, "ListMultipartUploadsResult")?;
             for u in x.upload {
                 if let Some(rel) = url_decode(&u.key).strip_prefix(self.cfg.prefix.as_str()) {
                     out.push(PendingUpload {
                         key: rel.to_string(),
                         upload_id: u.upload_id,
+                        initiated_ms: u.initiated.as_deref().and_then(iso_ms),
                     });
                 }
             }
             match (x.is_truncated, x.next_key_marker) {
+                (false, _) => break,
                 (true, Some(k)) if !k.is_empty() => {
                     key_marker = url_decode(&k);
                     id_marker = x.next_upload_id_marker.unwrap_or_default();
                 }
-                _ => break,
+                (true, _) => {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the upload listing says it is truncated but gives no next key marker"
+                    )))
+                }
             }
         }
         Ok(out)
@@ -743,26 +805,39 @@ impl Store for OssStore {
             .send(&ctx, Method::DELETE, &self.full_key(key), &[], &[], None)
             .await
         {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    async fn preflight(&self) -> Result<()> {
+    async fn preflight(&self) -> Result<Presence> {
         let ctx = format!("list oss://{}/{}", self.cfg.bucket, self.cfg.prefix);
+        // Three keys: the prefix's own directory marker and snapferry's reserved objects
+        // do not make a location hold data.
         let query = q(&[
             ("list-type", "2"),
             ("prefix", &self.cfg.prefix),
-            ("max-keys", "1"),
+            ("max-keys", "3"),
+            ("encoding-type", "url"),
         ]);
-        match self.send(&ctx, Method::GET, "", &query, &[], None).await {
-            Ok(_) => Ok(()),
-            Err(Error::NoSuchBucket(_)) => Err(Error::NoSuchBucket(format!(
-                "bucket {:?} does not exist at {}; create it or fix the URL",
-                self.cfg.bucket, self.cfg.endpoint.host
-            ))),
-            Err(e) => Err(e),
-        }
+        let r = match self.send(&ctx, Method::GET, "", &query, &[], None).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::LocationNotFound => {
+                return Err(Error::location_not_found(format!(
+                    "bucket {:?} does not exist at {}; create it or fix the URL",
+                    self.cfg.bucket, self.cfg.endpoint.host
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let (page, token) = self.page(&ctx, &r.body)?;
+        let data = page.iter().any(|m| !super::is_reserved(&m.key));
+        Ok(if data || token.is_some() {
+            Presence::NotEmpty
+        } else {
+            Presence::Empty
+        })
     }
 }
 
@@ -840,12 +915,12 @@ mod tests {
         );
         let bad = PutOptions {
             metadata: vec![("has_underscore".into(), "v".into())],
-            mtime_ms: None,
+            ..Default::default()
         };
         assert!(OssStore::meta_headers(&bad).is_err());
         let big = PutOptions {
             metadata: vec![("big".into(), "v".repeat(9000))],
-            mtime_ms: None,
+            ..Default::default()
         };
         assert!(OssStore::meta_headers(&big).is_err());
         assert_eq!(url_decode("a%2Bb+c%20d"), "a+b c d");

@@ -1,6 +1,48 @@
 //! OSS response bodies (XML), deserialized with quick-xml's serde support.
+//!
+//! serde ignores the document's root element name, so an HTML page or another API's
+//! document would deserialize into an empty listing: [`parse`] checks the root first.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The name of the document's root element, if the body is XML at all.
+pub fn root_name(body: &[u8]) -> Option<String> {
+    let mut r = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    loop {
+        match r.read_event_into(&mut buf) {
+            Ok(quick_xml::events::Event::Start(e)) | Ok(quick_xml::events::Event::Empty(e)) => {
+                return Some(String::from_utf8_lossy(e.name().as_ref()).into_owned())
+            }
+            Ok(quick_xml::events::Event::Eof) | Err(_) => return None,
+            Ok(quick_xml::events::Event::DocType(_)) => return None, // HTML
+            Ok(_) => {}
+        }
+        buf.clear();
+    }
+}
+
+/// Deserializes `body` as the document `root`; anything else is a protocol error.
+pub fn parse<T: DeserializeOwned>(ctx: &str, body: &[u8], root: &str) -> Result<T> {
+    match root_name(body) {
+        Some(r) if r == root => {}
+        Some(r) => {
+            return Err(Error::protocol(format!(
+                "{ctx}: the answer is a <{r}> document, not OSS's <{root}>"
+            )))
+        }
+        None => {
+            return Err(Error::protocol(format!(
+                "{ctx}: the answer is not XML (an HTML page or other text), not OSS's <{root}>"
+            )))
+        }
+    }
+    quick_xml::de::from_str(&String::from_utf8_lossy(body))
+        .map_err(|e| Error::protocol(format!("{ctx}: unreadable <{root}>: {e}")).with_source(e))
+}
 
 /// `<Error>` bodies (and the base64 `x-oss-err` header of HEAD responses).
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +102,8 @@ pub struct ListMultipartUploadsResult {
 pub struct Upload {
     pub key: String,
     pub upload_id: String,
+    #[serde(default)]
+    pub initiated: Option<String>,
 }
 
 /// Escapes text for an XML element body.
@@ -98,5 +142,27 @@ mod tests {
         )
         .unwrap();
         assert!(empty.contents.is_empty());
+    }
+
+    #[test]
+    fn only_the_api_document_is_accepted() {
+        use crate::error::ErrorKind;
+        let ok: ListBucketResult = parse(
+            "list",
+            b"<?xml version=\"1.0\"?>\n<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+            "ListBucketResult",
+        )
+        .unwrap();
+        assert!(ok.contents.is_empty());
+        for body in [
+            &b"<!DOCTYPE html><html><body>It works</body></html>"[..],
+            b"<html><body>hi</body></html>",
+            b"<ListAllMyBucketsResult></ListAllMyBucketsResult>",
+            b"not xml at all",
+            b"",
+        ] {
+            let e = parse::<ListBucketResult>("list", body, "ListBucketResult").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{}", String::from_utf8_lossy(body));
+        }
     }
 }

@@ -1,0 +1,76 @@
+//! Exit codes, a contract with scripts, and the one mapping from error kinds to them.
+//!
+//! - `0` everything in sync (or the command's check passed);
+//! - `1` some objects failed, the run was interrupted, or a check found problems;
+//! - `2` bad usage or configuration (also: a location that holds no repository where one
+//!   is needed, another repository at the destination, overlapping locations);
+//! - `3` cannot reach or authenticate to a store or cluster, the bucket or source
+//!   location does not exist, or the endpoint does not answer as the API does;
+//! - `4` another snapferry run holds the destination's lease.
+
+use snapferry_engine::error::{Error, ErrorKind};
+
+/// Success.
+pub const OK: u8 = 0;
+/// Objects failed, the run was interrupted, or a check found problems.
+pub const FAILED: u8 = 1;
+/// Bad usage or configuration.
+pub const USAGE: u8 = 2;
+/// Cannot reach or authenticate to a store or cluster.
+pub const STORE: u8 = 3;
+/// Another run holds the destination.
+pub const LOCKED: u8 = 4;
+
+/// The exit code for an error kind.
+pub fn code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput | ErrorKind::NoRepository => USAGE,
+        ErrorKind::AccessDenied
+        | ErrorKind::Unreachable
+        | ErrorKind::LocationNotFound
+        | ErrorKind::Protocol
+        | ErrorKind::Timeout => STORE,
+        ErrorKind::Locked => LOCKED,
+        _ => FAILED,
+    }
+}
+
+/// The exit code for an error.
+pub fn for_error(e: &Error) -> u8 {
+    code(e.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_documented_code() {
+        let table = [
+            (ErrorKind::NotFound, FAILED),
+            (ErrorKind::LocationNotFound, STORE),
+            (ErrorKind::AccessDenied, STORE),
+            (ErrorKind::InvalidInput, USAGE),
+            (ErrorKind::Unreachable, STORE),
+            (ErrorKind::Throttled, FAILED),
+            (ErrorKind::Timeout, STORE),
+            (ErrorKind::Server, FAILED),
+            (ErrorKind::ClockSkew, FAILED),
+            (ErrorKind::ChecksumMismatch, FAILED),
+            (ErrorKind::SourceChanged, FAILED),
+            (ErrorKind::Protocol, STORE),
+            (ErrorKind::Cluster, FAILED),
+            (ErrorKind::NoRepository, USAGE),
+            (ErrorKind::RepositoryFormat, FAILED),
+            (ErrorKind::PreconditionFailed, FAILED),
+            (ErrorKind::Locked, LOCKED),
+            (ErrorKind::Cancelled, FAILED),
+            (ErrorKind::Io, FAILED),
+            (ErrorKind::Other, FAILED),
+        ];
+        assert_eq!(table.len(), ErrorKind::ALL.len(), "every kind is in the table");
+        for (k, want) in table {
+            assert_eq!(code(k), want, "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! One writer per destination: a lease object, `.snapferry-lease`, at the destination's
+//! root, held for the whole run.
+//!
+//! Two scheduled rounds on one destination would both copy everything, and the second
+//! would abort the first one's in-flight uploads as "stale". The lease prevents it:
+//!
+//! - **Acquire**: read the lease; if a live holder has it, stop with [`ErrorKind::Locked`]
+//!   naming the holder. If there is none, create it with a create-if-absent write (S3
+//!   `If-None-Match: *`, OSS `x-oss-forbid-overwrite`, a hard link on a directory), so
+//!   two runs starting at the same instant cannot both succeed. A lease past its expiry,
+//!   or held by a process of this host that no longer runs (a `kill -9`), is taken over
+//!   (an `If-Match` overwrite where the store has ETags, else compare-then-replace).
+//!   After writing, the lease is read back: only the run whose id is there proceeds.
+//! - **Renew**: every third of the time to live; each renewal first checks that the
+//!   lease is still ours. A run that finds it taken, or cannot renew before it expires,
+//!   cancels itself (it fences itself off rather than race a newer holder).
+//! - **Release**: at the end of the run (also after errors and Ctrl-C), deleted if ours.
+//!
+//! Limits, plainly: a store that ignores conditional writes (some S3 emulations) could
+//! let two runs starting within the same few milliseconds both write; the read-back and
+//! the first renewal then stop one of them. Expiry compares the holder's clock with
+//! ours, so hosts need roughly synchronised clocks (NTP); liveness by PID works only
+//! for holders on the same host.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{PutOptions, Store, LEASE_KEY};
+
+/// Default time to live of a lease (renewed every third of it while the run lasts).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+/// The shortest time to live accepted (tests use short ones).
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Who holds a lease: what the lease object says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    /// Random id of the holding run.
+    pub id: String,
+    /// Host name of the holder.
+    pub host: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// Start time of that process (Linux: clock ticks after boot), to tell a reused pid.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// When the run took the lease (Unix ms).
+    pub started_ms: i64,
+    /// Last renewal (Unix ms).
+    pub renewed_ms: i64,
+    /// The lease is free after this instant (Unix ms) unless renewed.
+    pub expires_ms: i64,
+    /// snapferry version of the holder.
+    #[serde(default)]
+    pub version: String,
+}
+
+impl Holder {
+    /// One line naming the holder, for the "destination in use" error.
+    pub fn describe(&self, now_ms: i64) -> String {
+        format!(
+            "held by {} pid {} since {} (run {}), lease {}",
+            self.host,
+            self.pid,
+            rfc3339(self.started_ms),
+            self.id,
+            if self.expires_ms > now_ms {
+                format!(
+                    "expires in {}s unless renewed",
+                    (self.expires_ms - now_ms + 999) / 1000
+                )
+            } else {
+                "expired".into()
+            }
+        )
+    }
+}
+
+/// What held the lease before this run took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// Nobody (or a run that released it).
+    None,
+    /// A holder that let it expire (crashed elsewhere, or stopped).
+    Expired(Holder),
+    /// A holder on this host whose process is gone (killed): everything it left is stale.
+    Dead(Holder),
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn now_ms() -> i64 {
+    crate::store::fs::now_ms()
+}
+
+/// This host's name (Linux: the kernel's; else `HOSTNAME`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it runs.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields
+    // after its closing parenthesis, where field 3 is the first.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the holder is provably gone: same host, and its process no longer runs (or
+/// the pid now belongs to a process started at another time). `None`: cannot tell.
+fn holder_is_dead(h: &Holder, host: &str) -> Option<bool> {
+    if h.host != host || !std::path::Path::new("/proc/self/stat").exists() {
+        return None;
+    }
+    match (process_start(h.pid), h.pid_start) {
+        (None, _) => Some(true),
+        (Some(now), Some(then)) => Some(now != then),
+        (Some(_), None) => Some(false),
+    }
+}
+
+/// Reads the lease: its holder and ETag, or `None` when there is none.
+async fn read(store: &dyn Store) -> Result<Option<(Holder, Option<String>)>> {
+    let Some(m) = store.head(LEASE_KEY).await? else {
+        return Ok(None);
+    };
+    let body = match store.get_range(LEASE_KEY, 0..m.size, None).await {
+        Ok(b) => b,
+        // Released between the HEAD and the GET.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let h: Holder = serde_json::from_slice(&body).map_err(|e| {
+        Error::locked(format!(
+            "{} holds a {LEASE_KEY} that is not a snapferry lease ({e}); if no snapferry run uses this destination, delete that object",
+            store.describe()
+        ))
+    })?;
+    Ok(Some((h, m.etag)))
+}
+
+async fn write(store: &dyn Store, h: &Holder, opts: PutOptions) -> Result<()> {
+    let body = serde_json::to_vec_pretty(h)
+        .map_err(|e| Error::other(format!("cannot encode the lease: {e}")))?;
+    let data = Bytes::from(body);
+    let crc = crc32fast::hash(&data);
+    store.put(LEASE_KEY, data, crc, &opts).await
+}
+
+/// Reads who holds the destination's lease, without taking it (`--dry-run`).
+pub async fn peek(store: &dyn Store) -> Result<Option<Holder>> {
+    Ok(read(store).await?.map(|(h, _)| h).filter(|h| {
+        h.expires_ms > now_ms() && holder_is_dead(h, &host_name()) != Some(true)
+    }))
+}
+
+/// A held lease; renewed in the background until [`Lease::release`].
+pub struct Lease {
+    store: Arc<dyn Store>,
+    holder: Arc<Mutex<Holder>>,
+    lost: Arc<Mutex<Option<String>>>,
+    stop: CancellationToken,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Takes the lease of `store` (a destination; give it a store whose requests survive
+    /// cancellation, so that release works after Ctrl-C). When the lease is lost later,
+    /// `on_lost` is cancelled. Fails with [`ErrorKind::Locked`] naming a live holder.
+    pub async fn acquire(
+        store: Arc<dyn Store>,
+        ttl: Duration,
+        on_lost: CancellationToken,
+    ) -> Result<(Lease, Previous)> {
+        let ttl = ttl.max(MIN_TTL);
+        let host = host_name();
+        let pid = std::process::id();
+        let start = now_ms();
+        let me = Holder {
+            id: format!("{:016x}", rand::random::<u64>()),
+            host: host.clone(),
+            pid,
+            pid_start: process_start(pid),
+            started_ms: start,
+            renewed_ms: start,
+            expires_ms: start + ttl.as_millis() as i64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut previous = Previous::None;
+        // A few rounds: a competitor may create or release the lease between our read
+        // and our write; each round re-reads.
+        for _ in 0..4 {
+            let now = now_ms();
+            let written = match read(store.as_ref()).await? {
+                None => {
+                    write(
+                        store.as_ref(),
+                        &me,
+                        PutOptions {
+                            if_none_match: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
+                Some((h, etag)) => {
+                    let dead = holder_is_dead(&h, &host) == Some(true);
+                    if h.expires_ms > now && !dead {
+                        return Err(Error::locked(format!(
+                            "another snapferry run is writing to {} ({}); wait for it to finish (a crashed holder's lease is taken over once it expires)",
+                            store.describe(),
+                            h.describe(now)
+                        )));
+                    }
+                    previous = if dead {
+                        Previous::Dead(h.clone())
+                    } else {
+                        Previous::Expired(h.clone())
+                    };
+                    take_over(store.as_ref(), &me, &h, etag).await
+                }
+            };
+            match written {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
+                Err(e) => return Err(e),
+            }
+            // Read back: only the run whose id is there proceeds.
+            match read(store.as_ref()).await? {
+                Some((h, _)) if h.id == me.id => {
+                    let lease = Lease::start(store, me, ttl, on_lost);
+                    return Ok((lease, previous));
+                }
+                Some((h, _)) => {
+                    return Err(Error::locked(format!(
+                        "another snapferry run took {} at the same moment ({})",
+                        store.describe(),
+                        h.describe(now_ms())
+                    )))
+                }
+                None => continue,
+            }
+        }
+        Err(Error::locked(format!(
+            "could not take the lease of {}: other runs keep taking and releasing it",
+            store.describe()
+        )))
+    }
+
+    fn start(store: Arc<dyn Store>, me: Holder, ttl: Duration, on_lost: CancellationToken) -> Lease {
+        let holder = Arc::new(Mutex::new(me));
+        let lost = Arc::new(Mutex::new(None));
+        let stop = CancellationToken::new();
+        let renewer = tokio::spawn(renew_loop(
+            store.clone(),
+            holder.clone(),
+            lost.clone(),
+            ttl,
+            stop.clone(),
+            on_lost,
+        ));
+        Lease {
+            store,
+            holder,
+            lost,
+            stop,
+            renewer,
+        }
+    }
+
+    /// Why the lease was lost during the run, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The holder record of this run.
+    pub fn holder(&self) -> Option<Holder> {
+        self.holder.lock().ok().map(|h| h.clone())
+    }
+
+    /// Stops renewing and deletes the lease if it is still ours.
+    pub async fn release(self) {
+        let Lease {
+            store,
+            holder,
+            stop,
+            renewer,
+            ..
+        } = self;
+        stop.cancel();
+        let _ = renewer.await;
+        let Some(me) = holder.lock().ok().map(|h| h.clone()) else {
+            return;
+        };
+        match read(store.as_ref()).await {
+            Ok(Some((h, _))) if h.id == me.id => {
+                if let Err(e) = store.delete(LEASE_KEY).await {
+                    tracing::warn!(
+                        "could not release the lease {LEASE_KEY} ({e}); the next run takes it over once it expires"
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "could not read the lease {LEASE_KEY} to release it ({e}); it expires on its own"
+            ),
+        }
+    }
+}
+
+/// Replaces `old` (expired or dead) with `me`: an `If-Match` overwrite where the store
+/// gives ETags, else re-check and replace (delete, then create-if-absent).
+async fn take_over(store: &dyn Store, me: &Holder, old: &Holder, etag: Option<String>) -> Result<()> {
+    tracing::info!(
+        "taking over the lease of {} ({})",
+        store.describe(),
+        old.describe(now_ms())
+    );
+    if let Some(etag) = etag {
+        return write(
+            store,
+            me,
+            PutOptions {
+                if_match: Some(etag),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    match read(store).await? {
+        Some((h, _)) if &h == old => store.delete(LEASE_KEY).await?,
+        // Changed under us: let the caller read again.
+        Some(_) => return Err(Error::precondition("the lease changed while taking it over")),
+        None => {}
+    }
+    write(
+        store,
+        me,
+        PutOptions {
+            if_none_match: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn renew_loop(
+    store: Arc<dyn Store>,
+    holder: Arc<Mutex<Holder>>,
+    lost: Arc<Mutex<Option<String>>>,
+    ttl: Duration,
+    stop: CancellationToken,
+    on_lost: CancellationToken,
+) {
+    let every = ttl / 3;
+    let lose = |why: String| {
+        tracing::warn!("lost the destination lease: {why}");
+        if let Ok(mut l) = lost.lock() {
+            l.get_or_insert(why);
+        }
+        on_lost.cancel();
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(mut me) = holder.lock().ok().map(|h| h.clone()) else {
+            return;
+        };
+        let renewed = async {
+            let etag = match read(store.as_ref()).await? {
+                Some((h, etag)) if h.id == me.id => etag,
+                Some((h, _)) => {
+                    return Ok(Err(format!(
+                        "another run took it over ({})",
+                        h.describe(now_ms())
+                    )))
+                }
+                None => return Ok(Err("it was deleted by someone else".to_string())),
+            };
+            let now = now_ms();
+            me.renewed_ms = now;
+            me.expires_ms = now + ttl.as_millis() as i64;
+            match write(
+                store.as_ref(),
+                &me,
+                PutOptions {
+                    if_match: etag,
+                    ..Default::default()
+                },
+            )
+            .await
+            {
+                Ok(()) => Ok(Ok(me.clone())),
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                    Ok(Err("it changed while being renewed".to_string()))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        match renewed {
+            Ok(Ok(new)) => {
+                if let Ok(mut h) = holder.lock() {
+                    *h = new;
+                }
+            }
+            Ok(Err(why)) => {
+                lose(why);
+                return;
+            }
+            Err(e) => {
+                // Transient trouble: keep trying until the lease would expire, then fence
+                // ourselves off (another run may take it over from then on).
+                let expires = holder.lock().map(|h| h.expires_ms).unwrap_or(0);
+                if now_ms() + every.as_millis() as i64 >= expires {
+                    lose(format!("it could not be renewed before it expired ({e})"));
+                    return;
+                }
+                tracing::warn!("could not renew the destination lease ({e}); trying again");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fs::FsStore;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_release_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(dir.path()));
+        let (a, prev) = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(prev, Previous::None);
+        let e = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .err()
+            .expect("second run refused");
+        assert_eq!(e.kind(), ErrorKind::Locked);
+        assert!(e.to_string().contains(&host_name()), "{e}");
+        assert!(peek(store.as_ref()).await.unwrap().is_some());
+        a.release().await;
+        assert!(store.head(LEASE_KEY).await.unwrap().is_none());
+        let (b, prev) = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(prev, Previous::None);
+        b.release().await;
+    }
+
+    #[tokio::test]
+    async fn expired_and_dead_holders_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(dir.path()));
+        let now = now_ms();
+        let foreign = Holder {
+            id: "old".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            pid_start: None,
+            started_ms: now - 10_000,
+            renewed_ms: now - 10_000,
+            expires_ms: now - 1,
+            version: "0".into(),
+        };
+        write(store.as_ref(), &foreign, PutOptions::default())
+            .await
+            .unwrap();
+        let (l, prev) = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(prev, Previous::Expired(foreign.clone()));
+        l.release().await;
+
+        // Live by its expiry, but a process of this host that no longer runs.
+        let dead = Holder {
+            host: host_name(),
+            pid: u32::MAX - 7,
+            expires_ms: now + 3_600_000,
+            ..foreign.clone()
+        };
+        write(store.as_ref(), &dead, PutOptions::default())
+            .await
+            .unwrap();
+        let (l, prev) = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(prev, Previous::Dead(dead));
+        l.release().await;
+
+        // Live elsewhere: refused.
+        let live = Holder {
+            expires_ms: now + 3_600_000,
+            ..foreign
+        };
+        write(store.as_ref(), &live, PutOptions::default())
+            .await
+            .unwrap();
+        let e = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::Locked);
+        assert!(e.to_string().contains("elsewhere pid 1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_lease_cancels_the_run_at_the_next_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(dir.path()));
+        let on_lost = CancellationToken::new();
+        let (l, _) = Lease::acquire(store.clone(), Duration::from_millis(1500), on_lost.clone())
+            .await
+            .unwrap();
+        let mut other = l.holder().unwrap();
+        other.id = "intruder".into();
+        write(store.as_ref(), &other, PutOptions::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), on_lost.cancelled())
+            .await
+            .expect("lost within a renewal interval");
+        assert!(l.lost().unwrap().contains("took it over"), "{:?}", l.lost());
+        l.release().await;
+        // Not ours: release left the intruder's lease alone.
+        assert!(store.head(LEASE_KEY).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn own_process_start_is_readable_and_stable() {
+        let me = std::process::id();
+        if std::path::Path::new("/proc/self/stat").exists() {
+            let a = process_start(me).expect("own start time");
+            assert_eq!(process_start(me), Some(a));
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! The request layer: a [`Store`] that wraps a backend and applies the run's rate limits,
+//! retry policy and request accounting (counts and latency histograms) to every call —
+//! data, listings and repository metadata alike — so that no caller can forget them.
+//! It is the one place where [`RetryPolicy::run`] is called (object_store's `LimitStore`
+//! / `ThrottledStore` pattern: a cross-cutting concern as a wrapper of the same trait).
+//!
+//! What it adds beyond retrying:
+//! - Listings resume after the last key seen when a page fails, and every page is
+//!   checked: keys strictly increasing and after the resume point, none empty. A listing
+//!   that breaks this is a [`ErrorKind::Protocol`] error, never a shorter listing.
+//! - Requests carry whether they are idempotent. CompleteMultipartUpload is not: when a
+//!   retry of it answers "no such upload", an earlier attempt may have completed it
+//!   (its response lost). The object is then confirmed with a HEAD — size, recorded
+//!   source version and a checksum derived from the parts — before anything is called
+//!   failed.
+//! - Cleanup that must run after Ctrl-C (aborting uploads, releasing the lease) goes
+//!   through [`Layered::uncancellable`]; everything else stops when the run is cancelled.
+//! - Errors are tagged with the side (source, destination, ...), so every message names it.
+
+use std::ops::Range;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, Presence, Store};
+use crate::error::{Error, ErrorKind, Result, Side};
+use crate::limits::Limits;
+use crate::retry::{Idempotency, RetryPolicy};
+use crate::stats::{Kind, Latencies};
+
+/// The request policy shared by the stores of one run.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Retries of every request.
+    pub retry: RetryPolicy,
+    /// Shared rate limits (bytes are metered on reads: every copied byte is read once).
+    pub limits: Arc<Limits>,
+    /// Request counts and latencies per kind.
+    pub lat: Arc<Latencies>,
+    /// Retries made, all kinds (for the report).
+    pub retries: Arc<AtomicU64>,
+    /// Cancels waits and requests in flight; `None` for cleanup that must finish.
+    pub cancel: Option<CancellationToken>,
+}
+
+impl Policy {
+    /// A policy with no limits, its own counters and no cancellation.
+    pub fn standalone(retry: RetryPolicy) -> Self {
+        Policy {
+            retry,
+            limits: Arc::new(Limits::default()),
+            lat: Arc::new(Latencies::default()),
+            retries: Arc::new(AtomicU64::new(0)),
+            cancel: None,
+        }
+    }
+}
+
+/// A store seen through the request layer.
+#[derive(Clone)]
+pub struct Layered {
+    inner: Arc<dyn Store>,
+    side: Side,
+    policy: Arc<Policy>,
+}
+
+impl Layered {
+    /// Wraps `inner`; errors are tagged with `side`.
+    pub fn new(inner: Arc<dyn Store>, side: Side, policy: Policy) -> Self {
+        Layered {
+            inner,
+            side,
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The same store whose requests ignore cancellation: cleanup after Ctrl-C (aborting
+    /// uploads, which use the short preflight policy; releasing the lease).
+    pub fn uncancellable(&self) -> Layered {
+        let mut p = (*self.policy).clone();
+        p.cancel = None;
+        Layered {
+            inner: self.inner.clone(),
+            side: self.side,
+            policy: Arc::new(p),
+        }
+    }
+
+    /// The side errors are tagged with.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        kind: Kind,
+        idem: Idempotency,
+        retry: &RetryPolicy,
+        mut f: F,
+    ) -> crate::retry::Outcome<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let p = &self.policy;
+        let mut out = retry
+            .run(p.cancel.as_ref(), &p.retries, idem, |_| {
+                let fut = f();
+                async move {
+                    p.limits.request().await;
+                    let t = Instant::now();
+                    let r = fut.await;
+                    p.lat.record(kind, t.elapsed());
+                    r
+                }
+            })
+            .await;
+        out.result = out.result.map_err(|e| e.on(self.side));
+        out
+    }
+
+    async fn simple<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.call(kind, Idempotency::Idempotent, &self.policy.retry, f)
+            .await
+            .result
+    }
+
+    /// After a retried CompleteMultipartUpload answered "no such upload": whether the
+    /// object the upload would have produced is there.
+    async fn confirm_completed(
+        &self,
+        key: &str,
+        parts: &[CompletedPart],
+        opts: &PutOptions,
+    ) -> Result<()> {
+        let head = self.simple(Kind::Head, || self.inner.head(key)).await?;
+        let what = format!("complete-multipart {key}: a retry found the upload gone");
+        let Some(m) = head else {
+            return Err(Error::not_found(format!(
+                "{what} and no object under its key"
+            ))
+            .on(self.side));
+        };
+        match confirms(&m, parts, opts) {
+            Ok(how) => {
+                tracing::info!("{what}; the object is there ({how}): an earlier attempt completed it");
+                Ok(())
+            }
+            Err(why) => Err(Error::checksum(format!("{what}, and the object under its key {why}"))
+                .on(self.side)),
+        }
+    }
+}
+
+/// Whether `m` (a HEAD) is the object completed from `parts` with `opts`: the size, the
+/// recorded source version, and at least one checksum derived from the parts must agree.
+/// Returns how it was confirmed, or why not.
+pub fn confirms(
+    m: &ObjectMeta,
+    parts: &[CompletedPart],
+    opts: &PutOptions,
+) -> std::result::Result<&'static str, String> {
+    let size: u64 = parts.iter().map(|p| p.size).sum();
+    if m.size != size {
+        return Err(format!("has {} bytes, not {size}", m.size));
+    }
+    let want = super::SourceRecord::from_metadata(
+        opts.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if want.is_some() && m.record != want {
+        return Err("carries another source version".into());
+    }
+    if let Some(got) = m.crc64 {
+        return match crate::checksum::crc64_of_parts(parts) {
+            Some(w) if w == got => Ok("CRC-64 of the parts"),
+            Some(w) => Err(format!("has CRC-64 {got}, not {w}")),
+            None => Err("has a CRC-64 the parts cannot be checked against".into()),
+        };
+    }
+    if let Some(got) = &m.crc32 {
+        let (composite, full) = crate::checksum::crc32_of_parts(parts);
+        return if got == &composite || got == &full {
+            Ok("CRC32 of the parts")
+        } else {
+            Err(format!("has CRC32 {got}, not {composite}"))
+        };
+    }
+    if let (Some(got), Some(w)) = (&m.etag, crate::checksum::multipart_etag(parts)) {
+        return if got == &w {
+            Ok("ETag of the parts")
+        } else {
+            Err(format!("has ETag {got}, not {w}"))
+        };
+    }
+    Err("offers no checksum to confirm it by".into())
+}
+
+/// Checks one listing page against the order invariant; returns the new last key.
+fn check_page(
+    page: &[ObjectMeta],
+    mut last: Option<String>,
+    what: &str,
+) -> Result<Option<String>> {
+    for m in page {
+        if m.key.is_empty() {
+            return Err(Error::protocol(format!("{what}: the listing holds an empty key")));
+        }
+        if let Some(l) = &last {
+            if m.key.as_str() <= l.as_str() {
+                return Err(Error::protocol(format!(
+                    "{what}: the listing is not in key order ({:?} after {l:?})",
+                    m.key
+                )));
+            }
+        }
+        last = Some(m.key.clone());
+    }
+    Ok(last)
+}
+
+/// Listing state of [`Layered::list`].
+struct ListState<'a> {
+    stream: Option<ListStream<'a>>,
+    last: Option<String>,
+    attempt: u32,
+    started: Instant,
+    done: bool,
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Store for Layered {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn list(&self, start_after: Option<String>) -> ListStream<'_> {
+        let st = ListState {
+            stream: None,
+            last: start_after,
+            attempt: 1,
+            started: Instant::now(),
+            done: false,
+        };
+        Box::pin(futures::stream::unfold(st, move |mut st| async move {
+            let p = &self.policy;
+            let never = CancellationToken::new();
+            let cancel = p.cancel.as_ref().unwrap_or(&never);
+            loop {
+                if st.done {
+                    return None;
+                }
+                if cancel.is_cancelled() {
+                    st.done = true;
+                    return Some((Err(Error::cancelled().on(self.side)), st));
+                }
+                let last = st.last.clone();
+                let stream = st.stream.get_or_insert_with(|| self.inner.list(last));
+                p.limits.request().await;
+                let t = Instant::now();
+                let item = tokio::select! {
+                    i = stream.next() => i,
+                    _ = cancel.cancelled() => Some(Err(Error::cancelled())),
+                };
+                match item {
+                    None => return None,
+                    Some(Ok(page)) => {
+                        p.lat.record(Kind::List, t.elapsed());
+                        match check_page(&page, st.last.clone(), &format!("list {}", self.inner.describe())) {
+                            Ok(last) => {
+                                st.last = last;
+                                st.attempt = 1;
+                                return Some((Ok(page), st));
+                            }
+                            Err(e) => {
+                                st.done = true;
+                                return Some((Err(e.on(self.side)), st));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        p.lat.record(Kind::List, t.elapsed());
+                        let retry = &p.retry;
+                        let wait = retry.backoff(st.attempt, e.retry_after());
+                        if e.is_retryable()
+                            && st.attempt < retry.max_attempts
+                            && st.started.elapsed() + wait <= retry.max_elapsed
+                        {
+                            tracing::debug!(
+                                "listing {} failed ({e}); resuming after {wait:?}",
+                                self.inner.describe()
+                            );
+                            p.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            st.attempt += 1;
+                            st.stream = None;
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = cancel.cancelled() => {}
+                            }
+                            continue;
+                        }
+                        st.done = true;
+                        return Some((Err(e.on(self.side)), st));
+                    }
+                }
+            }
+        }))
+    }
+
+    fn listing_has_records(&self) -> bool {
+        self.inner.listing_has_records()
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.simple(Kind::Head, || self.inner.head(key)).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        let len = range.end.saturating_sub(range.start);
+        self.simple(Kind::Get, || async {
+            self.policy.limits.bytes(len).await;
+            self.inner.get_range(key, range.clone(), if_match).await
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
+        // A conditional PUT is not idempotent in its answer (a retry after a lost
+        // response sees its own object), but it is safe: the caller re-reads.
+        self.simple(Kind::Put, || self.inner.put(key, data.clone(), crc32, opts))
+            .await
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        // A repeat after a lost response leaves an orphaned (empty) upload, which the
+        // stale-upload cleanup of a later run aborts: safe to retry.
+        self.simple(Kind::CreateMultipart, || self.inner.create_multipart(key, opts))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc32: u32,
+    ) -> Result<CompletedPart> {
+        self.simple(Kind::UploadPart, || {
+            self.inner
+                .upload_part(key, upload_id, number, data.clone(), crc32)
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        opts: &PutOptions,
+    ) -> Result<()> {
+        let out = self
+            .call(
+                Kind::CompleteMultipart,
+                Idempotency::NotIdempotent,
+                &self.policy.retry,
+                || self.inner.complete_multipart(key, upload_id, parts, opts),
+            )
+            .await;
+        match out.result {
+            Err(e) if e.kind() == ErrorKind::NotFound && out.attempts > 1 => {
+                self.confirm_completed(key, parts, opts).await
+            }
+            r => r,
+        }
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let quick = RetryPolicy::preflight();
+        self.call(Kind::AbortMultipart, Idempotency::Idempotent, &quick, || {
+            self.inner.abort_multipart(key, upload_id)
+        })
+        .await
+        .result
+    }
+
+    async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
+        self.simple(Kind::ListUploads, || self.inner.list_multipart_uploads())
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.simple(Kind::Delete, || self.inner.delete(key)).await
+    }
+
+    async fn preflight(&self) -> Result<Presence> {
+        // Fail fast: an unreachable endpoint at the start is a typo far more often than
+        // an outage.
+        let quick = RetryPolicy::preflight();
+        self.call(Kind::List, Idempotency::Idempotent, &quick, || {
+            self.inner.preflight()
+        })
+        .await
+        .result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fs::FsStore;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A store whose first CompleteMultipartUpload completes the upload and then loses
+    /// the response (a reset), so the retry finds no such upload: what a real network
+    /// does when a connection drops after the server acted.
+    struct LostResponse {
+        inner: FsStore,
+        completes: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Store for LostResponse {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn list(&self, s: Option<String>) -> ListStream<'_> {
+            self.inner.list(s)
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+            // fs reports no checksum; give the CRC-64 a real store (OSS) would.
+            let mut m = self.inner.head(key).await?;
+            if let Some(m) = &mut m {
+                let b = self.inner.get_range(key, 0..m.size, None).await?;
+                m.crc64 = Some(crate::store::oss::crc64(&b));
+            }
+            Ok(m)
+        }
+        async fn get_range(&self, k: &str, r: Range<u64>, m: Option<&str>) -> Result<Bytes> {
+            self.inner.get_range(k, r, m).await
+        }
+        async fn put(&self, k: &str, d: Bytes, c: u32, o: &PutOptions) -> Result<()> {
+            self.inner.put(k, d, c, o).await
+        }
+        async fn create_multipart(&self, k: &str, o: &PutOptions) -> Result<String> {
+            self.inner.create_multipart(k, o).await
+        }
+        async fn upload_part(
+            &self,
+            k: &str,
+            id: &str,
+            n: u32,
+            d: Bytes,
+            c: u32,
+        ) -> Result<CompletedPart> {
+            let mut p = self.inner.upload_part(k, id, n, d.clone(), c).await?;
+            p.crc64 = Some(crate::store::oss::crc64(&d));
+            Ok(p)
+        }
+        async fn complete_multipart(
+            &self,
+            k: &str,
+            id: &str,
+            parts: &[CompletedPart],
+            o: &PutOptions,
+        ) -> Result<()> {
+            match self.completes.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    self.inner.complete_multipart(k, id, parts, o).await?;
+                    Err(Error::timeout("connection reset after the request was sent"))
+                }
+                _ => Err(Error::not_found("HTTP 404 NoSuchUpload")),
+            }
+        }
+        async fn abort_multipart(&self, k: &str, id: &str) -> Result<()> {
+            self.inner.abort_multipart(k, id).await
+        }
+        async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
+            self.inner.list_multipart_uploads().await
+        }
+        async fn delete(&self, k: &str) -> Result<()> {
+            self.inner.delete(k).await
+        }
+        async fn preflight(&self) -> Result<Presence> {
+            self.inner.preflight().await
+        }
+    }
+
+    async fn upload(store: &Layered, key: &str, opts: &PutOptions) -> Result<()> {
+        let id = store.create_multipart(key, opts).await?;
+        let mut parts = Vec::new();
+        for (i, chunk) in [vec![1u8; 200_000], vec![2u8; 1000]].into_iter().enumerate() {
+            let crc = crc32fast::hash(&chunk);
+            parts.push(
+                store
+                    .upload_part(key, &id, i as u32 + 1, Bytes::from(chunk), crc)
+                    .await?,
+            );
+        }
+        store.complete_multipart(key, &id, &parts, opts).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_complete_response_is_confirmed_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(LostResponse {
+            inner: FsStore::new(dir.path()),
+            completes: AtomicU32::new(0),
+        });
+        let policy = Policy::standalone(RetryPolicy::default());
+        let retries = policy.retries.clone();
+        let store = Layered::new(inner.clone(), Side::Destination, policy);
+        let opts = PutOptions {
+            metadata: vec![(crate::store::META_SRC_ETAG.into(), "abc".into())],
+            ..Default::default()
+        };
+        upload(&store, "big", &opts).await.expect("confirmed by HEAD");
+        assert_eq!(inner.completes.load(Ordering::SeqCst), 2);
+        assert_eq!(retries.load(Ordering::SeqCst), 1);
+        let m = store.head("big").await.unwrap().unwrap();
+        assert_eq!(m.size, 201_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_upload_without_the_object_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(LostResponse {
+            inner: FsStore::new(dir.path()),
+            // Skip the "completes then loses the answer" step: every attempt says gone.
+            completes: AtomicU32::new(1),
+        });
+        let store = Layered::new(
+            inner,
+            Side::Destination,
+            Policy::standalone(RetryPolicy::default()),
+        );
+        let e = upload(&store, "big", &PutOptions::default())
+            .await
+            .unwrap_err();
+        // First attempt: NotFound without an earlier attempt: plain not found.
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.side(), Some(Side::Destination));
+    }
+
+    #[test]
+    fn confirmation_needs_size_record_and_a_checksum() {
+        let parts = vec![
+            CompletedPart {
+                number: 1,
+                etag: "\"9e107d9d372bb6826bd81d3542a419d6\"".into(),
+                crc32: crc32fast::hash(b"ab"),
+                size: 2,
+                crc64: Some(crate::store::oss::crc64(b"ab")),
+            },
+            CompletedPart {
+                number: 2,
+                etag: "\"e4d909c290d0fb1ca068ffaddf22cbd0\"".into(),
+                crc32: crc32fast::hash(b"c"),
+                size: 1,
+                crc64: Some(crate::store::oss::crc64(b"c")),
+            },
+        ];
+        let opts = PutOptions::default();
+        let good = ObjectMeta {
+            key: "k".into(),
+            size: 3,
+            crc64: Some(crate::store::oss::crc64(b"abc")),
+            ..Default::default()
+        };
+        assert!(confirms(&good, &parts, &opts).is_ok());
+        let short = ObjectMeta { size: 2, ..good.clone() };
+        assert!(confirms(&short, &parts, &opts).is_err());
+        let wrong = ObjectMeta {
+            crc64: Some(1),
+            ..good.clone()
+        };
+        assert!(confirms(&wrong, &parts, &opts).is_err());
+        let bare = ObjectMeta {
+            crc64: None,
+            ..good.clone()
+        };
+        assert!(confirms(&bare, &parts, &opts).is_err());
+        let composite = ObjectMeta {
+            crc64: None,
+            crc32: Some(crate::checksum::crc32_of_parts(&parts).0),
+            ..good.clone()
+        };
+        assert!(confirms(&composite, &parts, &opts).is_ok());
+        let etag = ObjectMeta {
+            crc64: None,
+            etag: crate::checksum::multipart_etag(&parts),
+            ..good
+        };
+        assert!(confirms(&etag, &parts, &opts).is_ok());
+    }
+
+    #[tokio::test]
+    async fn listings_out_of_order_are_protocol_errors() {
+        let page = vec![
+            ObjectMeta {
+                key: "b".into(),
+                ..Default::default()
+            },
+            ObjectMeta {
+                key: "a".into(),
+                ..Default::default()
+            },
+        ];
+        let e = check_page(&page, None, "list x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        let e = check_page(&page[..1], Some("c".into()), "list x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert_eq!(
+            check_page(&page[..1], Some("a".into()), "list x").unwrap(),
+            Some("b".into())
+        );
+    }
+}
