@@ -413,7 +413,9 @@ fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(),
         .strip_prefix("http://")
         .or_else(|| ep.strip_prefix("https://"))
         .ok_or_else(|| {
-            format!("{flag} {shown:?} must start with http:// or https://, e.g. http://127.0.0.1:9000")
+            format!(
+                "{flag} {shown:?} must start with http:// or https://, e.g. http://127.0.0.1:9000"
+            )
         })?;
     let host = rest.split('/').next().unwrap_or("");
     if host.contains('@') || rest.contains(['?', '#']) {
@@ -516,7 +518,9 @@ impl SyncArgs {
             }
             // Found out now, not after hours of copying: the report's directory must take
             // a new file (the report is written there atomically, through a temp file).
-            let dir = parent.map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into());
+            let dir = parent
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_else(|| ".".into());
             if let Err(e) = tempfile::NamedTempFile::new_in(&dir) {
                 return Err(format!(
                     "--report {}: cannot write in {} ({e}); choose a writable path",

@@ -68,7 +68,11 @@ mod tests {
             (ErrorKind::Io, FAILED),
             (ErrorKind::Other, FAILED),
         ];
-        assert_eq!(table.len(), ErrorKind::ALL.len(), "every kind is in the table");
+        assert_eq!(
+            table.len(),
+            ErrorKind::ALL.len(),
+            "every kind is in the table"
+        );
         for (k, want) in table {
             assert_eq!(code(k), want, "{k:?}");
         }

@@ -16,15 +16,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 use snapferry_engine::cluster::Method;
+use snapferry_engine::error::Side;
 use snapferry_engine::location::Location;
 use snapferry_engine::pipeline::{Report, SyncRun};
+use snapferry_engine::retry::RetryPolicy;
 use snapferry_engine::store::fs::FsStore;
+use snapferry_engine::store::layer::{Layered, Policy};
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
-use snapferry_engine::error::Side;
-use snapferry_engine::retry::RetryPolicy;
-use snapferry_engine::store::layer::{Layered, Policy};
 use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
@@ -153,17 +153,7 @@ async fn sync(a: SyncArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(exit_code_for(&e), e),
     };
-    let observer = Arc::new(progress::Printer::new(plan.opts.dry_run, a.verbose > 0));
-    let run = SyncRun::new(
-        src.clone(),
-        dst.clone(),
-        plan.opts.clone(),
-        observer.clone(),
-    );
-    if let Err(e) = run.preflight().await {
-        return fail(exit_code_for(&e), e);
-    }
-    err!(
+    let banner = format!(
         "snapferry: sync {} -> {}{}",
         src.describe(),
         dst.describe(),
@@ -173,6 +163,20 @@ async fn sync(a: SyncArgs) -> u8 {
             ""
         }
     );
+    let observer = Arc::new(progress::Printer::new(
+        plan.opts.dry_run,
+        a.verbose > 0,
+        banner,
+    ));
+    let run = SyncRun::new(
+        src.clone(),
+        dst.clone(),
+        plan.opts.clone(),
+        observer.clone(),
+    );
+    if let Err(e) = run.preflight().await {
+        return fail(exit_code_for(&e), e);
+    }
     // 3. Run, with progress and Ctrl-C / SIGTERM handling.
     let handle = run.handle();
     let signals = tokio::spawn(progress::on_signal(handle.cancel.clone()));
@@ -378,7 +382,8 @@ async fn migrate(a: MigrateArgs) -> u8 {
         match snapferry_engine::repo::verify::verify(dst_store.as_ref(), &opts).await {
             Ok(r) if r.problems.is_empty() => out!(
                 "destination repository verified: generation {}, {} blobs",
-                r.generation, r.blobs_checked
+                r.generation,
+                r.blobs_checked
             ),
             Ok(r) => {
                 out!(

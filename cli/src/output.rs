@@ -25,7 +25,10 @@ pub fn out_text(text: &str) {
         return;
     }
     let mut o = std::io::stdout().lock();
-    if o.write_all(text.as_bytes()).and_then(|_| o.flush()).is_err() {
+    if o.write_all(text.as_bytes())
+        .and_then(|_| o.flush())
+        .is_err()
+    {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
     }
 }
@@ -34,11 +37,6 @@ pub fn out_text(text: &str) {
 pub fn err_line(args: std::fmt::Arguments<'_>) {
     let mut e = std::io::stderr().lock();
     let _ = e.write_fmt(args).and_then(|_| e.write_all(b"\n"));
-}
-
-/// Whether stdout went away.
-pub fn stdout_closed() -> bool {
-    STDOUT_CLOSED.load(Ordering::Relaxed)
 }
 
 /// `println!` that never panics.

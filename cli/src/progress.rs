@@ -28,15 +28,21 @@ pub fn human(n: u64) -> String {
     }
 }
 
-/// Prints the plan in dry-run mode (stdout, one action per line) and events with -v.
+/// Prints the plan in dry-run mode (stdout, one action per line) and events with -v, and
+/// the banner once the run starts (after every refusal, so a refusal stays one line).
 pub struct Printer {
     dry_run: bool,
     verbose: bool,
+    banner: String,
 }
 
 impl Printer {
-    pub fn new(dry_run: bool, verbose: bool) -> Self {
-        Printer { dry_run, verbose }
+    pub fn new(dry_run: bool, verbose: bool, banner: String) -> Self {
+        Printer {
+            dry_run,
+            verbose,
+            banner,
+        }
     }
 }
 
@@ -44,6 +50,7 @@ impl Observer for Printer {
     fn event(&self, e: &Event) {
         let mut out = std::io::stdout().lock();
         match e {
+            Event::Started => err!("{}", self.banner),
             Event::PlanCopy { key, size, reason } => {
                 let _ = writeln!(out, "copy   {key} ({}): {reason}", human(*size));
             }

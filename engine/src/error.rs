@@ -351,7 +351,7 @@ impl Error {
                 "check the {name} credentials (SNAPFERRY_{env}_ACCESS_KEY_ID / _SECRET_ACCESS_KEY)"
             ),
             (ErrorKind::AccessDenied, true) => format!(
-                "check the {name}'s user and SNAPFERRY_{env}_CLUSTER_PASSWORD (or its API key / AWS credentials)"
+                "check the {name}'s user and password (SNAPFERRY_{env}_CLUSTER_PASSWORD), or its API key / AWS credentials"
             ),
             (ErrorKind::Unreachable | ErrorKind::Timeout, false) => {
                 format!("check the {name} endpoint URL and that the server is up")
@@ -408,10 +408,9 @@ pub fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     use std::io::ErrorKind as K;
     let io = find_source::<std::io::Error>(err)?;
     Some(match io.kind() {
-        K::ConnectionRefused
-        | K::AddrNotAvailable
-        | K::HostUnreachable
-        | K::NetworkUnreachable => ErrorKind::Unreachable,
+        K::ConnectionRefused | K::AddrNotAvailable | K::HostUnreachable | K::NetworkUnreachable => {
+            ErrorKind::Unreachable
+        }
         _ => ErrorKind::Timeout,
     })
 }

@@ -158,25 +158,58 @@ async fn read(store: &dyn Store) -> Result<Option<(Holder, Option<String>)>> {
     Ok(Some((h, m.etag)))
 }
 
-async fn write(store: &dyn Store, h: &Holder, opts: PutOptions) -> Result<()> {
+/// Writes the lease; returns the MD5 of the body, which is its ETag on S3 and OSS (so a
+/// HEAD can tell our lease from another without reading it).
+async fn write(store: &dyn Store, h: &Holder, opts: PutOptions) -> Result<String> {
+    use md5::{Digest, Md5};
     let body = serde_json::to_vec_pretty(h)
         .map_err(|e| Error::other(format!("cannot encode the lease: {e}")))?;
+    let md5 = hex::encode(Md5::digest(&body));
     let data = Bytes::from(body);
     let crc = crc32fast::hash(&data);
-    store.put(LEASE_KEY, data, crc, &opts).await
+    store.put(LEASE_KEY, data, crc, &opts).await?;
+    Ok(md5)
+}
+
+/// What the lease object is now, seen from the run `me` whose last write had body MD5
+/// `mine`.
+enum Seen {
+    /// No lease.
+    Absent,
+    /// Ours, with its ETag when the store gives one.
+    Ours(Option<String>),
+    /// Someone else's.
+    Other(Holder),
+}
+
+/// One HEAD when the store's ETag is the body's MD5 (S3, OSS); else the body is read.
+async fn look(store: &dyn Store, me: &Holder, mine: &str) -> Result<Seen> {
+    let Some(m) = store.head(LEASE_KEY).await? else {
+        return Ok(Seen::Absent);
+    };
+    if m.etag.as_deref() == Some(mine) {
+        return Ok(Seen::Ours(m.etag));
+    }
+    Ok(match read(store).await? {
+        None => Seen::Absent,
+        Some((h, etag)) if h.id == me.id => Seen::Ours(etag),
+        Some((h, _)) => Seen::Other(h),
+    })
 }
 
 /// Reads who holds the destination's lease, without taking it (`--dry-run`).
 pub async fn peek(store: &dyn Store) -> Result<Option<Holder>> {
-    Ok(read(store).await?.map(|(h, _)| h).filter(|h| {
-        h.expires_ms > now_ms() && holder_is_dead(h, &host_name()) != Some(true)
-    }))
+    Ok(read(store)
+        .await?
+        .map(|(h, _)| h)
+        .filter(|h| h.expires_ms > now_ms() && holder_is_dead(h, &host_name()) != Some(true)))
 }
 
 /// A held lease; renewed in the background until [`Lease::release`].
 pub struct Lease {
     store: Arc<dyn Store>,
-    holder: Arc<Mutex<Holder>>,
+    /// Our holder record and the MD5 of the body last written.
+    holder: Arc<Mutex<(Holder, String)>>,
     lost: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
     renewer: tokio::task::JoinHandle<()>,
@@ -206,23 +239,25 @@ impl Lease {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let mut previous = Previous::None;
-        // A few rounds: a competitor may create or release the lease between our read
-        // and our write; each round re-reads.
+        // A few rounds: a competitor may create or release the lease between our write
+        // and our read; each round starts again with a create-if-absent.
         for _ in 0..4 {
-            let now = now_ms();
-            let written = match read(store.as_ref()).await? {
-                None => {
-                    write(
-                        store.as_ref(),
-                        &me,
-                        PutOptions {
-                            if_none_match: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                }
-                Some((h, etag)) => {
+            let created = write(
+                store.as_ref(),
+                &me,
+                PutOptions {
+                    if_none_match: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let mine = match created {
+                Ok(md5) => md5,
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                    let now = now_ms();
+                    let Some((h, etag)) = read(store.as_ref()).await? else {
+                        continue; // released meanwhile
+                    };
                     let dead = holder_is_dead(&h, &host) == Some(true);
                     if h.expires_ms > now && !dead {
                         return Err(Error::locked(format!(
@@ -236,28 +271,29 @@ impl Lease {
                     } else {
                         Previous::Expired(h.clone())
                     };
-                    take_over(store.as_ref(), &me, &h, etag).await
+                    match take_over(store.as_ref(), &me, &h, etag).await {
+                        Ok(md5) => md5,
+                        Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
+                        Err(e) => return Err(e),
+                    }
                 }
-            };
-            match written {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
                 Err(e) => return Err(e),
-            }
-            // Read back: only the run whose id is there proceeds.
-            match read(store.as_ref()).await? {
-                Some((h, _)) if h.id == me.id => {
-                    let lease = Lease::start(store, me, ttl, on_lost);
+            };
+            // Read back: only the run whose lease is there proceeds (a store that ignores
+            // conditional writes lets two creates succeed; the later one is there).
+            match look(store.as_ref(), &me, &mine).await? {
+                Seen::Ours(_) => {
+                    let lease = Lease::start(store, me, mine, ttl, on_lost);
                     return Ok((lease, previous));
                 }
-                Some((h, _)) => {
+                Seen::Other(h) => {
                     return Err(Error::locked(format!(
                         "another snapferry run took {} at the same moment ({})",
                         store.describe(),
                         h.describe(now_ms())
                     )))
                 }
-                None => continue,
+                Seen::Absent => continue,
             }
         }
         Err(Error::locked(format!(
@@ -266,8 +302,14 @@ impl Lease {
         )))
     }
 
-    fn start(store: Arc<dyn Store>, me: Holder, ttl: Duration, on_lost: CancellationToken) -> Lease {
-        let holder = Arc::new(Mutex::new(me));
+    fn start(
+        store: Arc<dyn Store>,
+        me: Holder,
+        mine: String,
+        ttl: Duration,
+        on_lost: CancellationToken,
+    ) -> Lease {
+        let holder = Arc::new(Mutex::new((me, mine)));
         let lost = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
         let renewer = tokio::spawn(renew_loop(
@@ -294,7 +336,7 @@ impl Lease {
 
     /// The holder record of this run.
     pub fn holder(&self) -> Option<Holder> {
-        self.holder.lock().ok().map(|h| h.clone())
+        self.holder.lock().ok().map(|h| h.0.clone())
     }
 
     /// Stops renewing and deletes the lease if it is still ours.
@@ -308,11 +350,11 @@ impl Lease {
         } = self;
         stop.cancel();
         let _ = renewer.await;
-        let Some(me) = holder.lock().ok().map(|h| h.clone()) else {
+        let Some((me, mine)) = holder.lock().ok().map(|h| h.clone()) else {
             return;
         };
-        match read(store.as_ref()).await {
-            Ok(Some((h, _))) if h.id == me.id => {
+        match look(store.as_ref(), &me, &mine).await {
+            Ok(Seen::Ours(_)) => {
                 if let Err(e) = store.delete(LEASE_KEY).await {
                     tracing::warn!(
                         "could not release the lease {LEASE_KEY} ({e}); the next run takes it over once it expires"
@@ -329,7 +371,12 @@ impl Lease {
 
 /// Replaces `old` (expired or dead) with `me`: an `If-Match` overwrite where the store
 /// gives ETags, else re-check and replace (delete, then create-if-absent).
-async fn take_over(store: &dyn Store, me: &Holder, old: &Holder, etag: Option<String>) -> Result<()> {
+async fn take_over(
+    store: &dyn Store,
+    me: &Holder,
+    old: &Holder,
+    etag: Option<String>,
+) -> Result<String> {
     tracing::info!(
         "taking over the lease of {} ({})",
         store.describe(),
@@ -349,7 +396,11 @@ async fn take_over(store: &dyn Store, me: &Holder, old: &Holder, etag: Option<St
     match read(store).await? {
         Some((h, _)) if &h == old => store.delete(LEASE_KEY).await?,
         // Changed under us: let the caller read again.
-        Some(_) => return Err(Error::precondition("the lease changed while taking it over")),
+        Some(_) => {
+            return Err(Error::precondition(
+                "the lease changed while taking it over",
+            ))
+        }
         None => {}
     }
     write(
@@ -365,7 +416,7 @@ async fn take_over(store: &dyn Store, me: &Holder, old: &Holder, etag: Option<St
 
 async fn renew_loop(
     store: Arc<dyn Store>,
-    holder: Arc<Mutex<Holder>>,
+    holder: Arc<Mutex<(Holder, String)>>,
     lost: Arc<Mutex<Option<String>>>,
     ttl: Duration,
     stop: CancellationToken,
@@ -384,24 +435,24 @@ async fn renew_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let Some(mut me) = holder.lock().ok().map(|h| h.clone()) else {
+        let Some((mut me, mine)) = holder.lock().ok().map(|h| h.clone()) else {
             return;
         };
         let renewed = async {
-            let etag = match read(store.as_ref()).await? {
-                Some((h, etag)) if h.id == me.id => etag,
-                Some((h, _)) => {
+            let etag = match look(store.as_ref(), &me, &mine).await? {
+                Seen::Ours(etag) => etag,
+                Seen::Other(h) => {
                     return Ok(Err(format!(
                         "another run took it over ({})",
                         h.describe(now_ms())
                     )))
                 }
-                None => return Ok(Err("it was deleted by someone else".to_string())),
+                Seen::Absent => return Ok(Err("it was deleted by someone else".to_string())),
             };
             let now = now_ms();
             me.renewed_ms = now;
             me.expires_ms = now + ttl.as_millis() as i64;
-            match write(
+            let written = write(
                 store.as_ref(),
                 &me,
                 PutOptions {
@@ -409,9 +460,9 @@ async fn renew_loop(
                     ..Default::default()
                 },
             )
-            .await
-            {
-                Ok(()) => Ok(Ok(me.clone())),
+            .await;
+            match written {
+                Ok(md5) => Ok(Ok((me.clone(), md5))),
                 Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                     Ok(Err("it changed while being renewed".to_string()))
                 }
@@ -432,7 +483,7 @@ async fn renew_loop(
             Err(e) => {
                 // Transient trouble: keep trying until the lease would expire, then fence
                 // ourselves off (another run may take it over from then on).
-                let expires = holder.lock().map(|h| h.expires_ms).unwrap_or(0);
+                let expires = holder.lock().map(|h| h.0.expires_ms).unwrap_or(0);
                 if now_ms() + every.as_millis() as i64 >= expires {
                     lose(format!("it could not be renewed before it expired ({e})"));
                     return;

@@ -69,7 +69,11 @@ fn from_web_address(s: &str) -> Option<String> {
         .or_else(|| s.strip_prefix("http://"))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let host = host.rsplit('@').next().unwrap_or(host).to_ascii_lowercase();
-    let path = path.split(['?', '#']).next().unwrap_or("").trim_matches('/');
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_matches('/');
     let join = |scheme: &str, bucket: &str, prefix: &str| {
         if prefix.is_empty() {
             format!("{scheme}://{bucket}")
@@ -111,7 +115,9 @@ impl Location {
     pub fn parse(s: &str) -> Result<Self> {
         let shown = redact_url(s);
         if s.trim().is_empty() {
-            return Err(Error::invalid_input(format!("empty location; give {FORMS}")));
+            return Err(Error::invalid_input(format!(
+                "empty location; give {FORMS}"
+            )));
         }
         if let Some(fixed) = from_web_address(s) {
             return Err(Error::invalid_input(format!(
@@ -148,7 +154,8 @@ impl Location {
             let Some(rest) = s.strip_prefix(scheme) else {
                 continue;
             };
-            if rest.contains(['?', '#']) || rest.split('/').next().is_some_and(|b| b.contains('@')) {
+            if rest.contains(['?', '#']) || rest.split('/').next().is_some_and(|b| b.contains('@'))
+            {
                 return Err(Error::invalid_input(format!(
                     "{shown:?} has a query string or credentials in it; write {scheme}BUCKET[/PREFIX] and give credentials in the environment (SNAPFERRY_SRC_/DST_ACCESS_KEY_ID and _SECRET_ACCESS_KEY)"
                 )));
@@ -222,12 +229,24 @@ impl Location {
         };
         match (self, other) {
             (
-                Location::S3 { bucket: a, prefix: pa },
-                Location::S3 { bucket: b, prefix: pb },
+                Location::S3 {
+                    bucket: a,
+                    prefix: pa,
+                },
+                Location::S3 {
+                    bucket: b,
+                    prefix: pb,
+                },
             )
             | (
-                Location::Oss { bucket: a, prefix: pa },
-                Location::Oss { bucket: b, prefix: pb },
+                Location::Oss {
+                    bucket: a,
+                    prefix: pa,
+                },
+                Location::Oss {
+                    bucket: b,
+                    prefix: pb,
+                },
             ) => a == b && same_ep() && nested(pa, pb),
             (Location::Fs { path: a }, Location::Fs { path: b }) => {
                 let (a, b) = (resolve(a), resolve(b));

@@ -242,7 +242,12 @@ impl Job {
             // of ...`, `missing field `store``); keep it on one line with its line number.
             let line = e
                 .span()
-                .map(|s| format!(", line {}", text[..s.start.min(text.len())].lines().count().max(1)))
+                .map(|s| {
+                    format!(
+                        ", line {}",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
                 .unwrap_or_default();
             Error::invalid_input(format!(
                 "job file {}{line}: {}; see the job file format in the README",
@@ -400,9 +405,17 @@ fn settings_json(s: &Side, readonly: bool) -> Value {
 /// the settings; s3 can too): such values are never printed.
 pub fn is_secret_setting(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["secret", "password", "token", "access_key", "credential", "api_key", "session"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "secret",
+        "password",
+        "token",
+        "access_key",
+        "credential",
+        "api_key",
+        "session",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// The settings as `--dry-run` prints them: secrets masked (an access key id keeps its

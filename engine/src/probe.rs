@@ -213,7 +213,10 @@ async fn first_key(s: &dyn Store) -> Result<Option<String>> {
             Err(e) if e.kind() == crate::error::ErrorKind::LocationNotFound => return Ok(None),
             p => p?,
         };
-        if let Some(m) = page.into_iter().find(|m| !crate::store::is_reserved(&m.key)) {
+        if let Some(m) = page
+            .into_iter()
+            .find(|m| !crate::store::is_reserved(&m.key))
+        {
             return Ok(Some(m.key));
         }
     }
@@ -747,7 +750,8 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            e.kind() == crate::error::ErrorKind::InvalidInput && e.message().contains("--scratch-prefix"),
+            e.kind() == crate::error::ErrorKind::InvalidInput
+                && e.message().contains("--scratch-prefix"),
             "{e}"
         );
         let e = Probe::prepare(
@@ -773,7 +777,8 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            e.kind() == crate::error::ErrorKind::InvalidInput && e.message().contains("already holds"),
+            e.kind() == crate::error::ErrorKind::InvalidInput
+                && e.message().contains("already holds"),
             "{e}"
         );
         let p = Probe::prepare(

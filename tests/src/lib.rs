@@ -34,6 +34,11 @@ pub fn minio_binary() -> PathBuf {
     cache.join("bin/minio-v0.0.0-20260212201848-7aac2a2c5b7c")
 }
 
+/// HEADs the destination lease costs a run on S3 and OSS: one reading it back after it is
+/// taken, one checking it is still ours before it is released (the ETag is the body's
+/// MD5, so no GET).
+pub const LEASE_HEADS: u64 = 2;
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
@@ -873,5 +878,97 @@ impl Drop for SigV4Proxy {
         drop(self.child.stdin.take()); // EOF: the proxy stops
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A web server that answers every request with an HTML page and a fixed status: what
+/// a wrong endpoint (a web server, a captive portal, a load balancer's error page) looks
+/// like to a client. Stopped on drop.
+pub struct HtmlServer {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HtmlServer {
+    /// Starts the server answering `status` (e.g. 200 or 404) to everything.
+    pub fn start(status: u16) -> HtmlServer {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the HTML server");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        std::thread::spawn(move || serve_html(s, status));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Polling the stop flag between accepts, not a readiness wait.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        HtmlServer {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn serve_html(mut s: TcpStream, status: u16) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let page =
+        b"<!DOCTYPE html><html><head><title>Welcome</title></head><body>It works</body></html>";
+    loop {
+        // Read one request's head and body.
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => buf.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if s.read_exact(&mut body).is_err() {
+            return;
+        }
+        let is_head = head.starts_with("head ");
+        let reason = if status == 200 { "OK" } else { "Not Found" };
+        let resp = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nServer: nginx\r\n\r\n",
+            page.len()
+        );
+        if s.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        if !is_head && s.write_all(page).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for HtmlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

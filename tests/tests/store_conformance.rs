@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use snapferry_e2e::*;
+use snapferry_engine::error::ErrorKind;
 use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
-use snapferry_engine::error::ErrorKind;
 use snapferry_engine::store::{Presence, PutOptions, SourceRecord, Store};
 
 async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
@@ -131,8 +131,16 @@ async fn conformance(s: Arc<dyn Store>) {
         .put("cond", other.clone(), crc32fast::hash(&other), &once)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{}: {e:?}", s.describe());
-    assert_eq!(&s.get_range("cond", 0..5, None).await.unwrap()[..], b"first");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::PreconditionFailed,
+        "{}: {e:?}",
+        s.describe()
+    );
+    assert_eq!(
+        &s.get_range("cond", 0..5, None).await.unwrap()[..],
+        b"first"
+    );
     // Overwrite only if unchanged, where the store has ETags.
     if let Some(etag) = s.head("cond").await.unwrap().unwrap().etag {
         let stale = PutOptions {
@@ -143,7 +151,12 @@ async fn conformance(s: Arc<dyn Store>) {
             .put("cond", other.clone(), crc32fast::hash(&other), &stale)
             .await
             .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{}: {e:?}", s.describe());
+        assert_eq!(
+            e.kind(),
+            ErrorKind::PreconditionFailed,
+            "{}: {e:?}",
+            s.describe()
+        );
         let fresh = PutOptions {
             if_match: Some(etag),
             ..Default::default()
@@ -151,7 +164,10 @@ async fn conformance(s: Arc<dyn Store>) {
         s.put("cond", other.clone(), crc32fast::hash(&other), &fresh)
             .await
             .expect("overwrite with the current ETag");
-        assert_eq!(&s.get_range("cond", 0..6, None).await.unwrap()[..], b"second");
+        assert_eq!(
+            &s.get_range("cond", 0..6, None).await.unwrap()[..],
+            b"second"
+        );
     }
     s.delete("cond").await.unwrap();
 

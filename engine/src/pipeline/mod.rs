@@ -208,6 +208,9 @@ impl SyncOptions {
 /// What a run did or plans to do, for observers (dry-run listing, verbose logs).
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Every check passed and the destination's lease is held: the run starts writing
+    /// (or, in a dry run, planning). Refusals come before it.
+    Started,
     /// A planned copy (printed by `--dry-run`).
     PlanCopy {
         /// Key.
@@ -494,7 +497,9 @@ impl SyncRun {
     /// something (absent is not empty). Errors here mean nothing was written.
     pub async fn preflight(&self) -> Result<()> {
         let ctx = &self.ctx;
+        // Both stores reachable and authenticated first; then what the source holds.
         let src = ctx.src.preflight().await?;
+        let dst = ctx.dst.preflight().await?;
         if src != Presence::NotEmpty && !ctx.opts.allow_empty_source {
             return Err(Error::location_not_found(format!(
                 "{} {}; check the URL and prefix for a typo (pass --allow-empty-source if an empty source is intended)",
@@ -507,7 +512,6 @@ impl SyncRun {
             ))
             .on(Side::Source));
         }
-        let dst = ctx.dst.preflight().await?;
         if let Ok(mut p) = ctx.dst_presence.lock() {
             *p = Some(dst);
         }
@@ -548,8 +552,23 @@ impl SyncRun {
             .await?;
             Some((l, prev))
         };
-        let previous = lease.as_ref().map(|(_, p)| p.clone()).unwrap_or(Previous::None);
-        let outcome = body(&ctx, &previous, detected).await;
+        let previous = lease
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or(Previous::None);
+        // Checks that need the lease held (what the destination holds cannot change under
+        // us from here on), then the work.
+        let checked = match detected {
+            Some(plan) => snapshot::check_destination(&ctx, plan).await.map(Some),
+            None => Ok(None),
+        };
+        let outcome = match checked {
+            Ok(plan) => {
+                ctx.observer.event(&Event::Started);
+                body(&ctx, &previous, plan).await
+            }
+            Err(e) => Err(e),
+        };
         let lost = lease.as_ref().and_then(|(l, _)| l.lost());
         if let Some((l, _)) = lease {
             l.release().await;
@@ -557,8 +576,10 @@ impl SyncRun {
         let mut body = outcome?;
         if let Some(why) = lost {
             body.fatal = Some(
-                Error::locked(format!("the run stopped: it lost the destination lease ({why})"))
-                    .on(Side::Destination),
+                Error::locked(format!(
+                    "the run stopped: it lost the destination lease ({why})"
+                ))
+                .on(Side::Destination),
             );
         }
         let interrupted = ctx.cancel.is_cancelled() && body.fatal.is_none();
@@ -617,7 +638,7 @@ struct Body {
 async fn body(
     ctx: &Arc<Ctx>,
     previous: &Previous,
-    detected: Option<snapshot::Plan>,
+    detected: Option<snapshot::Checked>,
 ) -> Result<Body> {
     let mut out = Body::default();
     // Uploads left by a killed run: aborted before anything else, so that no orphaned
@@ -651,8 +672,7 @@ async fn body(
             out.planned_deletes = pass.deletes.count;
             out.fatal = pass.fatal;
             if ctx.opts.delete && out.fatal.is_none() && !ctx.cancel.is_cancelled() {
-                out.deletes_refused =
-                    delete_guard(ctx, pass.deletes.count, pass.dst_objects);
+                out.deletes_refused = delete_guard(ctx, pass.deletes.count, pass.dst_objects);
                 if out.deletes_refused.is_none() {
                     run_or_plan_deletes(ctx, pass.deletes).await?;
                 }
@@ -681,7 +701,7 @@ fn abortable(u: &PendingUpload, previous: &Previous, cutoff_ms: i64) -> bool {
 }
 
 /// Why the planned deletes must not run, if they must not: errors in the run, a source
-/// that listed nothing, or more than `--max-delete` allows. Logged as a warning.
+/// that listed nothing, or more than `--max-delete` allows (shown by the caller).
 pub(crate) fn delete_guard(ctx: &Ctx, planned: u64, dst_objects: u64) -> Option<String> {
     let c = &ctx.counters;
     let why = if planned == 0 {
@@ -698,9 +718,7 @@ pub(crate) fn delete_guard(ctx: &Ctx, planned: u64, dst_objects: u64) -> Option<
     } else {
         return None;
     };
-    let msg = format!("not deleting {planned} destination objects: {why}");
-    tracing::warn!("{msg}");
-    Some(msg)
+    Some(format!("not deleting {planned} destination objects: {why}"))
 }
 
 async fn run_or_plan_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {

@@ -255,7 +255,12 @@ fn check_identity(src: &RepositoryData, dst: &RepositoryData, replace: bool) -> 
     if !differs {
         return Ok(());
     }
-    let names: Vec<&str> = dst.snapshots.iter().map(|s| s.name.as_str()).take(5).collect();
+    let names: Vec<&str> = dst
+        .snapshots
+        .iter()
+        .map(|s| s.name.as_str())
+        .take(5)
+        .collect();
     Err(Error::invalid_input(format!(
         "the destination holds another repository (uuid {}, {} snapshots: {}{}) than the source (uuid {}); copying would drop its catalogue; choose another destination, or pass --replace-repository to replace it",
         du.as_deref().unwrap_or("none"),
@@ -272,8 +277,20 @@ async fn write_blob(ctx: &Ctx, key: &str, bytes: &[u8]) -> Result<()> {
     ctx.dst.put(key, data, crc, &PutOptions::default()).await
 }
 
-/// Runs the phases.
-pub(crate) async fn run(ctx: &Arc<Ctx>, plan: Plan) -> Result<Outcome> {
+/// A plan checked against the destination (with the lease held): where the root goes.
+pub struct Checked {
+    plan: Plan,
+    /// The generation the root is written as.
+    target: u64,
+    /// The destination's current root already has these bytes.
+    committed: bool,
+    /// Whether the destination holds a repository at all.
+    has_root: bool,
+}
+
+/// Reads the destination's current root: refuses another repository's, and decides the
+/// generation the new root is written as (never over an existing one).
+pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Checked> {
     let generation = plan.generation;
     let dst_root = destination_root(ctx).await?;
     let mut target = generation;
@@ -289,8 +306,25 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, plan: Plan) -> Result<Outcome> {
             target = n + 1;
         }
     }
+    Ok(Checked {
+        plan,
+        target,
+        committed,
+        has_root: dst_root.is_some(),
+    })
+}
+
+/// Runs the phases.
+pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
+    let Checked {
+        plan,
+        target,
+        committed,
+        has_root,
+    } = checked;
+    let generation = plan.generation;
     // The destination's previous generation: its blobs must survive --delete.
-    let previous: BTreeSet<String> = if ctx.opts.delete && dst_root.is_some() {
+    let previous: BTreeSet<String> = if ctx.opts.delete && has_root {
         match Repository::load(ctx.dst.as_ref()).await {
             Ok(d) => {
                 let all: Vec<_> = d.data.snapshots.iter().collect();
@@ -388,8 +422,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, plan: Plan) -> Result<Outcome> {
             Arc::new(move |k: &str| !is_transient(k) && r.get(k).is_some_and(|x| x.kind == phase));
         let pass_out = pass(ctx, Some(filter)).await?;
         out.max_held = out.max_held.max(pass_out.max_held);
-        let mut phase_copied =
-            ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied;
+        let mut phase_copied = ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied;
         if phase == BlobKind::ShardIndex && pass_out.fatal.is_none() {
             // The shard generations snapferry writes itself (`--snapshot`).
             for (key, bytes) in &written {
@@ -530,7 +563,12 @@ mod tests {
         assert!(e.to_string().contains("--replace-repository"), "{e}");
         assert!(check_identity(&a, &data(Some("B"), &["x"]), true).is_ok());
         // No uuids: shared snapshots mean the same lineage.
-        assert!(check_identity(&data(None, &["s1", "s2"]), &data(Some("_na_"), &["s1"]), false).is_ok());
+        assert!(check_identity(
+            &data(None, &["s1", "s2"]),
+            &data(Some("_na_"), &["s1"]),
+            false
+        )
+        .is_ok());
         assert!(check_identity(&data(None, &["s1"]), &data(None, &["x"]), false).is_err());
         // An empty destination catalogue conflicts with nothing.
         assert!(check_identity(&data(None, &["s1"]), &data(None, &[]), false).is_ok());

@@ -78,7 +78,9 @@ impl Store for Faulty {
     }
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         self.server_error(key)?;
-        self.inner.put(key, self.mangle(key, data), crc32, opts).await
+        self.inner
+            .put(key, self.mangle(key, data), crc32, opts)
+            .await
     }
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         self.inner.create_multipart(key, opts).await

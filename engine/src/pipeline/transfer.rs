@@ -137,7 +137,10 @@ pub async fn fetcher(
                 (obj.src.key.clone(), range.clone(), obj.src.etag.clone())
             }
         };
-        let res = ctx.src.get_range(&key, range.clone(), etag.as_deref()).await;
+        let res = ctx
+            .src
+            .get_range(&key, range.clone(), etag.as_deref())
+            .await;
         match res {
             Ok(data) => {
                 let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;

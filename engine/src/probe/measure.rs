@@ -184,7 +184,13 @@ impl Probe {
         // Drop what was uploaded right away: scratch stays bounded.
         let tidy = match &upload_id {
             Some(id) => dst.uncancellable().abort_multipart(&key, id).await,
-            None => remove_all(&cleanup(Side::Destination, Arc::new(Prefixed::new(raw, &key)))).await,
+            None => {
+                remove_all(&cleanup(
+                    Side::Destination,
+                    Arc::new(Prefixed::new(raw, &key)),
+                ))
+                .await
+            }
         };
         res?;
         tidy?;
@@ -420,9 +426,7 @@ impl Probe {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            store
-                .complete_multipart(key, &id, &parts, &NO_OPTS)
-                .await
+            store.complete_multipart(key, &id, &parts, &NO_OPTS).await
         }
         .await;
         if res.is_err() {
@@ -481,7 +485,11 @@ pub(super) async fn random_bytes(n: u64) -> Result<Bytes> {
 /// even after cancellation (that is when it matters).
 /// `store` for cleanup: through the request layer, with no cancellation.
 pub(super) fn cleanup(side: Side, store: Arc<dyn Store>) -> Layered {
-    Layered::new(store, side, Policy::standalone(crate::retry::RetryPolicy::default()))
+    Layered::new(
+        store,
+        side,
+        Policy::standalone(crate::retry::RetryPolicy::default()),
+    )
 }
 
 pub(super) async fn remove_all(view: &Layered) -> Result<()> {

@@ -136,10 +136,59 @@ fn parse_envelope_inner(what: &str, b: &[u8]) -> Result<Envelope> {
 
 /// Decodes an envelope's SMILE body into `T`.
 pub fn decode<T: serde::de::DeserializeOwned>(what: &str, env: &Envelope) -> Result<T> {
-    serde_smile::from_slice(&env.smile)
-        .map_err(|e| {
-            Error::repository(format!("{what}: cannot read its SMILE body: {e}")).at_key(what)
-        })
+    serde_smile::from_slice(&env.smile).map_err(|e| {
+        Error::repository(format!("{what}: cannot read its SMILE body: {e}")).at_key(what)
+    })
+}
+
+/// Writes an envelope around a raw (uncompressed) SMILE body: the inverse of
+/// [`parse_envelope`] for bodies that were not DEFLATE-compressed.
+///
+/// Lucene's `CodecUtil.writeHeader` (magic, `writeString` = VInt length + UTF-8 name,
+/// BE version) and `writeFooter` (magic, algorithm 0, the CRC32 of every byte before the
+/// checksum, as a BE long). Readers detect compression from the body's `DFL\0` marker,
+/// not from the repository's `compress` setting, so an uncompressed body is valid in any
+/// repository.
+pub fn write_envelope(codec: &str, version: u32, smile: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + 5 + codec.len() + 4 + smile.len() + FOOTER_LEN);
+    b.extend_from_slice(&CODEC_MAGIC.to_be_bytes());
+    let mut len = codec.len();
+    while len >= 0x80 {
+        b.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    b.push(len as u8);
+    b.extend_from_slice(codec.as_bytes());
+    b.extend_from_slice(&version.to_be_bytes());
+    b.extend_from_slice(smile);
+    b.extend_from_slice(&FOOTER_MAGIC.to_be_bytes());
+    b.extend_from_slice(&0u32.to_be_bytes());
+    let crc = crc32fast::hash(&b) as u64;
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A SMILE document as a generic value that keeps what a JSON value would lose: binary
+/// values stay binary (`meta_hash`, `writer_uuid`), `int`/`long`/`float`/`double`/big
+/// numbers keep their SMILE types, object keys keep their order.
+pub type SmileValue = serde_smile::value::Value;
+
+/// Encodes a SMILE document the way Elasticsearch's `SmileXContent` writes one as far as a
+/// reader can tell: the `:)\n` header, binary values raw (`ENCODE_BINARY_AS_7BIT` off, so the
+/// header's raw-binary bit is set), no shared string values. Property names are written in
+/// full, never as back-references (shared names are an optional size optimisation the
+/// header declares off; Jackson's `SmileParser.handleSignature` then keeps no name table
+/// at all), so no reader's name table can disagree with ours.
+pub fn encode_smile(what: &str, v: &SmileValue) -> Result<Vec<u8>> {
+    use serde::Serialize as _;
+    let mut ser = serde_smile::Serializer::builder()
+        .raw_binary(true)
+        .shared_strings(false)
+        .shared_properties(false)
+        .build(Vec::new());
+    v.serialize(&mut ser)
+        .map_err(|e| Error::repository(format!("{what}: cannot encode its SMILE body: {e}")))?;
+    Ok(ser.into_inner())
 }
 
 /// Lucene's checksum string (`Long.toString(crc, 36)`).
@@ -194,6 +243,20 @@ mod tests {
         assert_eq!(
             parse_envelope("t", &z).unwrap_err().kind(),
             crate::error::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn written_envelopes_parse_back() {
+        // The test helper above writes the same layout by hand; a long codec name takes a
+        // two-byte VInt.
+        let b = write_envelope("snapshot", 1, b":)\n\x04\xfa\xfb");
+        assert_eq!(b, envelope("snapshot", b":)\n\x04\xfa\xfb"));
+        let long = "c".repeat(200);
+        let e = parse_envelope("t", &write_envelope(&long, 7, b"xyz")).unwrap();
+        assert_eq!(
+            (e.codec, e.version, e.smile, e.compressed),
+            (long, 7, b"xyz".to_vec(), false)
         );
     }
 

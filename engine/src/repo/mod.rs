@@ -1,5 +1,6 @@
 //! Snapshot repositories: the model ([`model`]), the checksummed blob formats
-//! ([`blob`]), and verification ([`verify`]).
+//! ([`blob`]), verification ([`verify`]), and a repository reduced to some of its
+//! snapshots ([`filter`]).
 
 pub mod blob;
 pub mod filter;

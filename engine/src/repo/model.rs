@@ -399,7 +399,7 @@ impl Repository {
             .collect()
     }
 
-    fn shard_dirs(&self, index_id: &str) -> Vec<u32> {
+    pub(crate) fn shard_dirs(&self, index_id: &str) -> Vec<u32> {
         let prefix = format!("indices/{index_id}/");
         let mut shards: BTreeSet<u32> = BTreeSet::new();
         for k in self
@@ -421,7 +421,7 @@ impl Repository {
         shards.into_iter().collect()
     }
 
-    fn shard_index_blob(&self, ix: &IndexEntry, shard: u32) -> Option<String> {
+    pub(crate) fn shard_index_blob(&self, ix: &IndexEntry, shard: u32) -> Option<String> {
         let dir = format!("indices/{}/{shard}/", ix.id);
         if let Some(Some(g)) = ix.shard_generations.get(shard as usize) {
             return Some(format!("{dir}index-{g}"));

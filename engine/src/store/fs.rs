@@ -25,8 +25,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, SourceRecord,
-    Store,
+    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, SourceRecord, Store,
 };
 use crate::error::{Error, Result};
 

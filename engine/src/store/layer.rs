@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, PutOptions, Presence, Store};
+use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store};
 use crate::error::{Error, ErrorKind, Result, Side};
 use crate::limits::Limits;
 use crate::retry::{Idempotency, RetryPolicy};
@@ -150,18 +150,21 @@ impl Layered {
         let head = self.simple(Kind::Head, || self.inner.head(key)).await?;
         let what = format!("complete-multipart {key}: a retry found the upload gone");
         let Some(m) = head else {
-            return Err(Error::not_found(format!(
-                "{what} and no object under its key"
-            ))
-            .on(self.side));
+            return Err(
+                Error::not_found(format!("{what} and no object under its key")).on(self.side),
+            );
         };
         match confirms(&m, parts, opts) {
             Ok(how) => {
-                tracing::info!("{what}; the object is there ({how}): an earlier attempt completed it");
+                tracing::info!(
+                    "{what}; the object is there ({how}): an earlier attempt completed it"
+                );
                 Ok(())
             }
-            Err(why) => Err(Error::checksum(format!("{what}, and the object under its key {why}"))
-                .on(self.side)),
+            Err(why) => Err(
+                Error::checksum(format!("{what}, and the object under its key {why}"))
+                    .on(self.side),
+            ),
         }
     }
 }
@@ -210,14 +213,12 @@ pub fn confirms(
 }
 
 /// Checks one listing page against the order invariant; returns the new last key.
-fn check_page(
-    page: &[ObjectMeta],
-    mut last: Option<String>,
-    what: &str,
-) -> Result<Option<String>> {
+fn check_page(page: &[ObjectMeta], mut last: Option<String>, what: &str) -> Result<Option<String>> {
     for m in page {
         if m.key.is_empty() {
-            return Err(Error::protocol(format!("{what}: the listing holds an empty key")));
+            return Err(Error::protocol(format!(
+                "{what}: the listing holds an empty key"
+            )));
         }
         if let Some(l) = &last {
             if m.key.as_str() <= l.as_str() {
@@ -280,7 +281,11 @@ impl Store for Layered {
                     None => return None,
                     Some(Ok(page)) => {
                         p.lat.record(Kind::List, t.elapsed());
-                        match check_page(&page, st.last.clone(), &format!("list {}", self.inner.describe())) {
+                        match check_page(
+                            &page,
+                            st.last.clone(),
+                            &format!("list {}", self.inner.describe()),
+                        ) {
                             Ok(last) => {
                                 st.last = last;
                                 st.attempt = 1;
@@ -352,8 +357,23 @@ impl Store for Layered {
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         // A repeat after a lost response leaves an orphaned (empty) upload, which the
-        // stale-upload cleanup of a later run aborts: safe to retry.
-        self.simple(Kind::CreateMultipart, || self.inner.create_multipart(key, opts))
+        // stale-upload cleanup of a later run aborts: safe to retry. Not cancelled half
+        // way: a create that reaches the server would leave an upload nobody knows of;
+        // finished, its id is tracked and the cancelled run aborts it.
+        let mut p = (*self.policy).clone();
+        let cancel = p.cancel.take();
+        if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::cancelled().on(self.side));
+        }
+        let uncancelled = Layered {
+            inner: self.inner.clone(),
+            side: self.side,
+            policy: Arc::new(p),
+        };
+        uncancelled
+            .simple(Kind::CreateMultipart, || {
+                self.inner.create_multipart(key, opts)
+            })
             .await
     }
 
@@ -397,9 +417,12 @@ impl Store for Layered {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         let quick = RetryPolicy::preflight();
-        self.call(Kind::AbortMultipart, Idempotency::Idempotent, &quick, || {
-            self.inner.abort_multipart(key, upload_id)
-        })
+        self.call(
+            Kind::AbortMultipart,
+            Idempotency::Idempotent,
+            &quick,
+            || self.inner.abort_multipart(key, upload_id),
+        )
         .await
         .result
     }
@@ -487,7 +510,9 @@ mod tests {
             match self.completes.fetch_add(1, Ordering::SeqCst) {
                 0 => {
                     self.inner.complete_multipart(k, id, parts, o).await?;
-                    Err(Error::timeout("connection reset after the request was sent"))
+                    Err(Error::timeout(
+                        "connection reset after the request was sent",
+                    ))
                 }
                 _ => Err(Error::not_found("HTTP 404 NoSuchUpload")),
             }
@@ -509,7 +534,10 @@ mod tests {
     async fn upload(store: &Layered, key: &str, opts: &PutOptions) -> Result<()> {
         let id = store.create_multipart(key, opts).await?;
         let mut parts = Vec::new();
-        for (i, chunk) in [vec![1u8; 200_000], vec![2u8; 1000]].into_iter().enumerate() {
+        for (i, chunk) in [vec![1u8; 200_000], vec![2u8; 1000]]
+            .into_iter()
+            .enumerate()
+        {
             let crc = crc32fast::hash(&chunk);
             parts.push(
                 store
@@ -534,7 +562,9 @@ mod tests {
             metadata: vec![(crate::store::META_SRC_ETAG.into(), "abc".into())],
             ..Default::default()
         };
-        upload(&store, "big", &opts).await.expect("confirmed by HEAD");
+        upload(&store, "big", &opts)
+            .await
+            .expect("confirmed by HEAD");
         assert_eq!(inner.completes.load(Ordering::SeqCst), 2);
         assert_eq!(retries.load(Ordering::SeqCst), 1);
         let m = store.head("big").await.unwrap().unwrap();
@@ -588,7 +618,10 @@ mod tests {
             ..Default::default()
         };
         assert!(confirms(&good, &parts, &opts).is_ok());
-        let short = ObjectMeta { size: 2, ..good.clone() };
+        let short = ObjectMeta {
+            size: 2,
+            ..good.clone()
+        };
         assert!(confirms(&short, &parts, &opts).is_err());
         let wrong = ObjectMeta {
             crc64: Some(1),

@@ -204,7 +204,10 @@ impl S3Store {
                 ..Default::default()
             });
         }
-        let token = match (out.is_truncated().unwrap_or(false), out.next_continuation_token()) {
+        let token = match (
+            out.is_truncated().unwrap_or(false),
+            out.next_continuation_token(),
+        ) {
             (false, _) => None,
             (true, Some(t)) if !t.is_empty() => Some(t.to_string()),
             (true, _) => {
@@ -254,8 +257,8 @@ where
             short(&root_cause(chain))
         ));
     }
-    let connect_failed = find_source::<hyper_util::client::legacy::Error>(chain)
-        .is_some_and(|e| e.is_connect());
+    let connect_failed =
+        find_source::<hyper_util::client::legacy::Error>(chain).is_some_and(|e| e.is_connect());
     let e = match &err {
         SdkError::TimeoutError(_) => Error::timeout(format!("{ctx}: request timed out")),
         SdkError::DispatchFailure(d) => {
@@ -295,7 +298,9 @@ where
             };
             match (status, code.as_str()) {
                 (_, "NoSuchBucket") => Error::location_not_found(detail),
-                (_, "NoSuchKey") | (_, "NoSuchUpload") | (_, "NotFound") => Error::not_found(detail),
+                (_, "NoSuchKey") | (_, "NoSuchUpload") | (_, "NotFound") => {
+                    Error::not_found(detail)
+                }
                 (_, "PreconditionFailed") | (412, _) => Error::source_changed(detail),
                 (_, "ConditionalRequestConflict") | (409, "OperationAborted") => {
                     Error::throttled(detail, None)
@@ -493,8 +498,11 @@ impl Store for S3Store {
         })?;
         let mut buf = bytes::BytesMut::with_capacity(cap);
         while let Some(chunk) = out.body.try_next().await.map_err(|e| {
-            Error::timeout(format!("{ctx}: body read failed: {}", short(&e.to_string())))
-                .with_source(e)
+            Error::timeout(format!(
+                "{ctx}: body read failed: {}",
+                short(&e.to_string())
+            ))
+            .with_source(e)
         })? {
             if buf.len() + chunk.len() > cap {
                 return Err(Error::protocol(format!(

@@ -789,11 +789,9 @@ impl Store for OssStore {
                     key_marker = url_decode(&k);
                     id_marker = x.next_upload_id_marker.unwrap_or_default();
                 }
-                (true, _) => {
-                    return Err(Error::protocol(format!(
-                        "{ctx}: the upload listing says it is truncated but gives no next key marker"
-                    )))
-                }
+                (true, _) => return Err(Error::protocol(format!(
+                    "{ctx}: the upload listing says it is truncated but gives no next key marker"
+                ))),
             }
         }
         Ok(out)

@@ -162,7 +162,12 @@ mod tests {
             b"",
         ] {
             let e = parse::<ListBucketResult>("list", body, "ListBucketResult").unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Protocol, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                e.kind(),
+                ErrorKind::Protocol,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }
