@@ -172,8 +172,16 @@ SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_; when unset, the standard AWS
 and for oss:// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / ALIBABA_CLOUD_SECURITY_TOKEN,
 else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
 
-Exit codes: 0 everything in sync; 1 some objects failed (listed in the report) or the run was
-interrupted; 2 bad usage or configuration; 3 cannot reach or authenticate to a store.";
+Safety: a source that does not exist or holds nothing is an error (--allow-empty-source); deletes
+never run after errors, nor when the source listed nothing, nor beyond --max-delete; overlapping
+source and destination are refused; one run per destination at a time (the lease
+.snapferry-lease at the destination's root; a crashed run's lease is taken over when it expires,
+or at once when its process on this host is gone).
+
+Exit codes: 0 everything in sync; 1 some objects failed (listed in the report), the run was
+interrupted, or deletes were refused; 2 bad usage or configuration; 3 cannot reach or
+authenticate to a store, the source location does not exist, or the endpoint does not answer as
+S3/OSS does; 4 another snapferry run holds the destination.";
 
 /// Endpoints and regions of both sides (`sync`, `repo diff`).
 #[derive(Debug, clap::Args)]

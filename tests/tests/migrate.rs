@@ -204,6 +204,36 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
             .0,
         404
     );
+    // Secrets in repository_settings (Alibaba's `oss` type takes its keys there) and in
+    // every cluster secret variable never reach the dry run, also with -vv.
+    let secret_job = tmp.path().join("secret-job.toml");
+    let text = std::fs::read_to_string(&job_file).unwrap().replacen(
+        &format!("location = \"{}\" }}", dst_repo.display()),
+        &format!(
+            "location = \"{}\", access_key_id = \"LTAIkeyidSENTINEL\", secret_access_key = \"SENTINEL-SK\", security_token = \"SENTINEL-TOKEN\" }}",
+            dst_repo.display()
+        ),
+        1,
+    );
+    std::fs::write(&secret_job, text).unwrap();
+    let mut c = snapferry();
+    c.arg("migrate")
+        .arg(&secret_job)
+        .args(["--phase", "baseline", "--dry-run", "-vv"]);
+    for v in [
+        "SNAPFERRY_SRC_CLUSTER_PASSWORD",
+        "SNAPFERRY_DST_CLUSTER_PASSWORD",
+        "SNAPFERRY_SRC_CLUSTER_API_KEY",
+        "SNAPFERRY_DST_CLUSTER_SECRET_ACCESS_KEY",
+    ] {
+        c.env(v, "SENTINEL-ENV");
+    }
+    let out = run(c);
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}{se}");
+    assert!(so.contains("secret_access_key") && so.contains("<redacted>"), "{so}");
+    assert!(so.contains("LTAI<redacted>"), "an access key id is shown masked: {so}");
+    assert!(!so.contains("SENTINEL") && !se.contains("SENTINEL"), "{so}{se}");
 
     let (code, so, se) = migrate(&job_file, &["--phase", "baseline"]);
     assert_eq!(code, 0, "{so}\n{se}");

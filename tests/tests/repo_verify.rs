@@ -299,3 +299,59 @@ fn repo_diff_names_snapshots_on_one_side_and_differing_blobs() {
     assert_eq!(code, 1);
     assert!(v["destination_generation"].is_null(), "{v}");
 }
+
+/// A shard-level index-<gen> that lists a file the repository lacks is a problem even
+/// when no snapshot being verified uses that file: the next snapshot written into the
+/// repository would reuse it by name and be unrestorable.
+#[test]
+fn repo_verify_finds_files_a_shard_index_lists_but_the_repository_lacks() {
+    use snapferry_engine::repo::model::{BlobKind, Repository};
+    use snapferry_engine::store::fs::FsStore;
+    for fixture in fixture_repos() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        copy_dir(&fixture.join("repo"), &repo);
+        // A data blob only the first snapshot uses.
+        let only_first = rt().block_on(async {
+            let store = FsStore::new(&repo);
+            let r = Repository::load(&store).await.unwrap();
+            let mut data = Vec::new();
+            for snap in [&r.data.snapshots[0], r.data.snapshots.last().unwrap()] {
+                let (refs, _) = r.references(&store, &[snap]).await.unwrap();
+                data.push(
+                    refs.into_iter()
+                        .filter(|(_, v)| v.kind == BlobKind::Data)
+                        .map(|(k, _)| k)
+                        .collect::<std::collections::BTreeSet<_>>(),
+                );
+            }
+            let last_name = r.data.snapshots.last().unwrap().name.clone();
+            // In a shard the last snapshot covers too, so its shard index is checked.
+            let dir = |k: &str| k.rsplit_once('/').map(|(d, _)| d.to_string());
+            let covered: std::collections::BTreeSet<_> =
+                data[1].iter().filter_map(|k| dir(k)).collect();
+            let blob = data[0]
+                .difference(&data[1])
+                .find(|k| dir(k).is_some_and(|d| covered.contains(&d)))
+                .cloned();
+            (blob, last_name)
+        });
+        let (Some(blob), last) = only_first else {
+            continue; // every file of the first snapshot is still used by the last
+        };
+        std::fs::remove_file(repo.join(&blob)).unwrap();
+        let mut c = snapferry();
+        c.args(["repo", "verify", repo.to_str().unwrap(), "--json", "--snapshot", &last]);
+        let out = run(c);
+        let (so, se) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{} without {blob}: {so} {se}", fixture.display());
+        let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+        let problems = v["problems"].as_array().unwrap();
+        assert!(
+            problems.iter().any(|p| p["key"] == blob.as_str()
+                && p["problem"].as_str().unwrap().contains("listed by")),
+            "{}: {problems:?}",
+            fixture.display()
+        );
+    }
+}

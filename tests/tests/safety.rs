@@ -395,7 +395,7 @@ fn two_runs_on_one_destination_one_copies_the_other_waits_its_turn() {
     // lease expires, then is taken over; when it wakes up it finds the lease gone and
     // stops itself.
     std::fs::remove_dir_all(&dst).unwrap();
-    let mut stuck = spawn(&["--lease-ttl", "2s"]);
+    let stuck = spawn(&["--lease-ttl", "2s"]);
     let lease = wait_for_lease(&dst, Duration::from_secs(30));
     assert_eq!(lease["pid"], stuck.id());
     let pid = stuck.id().to_string();
@@ -419,32 +419,37 @@ fn two_runs_on_one_destination_one_copies_the_other_waits_its_turn() {
     let report_arg = format!("--report={}", report.display());
     let (code, _, se) = go(sync(&[s, d, "-v", &report_arg]));
     assert_eq!(code, Some(0), "an expired lease is taken over: {se}");
-    // Every object is there; the stopped run's own upload (its writer is alive, only
-    // silent) is left alone, not aborted under it.
-    let (uploads, objects): (Vec<String>, Vec<String>) = tree(&dst)
+    // Every object is there; the stopped run's own upload and half-written temp files
+    // (its writer is alive, only silent) are left alone, not removed under it.
+    let (own, objects): (Vec<String>, Vec<String>) = tree(&dst)
         .into_iter()
-        .partition(|k| k.starts_with(".snapferry-uploads/"));
+        .partition(|k| k.starts_with(".snapferry-uploads/") || k.contains("/.snapferry-tmp-"));
     assert_eq!(objects, want);
+    let uploads = own
+        .iter()
+        .filter(|k| k.starts_with(".snapferry-uploads/") && k.ends_with("/key"))
+        .count();
     assert_eq!(
         read_report(&report)["young_uploads_left"].as_u64().unwrap(),
-        uploads.len() as u64,
-        "{uploads:?}"
+        uploads as u64,
+        "{own:?}"
     );
     assert!(Command::new("kill")
         .args(["-CONT", &pid])
         .status()
         .unwrap()
         .success());
-    let out = stuck.wait().unwrap();
+    let out = stuck.wait_with_output().unwrap();
+    let (so, se) = texts(&out);
     assert_eq!(
-        out.code(),
+        out.status.code(),
         Some(4),
-        "the woken holder stops: it lost its lease"
+        "the woken holder stops, it lost its lease: {so}{se}"
     );
     assert_eq!(
         tree(&dst),
         want,
-        "the destination is identical, and the woken run aborted its own upload"
+        "the destination is identical; the woken run finished its writes and aborted its own upload"
     );
 }
 

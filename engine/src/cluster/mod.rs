@@ -312,7 +312,17 @@ impl Cluster {
             .and_then(|m| m.values().next())
             .cloned()
             .unwrap_or_default();
-        let dist = if node["settings"].to_string().contains("opensearch") {
+        // Where `GET /` is not served, the node's settings tell the distribution apart:
+        // OpenSearch's name its own keys and paths (`opensearch.*`, `.../opensearch-x.y`).
+        fn mentions(v: &Value, word: &str) -> bool {
+            match v {
+                Value::String(s) => s.contains(word),
+                Value::Array(a) => a.iter().any(|x| mentions(x, word)),
+                Value::Object(m) => m.iter().any(|(k, x)| k.contains(word) || mentions(x, word)),
+                _ => false,
+            }
+        }
+        let dist = if mentions(&node["settings"], "opensearch") {
             "opensearch"
         } else {
             "elasticsearch"
