@@ -406,7 +406,8 @@ pub fn resolve_side(
     })
 }
 
-fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
+/// Checks an S3 endpoint flag (scheme, host, port; no userinfo or query string).
+pub fn check_endpoint(flag: &str, ep: &Option<String>, loc: &Location) -> Result<(), String> {
     let Some(ep) = ep else { return Ok(()) };
     if matches!(loc, Location::Oss { .. }) {
         return Ok(()); // checked with the region when the OSS endpoint is resolved

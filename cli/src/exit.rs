@@ -40,6 +40,16 @@ pub fn for_error(e: &Error) -> u8 {
     code(e.kind())
 }
 
+/// The exit code of a finished sync: a fatal error's kind decides (a protocol violation
+/// mid-run is 3, a lost lease 4); else failures, an interruption or refused deletes are 1.
+pub fn for_report(r: &snapferry_engine::pipeline::Report) -> u8 {
+    match r.fatal_error_kind {
+        Some(k) => code(k).max(FAILED),
+        None if r.interrupted || r.failed_objects > 0 || r.deletes_refused.is_some() => FAILED,
+        None => OK,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // A closed stderr (`2>&1 | head`) must not turn a log line into a panic.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }
@@ -202,22 +204,7 @@ async fn sync(a: SyncArgs) -> u8 {
             );
         }
     }
-    if report.fatal_error.is_some()
-        || report.interrupted
-        || report.failed_objects > 0
-        || report.deletes_refused.is_some()
-    {
-        if report
-            .fatal_error
-            .as_deref()
-            .is_some_and(|f| f.contains("lost the destination lease"))
-        {
-            return exit::LOCKED;
-        }
-        EXIT_FAILED
-    } else {
-        EXIT_OK
-    }
+    exit::for_report(&report)
 }
 
 /// A store of a `repo` command, through the request layer (retries, accounting).
@@ -292,11 +279,16 @@ async fn migrate(a: MigrateArgs) -> u8 {
         };
     }
     let mut stores = Vec::new();
+    let mut locations = Vec::new();
     for (name, side) in [("SRC", &job.source), ("DST", &job.destination)] {
         let loc = match Location::parse(&side.store) {
             Ok(l) => l,
             Err(e) => return fail(EXIT_USAGE, format!("job file: {name} store: {e}")),
         };
+        if let Err(m) = args::check_endpoint("store_endpoint", &side.store_endpoint, &loc) {
+            return fail(EXIT_USAGE, format!("job file: {name} {m}"));
+        }
+        locations.push((loc.clone(), side.store_endpoint.clone()));
         let sa = match args::resolve_side(
             &loc,
             &side.store_endpoint,
@@ -315,6 +307,14 @@ async fn migrate(a: MigrateArgs) -> u8 {
         match open_store(tag, &loc, &sa).await {
             Ok(s) => stores.push(s),
             Err(e) => return fail(exit_code_for(&e), e),
+        }
+    }
+    if let [(a, ea), (b, eb)] = &locations[..] {
+        if a.overlaps(ea.as_deref(), b, eb.as_deref()) {
+            return fail(
+                EXIT_USAGE,
+                "job file: the source and destination stores are the same location or one lies inside the other; give the destination repository its own location",
+            );
         }
     }
     let (src, dst) = match (
@@ -337,7 +337,23 @@ async fn migrate(a: MigrateArgs) -> u8 {
         dst,
         src_store,
         dst_store: dst_store.clone(),
+        cancel: tokio_util::sync::CancellationToken::new(),
     };
+    // Ctrl-C / SIGTERM during the copy: uploads aborted, the lease released.
+    let signals = tokio::spawn(progress::on_signal(m.cancel.clone()));
+    let code = migrate_phase(&m, &a, phase, &state_file, &dst_store).await;
+    signals.abort();
+    code
+}
+
+async fn migrate_phase(
+    m: &snapferry_engine::migrate::Migration,
+    a: &MigrateArgs,
+    phase: snapferry_engine::migrate::Phase,
+    state_file: &std::path::Path,
+    dst_store: &Arc<dyn Store>,
+) -> u8 {
+    use snapferry_engine::migrate::Phase;
     if a.dry_run {
         return match m.plan(phase, a.set_write_block).await {
             Ok(calls) => {
@@ -350,11 +366,11 @@ async fn migrate(a: MigrateArgs) -> u8 {
         };
     }
     if phase == Phase::Cutover {
-        if let Err(e) = write_blocked(&m, a.set_write_block).await {
+        if let Err(e) = write_blocked(m, a.set_write_block).await {
             return fail(exit_code_for(&e), e);
         }
     }
-    let rec = match m.run(phase, &state_file).await {
+    let rec = match m.run(phase, state_file).await {
         Ok(r) => r,
         Err(e) => return fail(exit_code_for(&e), e),
     };

@@ -22,6 +22,7 @@
 //! ours, so hosts need roughly synchronised clocks (NTP); liveness by PID works only
 //! for holders on the same host.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,6 +59,14 @@ pub struct Holder {
     /// snapferry version of the holder.
     #[serde(default)]
     pub version: String,
+    /// The holder host's boot id (Linux), so that a host name shared by several machines
+    /// or a reboot is never taken for the same running system.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The holder's PID namespace (Linux), so that a container's pid is never looked up
+    /// among the host's processes.
+    #[serde(default)]
+    pub pid_ns: Option<String>,
 }
 
 impl Holder {
@@ -125,21 +134,50 @@ fn process_start(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the holder is provably gone: same host, and its process no longer runs (or
-/// the pid now belongs to a process started at another time). `None`: cannot tell.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn pid_ns() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Whether the holder is provably gone: it ran on this very system (same host name, boot
+/// id and PID namespace) and its process no longer runs, or the pid now belongs to a
+/// process started at another time; or its host has rebooted since. `None`: cannot tell
+/// (another machine, another container, an older holder that did not record these).
 fn holder_is_dead(h: &Holder, host: &str) -> Option<bool> {
-    if h.host != host || !std::path::Path::new("/proc/self/stat").exists() {
+    if h.host != host {
+        return None;
+    }
+    let (my_boot, my_ns) = (boot_id(), pid_ns());
+    match (&h.boot_id, &my_boot) {
+        (Some(a), Some(b)) if a != b => return Some(true), // rebooted since
+        (Some(_), Some(_)) => {}
+        _ => return None,
+    }
+    if h.pid_ns.is_none() || h.pid_ns != my_ns {
         return None;
     }
     match (process_start(h.pid), h.pid_start) {
         (None, _) => Some(true),
         (Some(now), Some(then)) => Some(now != then),
-        (Some(_), None) => Some(false),
+        (Some(_), None) => None,
     }
 }
 
 /// Reads the lease: its holder and ETag, or `None` when there is none.
 async fn read(store: &dyn Store) -> Result<Option<(Holder, Option<String>)>> {
+    Ok(read_body(store).await?.map(|(h, etag, _)| (h, etag)))
+}
+
+/// As [`read`], with the MD5 of the body.
+async fn read_body(store: &dyn Store) -> Result<Option<(Holder, Option<String>, String)>> {
     let Some(m) = store.head(LEASE_KEY).await? else {
         return Ok(None);
     };
@@ -155,7 +193,11 @@ async fn read(store: &dyn Store) -> Result<Option<(Holder, Option<String>)>> {
             store.describe()
         ))
     })?;
-    Ok(Some((h, m.etag)))
+    let md5 = {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(&body))
+    };
+    Ok(Some((h, m.etag, md5)))
 }
 
 /// Writes the lease; returns the MD5 of the body, which is its ETag on S3 and OSS (so a
@@ -183,17 +225,21 @@ enum Seen {
 }
 
 /// One HEAD when the store's ETag is the body's MD5 (S3, OSS); else the body is read.
-async fn look(store: &dyn Store, me: &Holder, mine: &str) -> Result<Seen> {
+/// `mine` is updated to the MD5 of the body there when that body is ours.
+async fn look(store: &dyn Store, me: &Holder, mine: &mut String) -> Result<Seen> {
     let Some(m) = store.head(LEASE_KEY).await? else {
         return Ok(Seen::Absent);
     };
-    if m.etag.as_deref() == Some(mine) {
+    if m.etag.as_deref() == Some(mine.as_str()) {
         return Ok(Seen::Ours(m.etag));
     }
-    Ok(match read(store).await? {
+    Ok(match read_body(store).await? {
         None => Seen::Absent,
-        Some((h, etag)) if h.id == me.id => Seen::Ours(etag),
-        Some((h, _)) => Seen::Other(h),
+        Some((h, etag, md5)) if h.id == me.id => {
+            *mine = md5;
+            Seen::Ours(etag)
+        }
+        Some((h, _, _)) => Seen::Other(h),
     })
 }
 
@@ -205,11 +251,49 @@ pub async fn peek(store: &dyn Store) -> Result<Option<Holder>> {
         .filter(|h| h.expires_ms > now_ms() && holder_is_dead(h, &host_name()) != Some(true)))
 }
 
+/// How long before its expiry a lease stops counting as held: the time a write may take
+/// to land after the check, so that no write of ours lands after another run could
+/// have taken the lease over.
+fn margin(ttl: Duration) -> i64 {
+    (ttl.as_millis() / 4) as i64
+}
+
+/// Whether this run may still write as the destination's only writer: the lease was
+/// last confirmed valid until a known instant (its expiry less a margin). A run paused
+/// for longer (SIGSTOP, a frozen VM) finds it past and stops before its next dangerous
+/// write, even before its renewer has noticed.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    valid_until_ms: Arc<AtomicI64>,
+}
+
+impl Fence {
+    /// `Locked` when the lease can no longer be counted on.
+    pub fn check(&self) -> Result<()> {
+        let until = self.valid_until_ms.load(Ordering::Acquire);
+        if now_ms() < until {
+            return Ok(());
+        }
+        Err(Error::locked(format!(
+            "the destination lease was not renewed in time (valid until {}); stopping before a write another run could race",
+            rfc3339(until)
+        )))
+    }
+
+    /// A fence that always holds (dry runs, which write nothing).
+    pub fn open() -> Self {
+        Fence {
+            valid_until_ms: Arc::new(AtomicI64::new(i64::MAX)),
+        }
+    }
+}
+
 /// A held lease; renewed in the background until [`Lease::release`].
 pub struct Lease {
     store: Arc<dyn Store>,
     /// Our holder record and the MD5 of the body last written.
     holder: Arc<Mutex<(Holder, String)>>,
+    fence: Fence,
     lost: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
     renewer: tokio::task::JoinHandle<()>,
@@ -237,6 +321,8 @@ impl Lease {
             renewed_ms: start,
             expires_ms: start + ttl.as_millis() as i64,
             version: env!("CARGO_PKG_VERSION").into(),
+            boot_id: boot_id(),
+            pid_ns: pid_ns(),
         };
         let mut previous = Previous::None;
         // A few rounds: a competitor may create or release the lease between our write
@@ -251,13 +337,18 @@ impl Lease {
                 },
             )
             .await;
-            let mine = match created {
+            let mut mine = match created {
                 Ok(md5) => md5,
                 Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                     let now = now_ms();
-                    let Some((h, etag)) = read(store.as_ref()).await? else {
+                    let Some((h, etag, md5)) = read_body(store.as_ref()).await? else {
                         continue; // released meanwhile
                     };
+                    if h.id == me.id {
+                        // Our own earlier attempt, whose answer was lost.
+                        let lease = Lease::start(store, me, md5, ttl, on_lost);
+                        return Ok((lease, previous));
+                    }
                     let dead = holder_is_dead(&h, &host) == Some(true);
                     if h.expires_ms > now && !dead {
                         return Err(Error::locked(format!(
@@ -281,7 +372,7 @@ impl Lease {
             };
             // Read back: only the run whose lease is there proceeds (a store that ignores
             // conditional writes lets two creates succeed; the later one is there).
-            match look(store.as_ref(), &me, &mine).await? {
+            match look(store.as_ref(), &me, &mut mine).await? {
                 Seen::Ours(_) => {
                     let lease = Lease::start(store, me, mine, ttl, on_lost);
                     return Ok((lease, previous));
@@ -309,6 +400,9 @@ impl Lease {
         ttl: Duration,
         on_lost: CancellationToken,
     ) -> Lease {
+        let fence = Fence {
+            valid_until_ms: Arc::new(AtomicI64::new(me.expires_ms - margin(ttl))),
+        };
         let holder = Arc::new(Mutex::new((me, mine)));
         let lost = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
@@ -317,6 +411,7 @@ impl Lease {
             holder.clone(),
             lost.clone(),
             ttl,
+            fence.clone(),
             stop.clone(),
             on_lost,
         ));
@@ -324,9 +419,16 @@ impl Lease {
             store,
             holder,
             lost,
+            fence,
             stop,
             renewer,
         }
+    }
+
+    /// The check a run makes right before a write that must not race a newer holder
+    /// (the commit point, `index.latest`, deletes).
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Why the lease was lost during the run, if it was.
@@ -350,10 +452,10 @@ impl Lease {
         } = self;
         stop.cancel();
         let _ = renewer.await;
-        let Some((me, mine)) = holder.lock().ok().map(|h| h.clone()) else {
+        let Some((me, mut mine)) = holder.lock().ok().map(|h| h.clone()) else {
             return;
         };
-        match look(store.as_ref(), &me, &mine).await {
+        match look(store.as_ref(), &me, &mut mine).await {
             Ok(Seen::Ours(_)) => {
                 if let Err(e) = store.delete(LEASE_KEY).await {
                     tracing::warn!(
@@ -419,6 +521,7 @@ async fn renew_loop(
     holder: Arc<Mutex<(Holder, String)>>,
     lost: Arc<Mutex<Option<String>>>,
     ttl: Duration,
+    fence: Fence,
     stop: CancellationToken,
     on_lost: CancellationToken,
 ) {
@@ -428,6 +531,8 @@ async fn renew_loop(
         if let Ok(mut l) = lost.lock() {
             l.get_or_insert(why);
         }
+        // Nothing may count on the lease any more, whatever the clock says.
+        fence.valid_until_ms.store(i64::MIN, Ordering::Release);
         on_lost.cancel();
     };
     loop {
@@ -435,11 +540,12 @@ async fn renew_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let Some((mut me, mine)) = holder.lock().ok().map(|h| h.clone()) else {
+        let Some((mut me, mut mine)) = holder.lock().ok().map(|h| h.clone()) else {
             return;
         };
-        let renewed = async {
-            let etag = match look(store.as_ref(), &me, &mine).await? {
+        let expires = me.expires_ms;
+        let renewal = async {
+            let etag = match look(store.as_ref(), &me, &mut mine).await? {
                 Seen::Ours(etag) => etag,
                 Seen::Other(h) => {
                     return Ok(Err(format!(
@@ -468,10 +574,20 @@ async fn renew_loop(
                 }
                 Err(e) => Err(e),
             }
-        }
-        .await;
+        };
+        // A renewal that cannot finish before the lease runs out is as good as lost.
+        let left = Duration::from_millis((expires - now_ms()).max(0) as u64);
+        let renewed = tokio::select! {
+            r = tokio::time::timeout(left, renewal) => r.unwrap_or_else(|_| {
+                Err(Error::timeout("the renewal did not finish before the lease expired"))
+            }),
+            _ = stop.cancelled() => return,
+        };
         match renewed {
             Ok(Ok(new)) => {
+                fence
+                    .valid_until_ms
+                    .store(new.0.expires_ms - margin(ttl), Ordering::Release);
                 if let Ok(mut h) = holder.lock() {
                     *h = new;
                 }
@@ -483,7 +599,6 @@ async fn renew_loop(
             Err(e) => {
                 // Transient trouble: keep trying until the lease would expire, then fence
                 // ourselves off (another run may take it over from then on).
-                let expires = holder.lock().map(|h| h.0.expires_ms).unwrap_or(0);
                 if now_ms() + every.as_millis() as i64 >= expires {
                     lose(format!("it could not be renewed before it expired ({e})"));
                     return;
@@ -537,6 +652,8 @@ mod tests {
             renewed_ms: now - 10_000,
             expires_ms: now - 1,
             version: "0".into(),
+            boot_id: None,
+            pid_ns: None,
         };
         write(store.as_ref(), &foreign, PutOptions::default())
             .await
@@ -552,6 +669,8 @@ mod tests {
             host: host_name(),
             pid: u32::MAX - 7,
             expires_ms: now + 3_600_000,
+            boot_id: boot_id(),
+            pid_ns: pid_ns(),
             ..foreign.clone()
         };
         write(store.as_ref(), &dead, PutOptions::default())
@@ -562,6 +681,54 @@ mod tests {
             .unwrap();
         assert_eq!(prev, Previous::Dead(dead));
         l.release().await;
+
+        // The same host name, but another machine (or a reboot): a boot id that is not
+        // ours, with the pid gone, still proves nothing about a holder elsewhere...
+        let elsewhere = Holder {
+            host: host_name(),
+            pid: u32::MAX - 7,
+            expires_ms: now + 3_600_000,
+            boot_id: None,
+            pid_ns: pid_ns(),
+            ..foreign.clone()
+        };
+        write(store.as_ref(), &elsewhere, PutOptions::default())
+            .await
+            .unwrap();
+        let e = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+            .await
+            .err()
+            .expect("a holder that may be alive keeps its lease");
+        assert_eq!(e.kind(), ErrorKind::Locked);
+        // ...and one in another PID namespace (a container) neither.
+        let container = Holder {
+            boot_id: boot_id(),
+            pid_ns: Some("pid:[1]".into()),
+            ..elsewhere.clone()
+        };
+        write(store.as_ref(), &container, PutOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+                .await
+                .is_err()
+        );
+        // A host that has rebooted since: its processes are gone.
+        if boot_id().is_some() {
+            let rebooted = Holder {
+                boot_id: Some("00000000-0000-0000-0000-000000000000".into()),
+                ..container.clone()
+            };
+            write(store.as_ref(), &rebooted, PutOptions::default())
+                .await
+                .unwrap();
+            let (l, prev) = Lease::acquire(store.clone(), DEFAULT_TTL, CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(prev, Previous::Dead(rebooted));
+            l.release().await;
+        }
 
         // Live elsewhere: refused.
         let live = Holder {
@@ -592,13 +759,38 @@ mod tests {
         write(store.as_ref(), &other, PutOptions::default())
             .await
             .unwrap();
+        let fence = l.fence();
+        assert!(fence.check().is_ok());
         tokio::time::timeout(Duration::from_secs(5), on_lost.cancelled())
             .await
             .expect("lost within a renewal interval");
         assert!(l.lost().unwrap().contains("took it over"), "{:?}", l.lost());
+        assert_eq!(fence.check().unwrap_err().kind(), ErrorKind::Locked);
         l.release().await;
         // Not ours: release left the intruder's lease alone.
         assert!(store.head(LEASE_KEY).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_lease_not_renewed_in_time_fences_its_holder_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(dir.path()));
+        let (l, _) = Lease::acquire(store, MIN_TTL, CancellationToken::new())
+            .await
+            .unwrap();
+        let fence = l.fence();
+        assert!(fence.check().is_ok());
+        // As if the process had been paused: the renewer never ran.
+        l.stop.cancel();
+        let t = std::time::Instant::now();
+        while fence.check().is_ok() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the fence never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(t.elapsed() <= MIN_TTL, "closed before the lease's expiry");
     }
 
     #[test]

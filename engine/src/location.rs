@@ -38,28 +38,34 @@ pub enum Location {
 
 const FORMS: &str = "s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a directory path";
 
-/// `s` with any `user:password@` and query string removed, for messages.
+/// `s` with any `user:password@` and query string removed, for messages: whatever stands
+/// between a `/` (or the start) and an `@` is redacted, wherever it is, so that a
+/// malformed URL (`s3:/AKID:SECRET@bucket`) cannot carry a secret into a message either.
 pub fn redact_url(s: &str) -> String {
-    let (scheme, rest) = match s.split_once("://") {
-        Some((a, b)) => (Some(a), b),
-        None => (None, s),
+    let (body, query) = match s.find(['?', '#']) {
+        Some(i) => (&s[..i], true),
+        None => (s, false),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("<redacted>@{host}"),
-        None => authority.to_string(),
-    };
-    let path = match path.split_once(['?', '#']) {
-        Some((p, _)) => format!("{p}?<redacted>"),
-        None => path.to_string(),
-    };
-    match scheme {
-        Some(sc) => format!("{sc}://{authority}{path}"),
-        None => format!("{authority}{path}"),
+    let mut out = String::with_capacity(body.len());
+    let mut segment = String::new();
+    for c in body.chars() {
+        match c {
+            '/' => {
+                out.push_str(&segment);
+                out.push('/');
+                segment.clear();
+            }
+            '@' => {
+                segment = "<redacted>@".into();
+            }
+            c => segment.push(c),
+        }
     }
+    out.push_str(&segment);
+    if query {
+        out.push_str("?<redacted>");
+    }
+    out
 }
 
 /// The `s3://`/`oss://` form of a bucket's web address, when `s` is one.
@@ -139,11 +145,11 @@ impl Location {
                 let lower = scheme.to_ascii_lowercase();
                 if matches!(lower.as_str(), "s3" | "oss" | "file") {
                     let rest = rest.trim_start_matches('/');
-                    let fixed = if lower == "file" {
+                    let fixed = redact_url(&if lower == "file" {
                         format!("file:///{rest}")
                     } else {
                         format!("{lower}://{rest}")
-                    };
+                    });
                     return Err(Error::invalid_input(format!(
                         "{shown:?} is not a valid location (a scheme needs \"://\"); write {fixed}"
                     )));
@@ -216,14 +222,24 @@ impl Location {
         other_endpoint: Option<&str>,
     ) -> bool {
         let nested = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
+        // Bucket names are global on AWS and on Alibaba Cloud: any of their endpoints
+        // (regions, -internal, accelerate) reaches the same bucket. Elsewhere (MinIO, a
+        // gateway) the endpoint itself names the server.
         let same_ep = || {
-            let norm = |e: Option<&str>| {
-                e.map(|e| {
-                    e.trim_end_matches('/')
+            let norm = |e: Option<&str>| match e {
+                None => "cloud".to_string(),
+                Some(e) => {
+                    let host = e
                         .trim_start_matches("https://")
                         .trim_start_matches("http://")
-                        .to_ascii_lowercase()
-                })
+                        .trim_end_matches('/')
+                        .to_ascii_lowercase();
+                    if host.ends_with(".amazonaws.com") || host.ends_with(".aliyuncs.com") {
+                        "cloud".to_string()
+                    } else {
+                        host
+                    }
+                }
             };
             norm(self_endpoint) == norm(other_endpoint)
         };
@@ -377,6 +393,9 @@ mod tests {
             "gs://u:SENTINEL@x/y",
             "https://u:SENTINEL@snaps.s3.amazonaws.com/p",
             "S3://u:SENTINEL@bucket",
+            "s3:/AKID:SENTINEL@bucket/p",
+            "s3:AKID:SENTINEL@bucket",
+            "oss:/x/y?token=SENTINEL",
         ] {
             let e = Location::parse(input).unwrap_err().to_string();
             assert!(!e.contains("SENTINEL"), "{input}: {e}");
@@ -385,6 +404,7 @@ mod tests {
             redact_url("http://u:pw@host:9200/x?token=1"),
             "http://<redacted>@host:9200/x?<redacted>"
         );
+        assert_eq!(redact_url("u:pw@host:9200"), "<redacted>@host:9200");
         assert_eq!(redact_url("http://host:9200"), "http://host:9200");
     }
 
@@ -399,6 +419,22 @@ mod tests {
         assert!(!p("s3://bkt/x").overlaps(ep, &p("s3://cbk/x"), ep));
         assert!(!p("s3://bkt/x").overlaps(ep, &p("s3://bkt/x"), Some("http://127.0.0.1:9001")));
         assert!(!p("s3://bkt/x").overlaps(None, &p("oss://bkt/x"), None));
+        // One cloud bucket through two of its endpoints.
+        assert!(p("oss://bkt/x").overlaps(
+            Some("oss-cn-hangzhou.aliyuncs.com"),
+            &p("oss://bkt/x/y"),
+            Some("oss-cn-hangzhou-internal.aliyuncs.com")
+        ));
+        assert!(p("oss://bkt/x").overlaps(
+            None,
+            &p("oss://bkt"),
+            Some("https://oss-cn-hangzhou.aliyuncs.com")
+        ));
+        assert!(p("s3://bkt/x").overlaps(
+            None,
+            &p("s3://bkt/x"),
+            Some("https://s3.us-west-2.amazonaws.com")
+        ));
         let d = tempfile::tempdir().unwrap();
         let root = d.path().to_str().unwrap();
         std::fs::create_dir_all(d.path().join("data/sub")).unwrap();

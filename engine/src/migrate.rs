@@ -265,8 +265,18 @@ impl Job {
             let url = &side.url;
             let authority = url
                 .split_once("://")
-                .map(|(_, r)| r.split('/').next().unwrap_or(""))
+                .map_or(url.as_str(), |(_, r)| r)
+                .split('/')
+                .next()
                 .unwrap_or("");
+            if url.contains(['?', '#']) {
+                return Err(Error::invalid_input(format!(
+                    "job file {}: the {} cluster url {} carries a query string; give only scheme, host, port and path",
+                    path.display(),
+                    if name == "SRC" { "source" } else { "destination" },
+                    crate::location::redact_url(url)
+                )));
+            }
             if authority.contains('@') {
                 return Err(Error::invalid_input(format!(
                     "job file {}: the {} cluster url {} carries credentials; remove them from the url and set `user` plus SNAPFERRY_{name}_CLUSTER_PASSWORD (or SNAPFERRY_{name}_CLUSTER_API_KEY)",
@@ -387,6 +397,9 @@ pub struct Migration {
     pub src_store: Arc<dyn Store>,
     /// Destination repository store.
     pub dst_store: Arc<dyn Store>,
+    /// Cancels the phase's copy (Ctrl-C / SIGTERM): in-flight uploads are aborted and the
+    /// destination's lease released, as in `sync`.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 fn settings_json(s: &Side, readonly: bool) -> Value {
@@ -626,7 +639,18 @@ impl Migration {
             Arc::new(NoObserver),
         );
         run.preflight().await?;
-        let report = run.run().await?;
+        let handle = run.handle();
+        let cancel = self.cancel.clone();
+        let forward = tokio::spawn(async move {
+            cancel.cancelled().await;
+            handle.cancel.cancel();
+        });
+        let report = run.run().await;
+        forward.abort();
+        let report = report?;
+        if report.interrupted {
+            return Err(Error::cancelled());
+        }
         if report.failed_objects > 0
             || report.fatal_error.is_some()
             || report.snapshot.as_ref().is_none_or(|s| !s.completed)

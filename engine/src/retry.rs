@@ -57,6 +57,11 @@ pub struct Outcome<T> {
     pub result: Result<T>,
     /// Attempts made (1 = the first one decided).
     pub attempts: u32,
+    /// For a [`Idempotency::NotIdempotent`] request: whether an earlier, failed attempt
+    /// may have taken effect on the server (it failed in a way that does not rule that
+    /// out, such as a timeout or a reset). The caller then confirms an answer that only
+    /// an earlier success explains ("no such upload", "precondition failed").
+    pub maybe_applied: bool,
 }
 
 impl RetryPolicy {
@@ -85,12 +90,11 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether attempt `attempt` (1-based) that failed with `e` is tried again.
-    fn should_retry(&self, e: &Error, attempt: u32, _idem: Idempotency) -> bool {
-        // Both kinds of request are retried on transient errors; a non-idempotent one's
-        // caller confirms answers that show an earlier attempt took effect (see
-        // `store::layer`), which is how object_store and the SDKs treat
-        // CompleteMultipartUpload too.
+    /// Whether attempt `attempt` (1-based) that failed with `e` is tried again. Both
+    /// kinds of request are retried on transient errors: a non-idempotent one's caller
+    /// confirms answers that show an earlier attempt took effect ([`Outcome::maybe_applied`]),
+    /// which is how object_store and the SDKs treat CompleteMultipartUpload too.
+    fn should_retry(&self, e: &Error, attempt: u32) -> bool {
         e.is_retryable() && attempt < self.max_attempts
     }
 
@@ -113,40 +117,37 @@ impl RetryPolicy {
         let cancel = cancel.unwrap_or(&never);
         let start = Instant::now();
         let mut attempt = 1;
+        let mut maybe_applied = false;
+        let done = |result, attempts, maybe_applied| Outcome {
+            result,
+            attempts,
+            maybe_applied,
+        };
         loop {
             if cancel.is_cancelled() {
-                return Outcome {
-                    result: Err(Error::cancelled()),
-                    attempts: attempt,
-                };
+                return done(Err(Error::cancelled()), attempt, maybe_applied);
             }
             let res = tokio::select! {
                 r = op(attempt) => r,
                 _ = cancel.cancelled() => Err(Error::cancelled()),
             };
             match res {
-                Err(e) if self.should_retry(&e, attempt, idem) => {
+                Err(e) if self.should_retry(&e, attempt) => {
                     let wait = self.backoff(attempt, e.retry_after());
                     if start.elapsed() + wait > self.max_elapsed {
-                        return Outcome {
-                            result: Err(e),
-                            attempts: attempt,
-                        };
+                        return done(Err(e), attempt, maybe_applied);
                     }
+                    maybe_applied |=
+                        idem == Idempotency::NotIdempotent && !e.kind().certainly_not_applied();
                     tracing::debug!("attempt {attempt} failed ({e}); retrying in {wait:?}");
                     retries.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return Outcome { result: Err(Error::cancelled()), attempts: attempt },
+                        _ = cancel.cancelled() => return done(Err(Error::cancelled()), attempt, maybe_applied),
                     }
                     attempt += 1;
                 }
-                result => {
-                    return Outcome {
-                        result,
-                        attempts: attempt,
-                    }
-                }
+                result => return done(result, attempt, maybe_applied),
             }
         }
     }
@@ -190,6 +191,10 @@ mod tests {
             .await;
         assert_eq!(out.result.unwrap(), 7);
         assert_eq!(out.attempts, 4);
+        assert!(
+            !out.maybe_applied,
+            "idempotent requests need no confirmation"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(retries.load(Ordering::SeqCst), 3);
     }
@@ -220,6 +225,36 @@ mod tests {
             .await;
         assert_eq!(r.result.unwrap_err().kind(), ErrorKind::Server);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_idempotent_request_knows_whether_a_failed_attempt_may_have_applied() {
+        let p = RetryPolicy::default();
+        let retries = AtomicU64::new(0);
+        let calls = AtomicU32::new(0);
+        // Throttled and refused attempts never reached the server's logic.
+        let r: Outcome<()> = p
+            .run(None, &retries, Idempotency::NotIdempotent, |_| async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(Error::throttled("SlowDown", None)),
+                    1 => Err(Error::unreachable("refused")),
+                    _ => Err(Error::not_found("NoSuchUpload")),
+                }
+            })
+            .await;
+        assert!(!r.maybe_applied);
+        // A timeout may have: the caller must confirm.
+        calls.store(0, Ordering::SeqCst);
+        let r: Outcome<()> = p
+            .run(None, &retries, Idempotency::NotIdempotent, |_| async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(Error::timeout("reset after sending")),
+                    _ => Err(Error::not_found("NoSuchUpload")),
+                }
+            })
+            .await;
+        assert!(r.maybe_applied);
+        assert_eq!(r.attempts, 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,7 +53,11 @@ fn no_error_is_classified_by_its_message_text() {
             }
         }
     }
-    assert!(found.is_empty(), "classification by message text:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "classification by message text:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

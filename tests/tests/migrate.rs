@@ -231,9 +231,18 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
     let out = run(c);
     let (so, se) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}");
-    assert!(so.contains("secret_access_key") && so.contains("<redacted>"), "{so}");
-    assert!(so.contains("LTAI<redacted>"), "an access key id is shown masked: {so}");
-    assert!(!so.contains("SENTINEL") && !se.contains("SENTINEL"), "{so}{se}");
+    assert!(
+        so.contains("secret_access_key") && so.contains("<redacted>"),
+        "{so}"
+    );
+    assert!(
+        so.contains("LTAI<redacted>"),
+        "an access key id is shown masked: {so}"
+    );
+    assert!(
+        !so.contains("SENTINEL") && !se.contains("SENTINEL"),
+        "{so}{se}"
+    );
 
     let (code, so, se) = migrate(&job_file, &["--phase", "baseline"]);
     assert_eq!(code, 0, "{so}\n{se}");

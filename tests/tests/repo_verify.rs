@@ -341,10 +341,22 @@ fn repo_verify_finds_files_a_shard_index_lists_but_the_repository_lacks() {
         };
         std::fs::remove_file(repo.join(&blob)).unwrap();
         let mut c = snapferry();
-        c.args(["repo", "verify", repo.to_str().unwrap(), "--json", "--snapshot", &last]);
+        c.args([
+            "repo",
+            "verify",
+            repo.to_str().unwrap(),
+            "--json",
+            "--snapshot",
+            &last,
+        ]);
         let out = run(c);
         let (so, se) = texts(&out);
-        assert_eq!(out.status.code(), Some(1), "{} without {blob}: {so} {se}", fixture.display());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} without {blob}: {so} {se}",
+            fixture.display()
+        );
         let v: serde_json::Value = serde_json::from_str(&so).unwrap();
         let problems = v["problems"].as_array().unwrap();
         assert!(

@@ -224,11 +224,11 @@ fn answers_that_are_not_the_protocols_are_errors_never_empty_listings() {
     http(&gw.endpoint, "DELETE", "/__gateway/faults", b"");
 
     // Mid-run (the preflight's listing passes): a truncated listing without a token,
-    // and a document of another API. The run stops; deletes never run.
+    // and a document of another API. The run stops with exit 3; deletes never run.
     for kind in ["truncated-no-token", "wrong-root"] {
         gw.faults(json!([{"op": "ListObjectsV2", "kind": kind, "count": 1000, "skip": 1}]));
         let (code, _, se) = go(oss_sync(&gw, "oss://src/p", v, &all));
-        assert_eq!(code, Some(1), "{kind}: {se}");
+        assert_eq!(code, Some(3), "{kind}: {se}");
         assert!(
             se.contains("truncated but gives no continuation token")
                 || se.contains("not OSS's <ListBucketResult>"),

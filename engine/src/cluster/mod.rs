@@ -174,7 +174,7 @@ impl Cluster {
         if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
             return Err(Error::invalid_input(format!(
                 "cluster URL {:?} must start with http:// or https://",
-                cfg.url
+                crate::location::redact_url(&cfg.url)
             )));
         }
         Ok(Cluster { http, cfg })
@@ -419,7 +419,8 @@ impl Cluster {
                 return Ok(s);
             }
             if tokio::time::Instant::now() + wait > deadline {
-                return Err(Error::timeout(format!(
+                // Not a connectivity problem: the cluster answers, the work is slow.
+                return Err(Error::cluster(format!(
                     "snapshot {name} still {} after {timeout:?}",
                     s.state
                 )));
@@ -474,7 +475,7 @@ impl Cluster {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::timeout(format!(
+                return Err(Error::cluster(format!(
                     "{index}: recovery not done after {timeout:?}"
                 )));
             }

@@ -272,6 +272,8 @@ pub struct Failure {
     pub key: String,
     /// Why it failed.
     pub reason: String,
+    /// The kind of the failure (`ChecksumMismatch`, `Timeout`, `Cancelled`, ...).
+    pub kind: ErrorKind,
 }
 
 /// The most failures listed one by one in a report (all are counted).
@@ -328,6 +330,8 @@ pub struct Report {
     pub interrupted: bool,
     /// A failure that stopped the whole run (a listing error, for example).
     pub fatal_error: Option<String>,
+    /// Its kind (`Protocol`, `Locked`, `AccessDenied`, ...), which decides the exit code.
+    pub fatal_error_kind: Option<ErrorKind>,
     /// The most entries the differ held at once (flat-memory evidence).
     pub differ_max_held: usize,
     /// Snapshot-aware sync details, when the source is a snapshot repository.
@@ -342,6 +346,12 @@ pub struct Ctx {
     pub dst: Arc<dyn Store>,
     /// The destination for cleanup that must finish after Ctrl-C (aborting uploads).
     dst_cleanup: Arc<dyn Store>,
+    /// The destination for the lease: not cancelled, and with the short retry policy so
+    /// that a stopping run never waits minutes on a dead destination.
+    lease_store: Arc<dyn Store>,
+    /// Closed once the lease can no longer be counted on; checked right before the
+    /// writes that must not race a newer holder (commit point, index.latest, deletes).
+    fence: Mutex<crate::lease::Fence>,
     /// Knobs.
     pub opts: SyncOptions,
     /// Live counters (the CLI reads them for progress).
@@ -368,6 +378,14 @@ impl Ctx {
 
     fn observer_event(&self, e: &Event) {
         self.observer.event(e);
+    }
+
+    /// `Locked` once this run can no longer count on being the destination's only writer.
+    pub(crate) fn fenced(&self) -> Result<()> {
+        match self.fence.lock() {
+            Ok(f) => f.check(),
+            Err(_) => Err(Error::locked("the lease state is unreadable")),
+        }
     }
 
     fn dst_missing(&self) -> bool {
@@ -404,6 +422,7 @@ impl Ctx {
                 f.push(Failure {
                     key: key.to_string(),
                     reason,
+                    kind: e.kind(),
                 });
             }
         }
@@ -472,6 +491,8 @@ impl SyncRun {
             ctx: Arc::new(Ctx {
                 src: Arc::new(src),
                 dst_cleanup: Arc::new(dst.uncancellable()),
+                lease_store: Arc::new(dst.uncancellable().with_retry(RetryPolicy::preflight())),
+                fence: Mutex::new(crate::lease::Fence::open()),
                 dst: Arc::new(dst),
                 opts,
                 counters,
@@ -536,7 +557,7 @@ impl SyncRun {
 
         // One writer per destination: from before the stale-upload cleanup to the end.
         let lease = if ctx.opts.dry_run {
-            if let Some(h) = crate::lease::peek(ctx.dst_cleanup.as_ref()).await? {
+            if let Some(h) = crate::lease::peek(ctx.lease_store.as_ref()).await? {
                 tracing::warn!(
                     "another snapferry run is writing to the destination ({}); a real run would stop here",
                     h.describe(crate::store::fs::now_ms())
@@ -545,11 +566,14 @@ impl SyncRun {
             None
         } else {
             let (l, prev) = Lease::acquire(
-                ctx.dst_cleanup.clone(),
+                ctx.lease_store.clone(),
                 ctx.opts.lease_ttl,
                 ctx.cancel.clone(),
             )
             .await?;
+            if let Ok(mut f) = ctx.fence.lock() {
+                *f = l.fence();
+            }
             Some((l, prev))
         };
         let previous = lease
@@ -615,6 +639,7 @@ impl SyncRun {
             requests: ctx.lat.request_counts(),
             latency_ms: ctx.lat.summaries(),
             interrupted,
+            fatal_error_kind: body.fatal.as_ref().map(Error::kind),
             fatal_error: body.fatal.map(|e| e.to_string()),
             differ_max_held: body.max_held,
             snapshot: body.snapshot,
@@ -695,7 +720,8 @@ async fn body(
 fn abortable(u: &PendingUpload, previous: &Previous, cutoff_ms: i64) -> bool {
     match (u.initiated_ms, previous) {
         (_, Previous::Dead(_)) => true,
-        (None, _) => true,
+        // No start time: it cannot be shown to be old.
+        (None, _) => false,
         (Some(t), _) => t < cutoff_ms,
     }
 }
@@ -978,6 +1004,7 @@ async fn schedule(
 }
 
 pub(crate) async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<()> {
+    ctx.fenced()?;
     let keys = deletes.keys()?;
     let stream = futures::stream::iter(keys).map(|key| {
         let ctx = ctx.clone();
@@ -986,6 +1013,9 @@ pub(crate) async fn run_deletes(ctx: &Arc<Ctx>, deletes: DeleteSpill) -> Result<
                 Ok(k) => k,
                 Err(e) => return Err(e),
             };
+            // Every delete only while the lease is ours: a paused run that wakes up
+            // after another took over deletes nothing more.
+            ctx.fenced()?;
             match ctx.dst.delete(&key).await {
                 Ok(()) => {
                     ctx.counters.deleted_objects.fetch_add(1, Ordering::Relaxed);

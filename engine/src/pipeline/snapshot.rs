@@ -240,6 +240,9 @@ fn check_identity(src: &RepositoryData, dst: &RepositoryData, replace: bool) -> 
     if replace {
         return Ok(());
     }
+    if dst.snapshots.is_empty() {
+        return Ok(()); // an empty catalogue loses nothing
+    }
     let uuid = |d: &RepositoryData| d.uuid.clone().filter(|u| !u.is_empty() && u != "_na_");
     let (su, du) = (uuid(src), uuid(dst));
     let differs = match (&su, &du) {
@@ -277,6 +280,43 @@ async fn write_blob(ctx: &Ctx, key: &str, bytes: &[u8]) -> Result<()> {
     ctx.dst.put(key, data, crc, &PutOptions::default()).await
 }
 
+/// Writes the commit point as `index-{target}`, created only if absent, so that no root
+/// is ever overwritten (whatever another writer did since the destination was read).
+/// When the name is taken: by these very bytes it is committed already; by other bytes,
+/// the next free generation is tried. Returns the generation written.
+async fn write_root(ctx: &Ctx, mut target: u64, bytes: &[u8]) -> Result<u64> {
+    for _ in 0..8 {
+        ctx.fenced()?;
+        let key = format!("index-{target}");
+        let data = Bytes::copy_from_slice(bytes);
+        let crc = crc32fast::hash(&data);
+        let once = PutOptions {
+            if_none_match: true,
+            ..Default::default()
+        };
+        match ctx.dst.put(&key, data, crc, &once).await {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                let there = match ctx.dst.head(&key).await? {
+                    Some(m) => ctx.dst.get_range(&key, 0..m.size, None).await?,
+                    None => continue, // removed meanwhile: try the same name again
+                };
+                if there[..] == bytes[..] {
+                    return Ok(target);
+                }
+                tracing::warn!(
+                    "{key} exists with other bytes; writing the root one generation higher"
+                );
+                target += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::other(format!(
+        "could not find a free root generation above index-{target}; another writer keeps adding roots"
+    )))
+}
+
 /// A plan checked against the destination (with the lease held): where the root goes.
 pub struct Checked {
     plan: Plan,
@@ -296,8 +336,16 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Chec
     let mut target = generation;
     let mut committed = false;
     if let Some((n, bytes)) = &dst_root {
-        if let Ok(d) = RepositoryData::parse(*n, bytes) {
-            check_identity(&plan.data, &d, ctx.opts.replace_repository)?;
+        match RepositoryData::parse(*n, bytes) {
+            Ok(d) => check_identity(&plan.data, &d, ctx.opts.replace_repository)?,
+            // Its catalogue cannot be read, so it cannot be shown to be ours either.
+            Err(e) if !ctx.opts.replace_repository => {
+                return Err(Error::invalid_input(format!(
+                    "the destination's root index-{n} cannot be read ({}); pass --replace-repository to write over it, or choose another destination",
+                    e.message()
+                )))
+            }
+            Err(_) => {}
         }
         if *bytes == plan.root {
             target = *n;
@@ -341,7 +389,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     } else {
         BTreeSet::new()
     };
-    let root_key = format!("index-{target}");
+    let mut target = target;
+    let mut root_key = format!("index-{target}");
     let refs = Arc::new(plan.refs);
     let written: BTreeMap<String, Vec<u8>> = plan.written.into_iter().collect();
     let mut report = SnapshotReport {
@@ -384,8 +433,24 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
                 } else {
                     n = 1;
                     if !ctx.opts.dry_run {
-                        if let Err(e) = write_blob(ctx, &key, &bytes).await {
-                            ctx.failed(&key, &e);
+                        let written = if phase == BlobKind::RootIndex {
+                            write_root(ctx, target, &bytes).await.map(|g| {
+                                target = g;
+                                root_key = format!("index-{g}");
+                                report.destination_generation = g;
+                            })
+                        } else {
+                            match ctx.fenced() {
+                                Ok(()) => write_blob(ctx, &key, &bytes).await,
+                                Err(e) => Err(e),
+                            }
+                        };
+                        if let Err(e) = written {
+                            if e.kind() == ErrorKind::Locked {
+                                out.fatal = Some(e);
+                            } else {
+                                ctx.failed(&key, &e);
+                            }
                             report.phases.push(PhaseReport {
                                 phase: phase_name(phase).into(),
                                 copied_objects: 0,
@@ -518,7 +583,9 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         out.planned_deletes = spill.count;
         out.deletes_refused = delete_guard(ctx, spill.count, dst_objects);
         if out.deletes_refused.is_none() {
-            run_or_plan_deletes(ctx, spill).await?;
+            if let Err(e) = run_or_plan_deletes(ctx, spill).await {
+                out.fatal = Some(e);
+            }
         }
     }
     done(&mut out, report);
@@ -570,7 +637,8 @@ mod tests {
         )
         .is_ok());
         assert!(check_identity(&data(None, &["s1"]), &data(None, &["x"]), false).is_err());
-        // An empty destination catalogue conflicts with nothing.
+        // An empty destination catalogue conflicts with nothing, whatever its uuid.
         assert!(check_identity(&data(None, &["s1"]), &data(None, &[]), false).is_ok());
+        assert!(check_identity(&a, &data(Some("B"), &[]), false).is_ok());
     }
 }

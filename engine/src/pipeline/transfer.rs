@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::{CompletedPart, ObjectMeta, PutOptions};
 
 /// A multipart object in flight.
@@ -26,7 +26,7 @@ pub struct MultiObject {
     pub opts: PutOptions,
     parts: Mutex<Vec<Option<CompletedPart>>>,
     remaining: AtomicUsize,
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<(ErrorKind, String)>>,
     has_failed: AtomicBool,
 }
 
@@ -44,9 +44,9 @@ impl MultiObject {
         }
     }
 
-    fn fail(&self, reason: String) {
+    fn fail(&self, kind: ErrorKind, reason: String) {
         if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert(reason);
+            f.get_or_insert((kind, reason));
         }
         self.has_failed.store(true, Ordering::Release);
     }
@@ -62,7 +62,10 @@ impl MultiObject {
 
     /// Marks `n` parts that will never be scheduled as finished and the object failed.
     pub fn abandon_parts(&self, n: usize) {
-        self.fail("interrupted before all parts were uploaded".into());
+        self.fail(
+            ErrorKind::Cancelled,
+            "interrupted before all parts were uploaded".into(),
+        );
         self.remaining.fetch_sub(n, Ordering::AcqRel);
     }
 
@@ -114,7 +117,7 @@ pub struct Fetched {
 /// What the committer receives.
 pub enum Commit {
     /// A single-PUT object finished (Ok = stored and verified).
-    Single(ObjectMeta, Result<()>),
+    Single(Box<ObjectMeta>, Result<()>),
     /// Every part of a multipart object finished (some may have failed).
     Multi(Arc<MultiObject>),
 }
@@ -177,7 +180,7 @@ pub async fn uploader(
                 drop(data);
                 let m = m.clone();
                 drop(job); // releases the permit before we wait on the committer
-                let _ = commit.send(Commit::Single(m, res)).await;
+                let _ = commit.send(Commit::Single(Box::new(m), res)).await;
             }
             JobKind::Part { obj, number, .. } => {
                 if obj.is_failed() {
@@ -208,10 +211,10 @@ async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
         JobKind::Single(m) => {
             let m = m.clone();
             drop(job);
-            let _ = commit.send(Commit::Single(m, Err(e))).await;
+            let _ = commit.send(Commit::Single(Box::new(m), Err(e))).await;
         }
         JobKind::Part { obj, number, .. } => {
-            obj.fail(format!("part {number}: {e}"));
+            obj.fail(e.kind(), format!("part {number}: {e}"));
             part_done(commit, &job.kind, None).await;
         }
     }
@@ -220,7 +223,7 @@ async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
 async fn part_done(commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<CompletedPart>) {
     if let JobKind::Part { obj, number, .. } = kind {
         if part.is_none() && !obj.is_failed() {
-            obj.fail("cancelled".into());
+            obj.fail(ErrorKind::Cancelled, "cancelled".into());
         }
         if obj.finish_part(*number, part) {
             let _ = commit.send(Commit::Multi(obj.clone())).await;
@@ -237,9 +240,9 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
             Commit::Single(m, Err(e)) => ctx.failed(&m.key, &e),
             Commit::Multi(obj) => {
                 let failure = obj.failed.lock().ok().and_then(|f| f.clone());
-                if let Some(reason) = failure {
+                if let Some((kind, reason)) = failure {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
-                    ctx.failed(&obj.src.key, &Error::other(reason));
+                    ctx.failed(&obj.src.key, &Error::new(kind, reason));
                     continue;
                 }
                 let parts: Option<Vec<CompletedPart>> = obj

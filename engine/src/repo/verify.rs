@@ -211,48 +211,47 @@ pub async fn verify_loaded(
     // listed files by name and checksum, so a listed but missing blob would silently
     // corrupt it.
     let refs = &refs;
-    let results: Vec<(String, u64, Option<String>, Vec<Problem>)> =
-        futures::stream::iter(metadata)
-            .map(|(key, size)| async move {
-                let env = store
-                    .get_range(&key, 0..size, None)
-                    .await
-                    .and_then(|b| blob::parse_envelope(&key, &b));
-                let mut listed = Vec::new();
-                let err = match env {
-                    Err(e) => Some(e.to_string()),
-                    Ok(env) if classify(&key) == Some(BlobKind::ShardIndex) => {
-                        match blob::decode::<ShardIndexFiles>(&key, &env) {
-                            Err(e) => Some(e.to_string()),
-                            Ok(idx) => {
-                                let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
-                                for f in idx.files {
-                                    for (name, want) in f.blobs() {
-                                        let blob = format!("{dir}/{name}");
-                                        if refs.contains_key(&blob) {
-                                            continue; // checked above already
-                                        }
-                                        let problem = match repo.listing.get(&blob) {
-                                            None => format!("listed by {key}, missing"),
-                                            Some(&got) if got != want => format!(
-                                                "listed by {key} with {want} bytes, holds {got}"
-                                            ),
-                                            Some(_) => continue,
-                                        };
-                                        listed.push(Problem { key: blob, problem });
+    let results: Vec<(String, u64, Option<String>, Vec<Problem>)> = futures::stream::iter(metadata)
+        .map(|(key, size)| async move {
+            let env = store
+                .get_range(&key, 0..size, None)
+                .await
+                .and_then(|b| blob::parse_envelope(&key, &b));
+            let mut listed = Vec::new();
+            let err = match env {
+                Err(e) => Some(e.to_string()),
+                Ok(env) if classify(&key) == Some(BlobKind::ShardIndex) => {
+                    match blob::decode::<ShardIndexFiles>(&key, &env) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(idx) => {
+                            let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+                            for f in idx.files {
+                                for (name, want) in f.blobs() {
+                                    let blob = format!("{dir}/{name}");
+                                    if refs.contains_key(&blob) {
+                                        continue; // checked above already
                                     }
+                                    let problem = match repo.listing.get(&blob) {
+                                        None => format!("listed by {key}, missing"),
+                                        Some(&got) if got != want => format!(
+                                            "listed by {key} with {want} bytes, holds {got}"
+                                        ),
+                                        Some(_) => continue,
+                                    };
+                                    listed.push(Problem { key: blob, problem });
                                 }
-                                None
                             }
+                            None
                         }
                     }
-                    Ok(_) => None,
-                };
-                (key, size, err, listed)
-            })
-            .buffer_unordered(conc)
-            .collect()
-            .await;
+                }
+                Ok(_) => None,
+            };
+            (key, size, err, listed)
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
     for (key, size, err, listed) in results {
         report.metadata_checked += 1;
         report.bytes_read += size;

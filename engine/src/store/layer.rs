@@ -91,6 +91,18 @@ impl Layered {
         }
     }
 
+    /// The same store with another retry policy (the lease uses the short one, so that
+    /// a stopping run never waits minutes on a dead destination).
+    pub fn with_retry(&self, retry: RetryPolicy) -> Layered {
+        let mut p = (*self.policy).clone();
+        p.retry = retry;
+        Layered {
+            inner: self.inner.clone(),
+            side: self.side,
+            policy: Arc::new(p),
+        }
+    }
+
     /// The side errors are tagged with.
     pub fn side(&self) -> Side {
         self.side
@@ -288,7 +300,10 @@ impl Store for Layered {
                         ) {
                             Ok(last) => {
                                 st.last = last;
+                                // The retry budget is per page, not per listing: a
+                                // listing of millions of keys takes longer than it.
                                 st.attempt = 1;
+                                st.started = Instant::now();
                                 return Some((Ok(page), st));
                             }
                             Err(e) => {
@@ -349,10 +364,41 @@ impl Store for Layered {
     }
 
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
-        // A conditional PUT is not idempotent in its answer (a retry after a lost
-        // response sees its own object), but it is safe: the caller re-reads.
-        self.simple(Kind::Put, || self.inner.put(key, data.clone(), crc32, opts))
-            .await
+        let conditional = opts.if_none_match || opts.if_match.is_some();
+        if !conditional {
+            return self
+                .simple(Kind::Put, || self.inner.put(key, data.clone(), crc32, opts))
+                .await;
+        }
+        // A conditional PUT is not idempotent in its answer: when the first attempt
+        // wrote and its response was lost, the retry fails its own condition. Confirmed
+        // like a lost CompleteMultipartUpload: the object there holds our bytes (its ETag
+        // is their MD5 on S3 and OSS).
+        let out = self
+            .call(
+                Kind::Put,
+                Idempotency::NotIdempotent,
+                &self.policy.retry,
+                || self.inner.put(key, data.clone(), crc32, opts),
+            )
+            .await;
+        match out.result {
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed && out.maybe_applied => {
+                let head = self.simple(Kind::Head, || self.inner.head(key)).await?;
+                let md5 = {
+                    use md5::{Digest, Md5};
+                    hex::encode(Md5::digest(&data))
+                };
+                match head {
+                    Some(m) if m.size == data.len() as u64 && m.etag.as_deref() == Some(&md5) => {
+                        tracing::info!("put {key}: a retry's condition failed on our own earlier write; confirmed by its ETag");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -408,7 +454,7 @@ impl Store for Layered {
             )
             .await;
         match out.result {
-            Err(e) if e.kind() == ErrorKind::NotFound && out.attempts > 1 => {
+            Err(e) if e.kind() == ErrorKind::NotFound && out.maybe_applied => {
                 self.confirm_completed(key, parts, opts).await
             }
             r => r,

@@ -306,6 +306,7 @@ where
                     Error::throttled(detail, None)
                 }
                 (_, "SlowDown") | (429, _) | (503, _) => Error::throttled(detail, None),
+                (_, "RequestTimeTooSkewed") => Error::clock_skew(detail),
                 (_, "InvalidAccessKeyId")
                 | (_, "SignatureDoesNotMatch")
                 | (_, "AccessDenied")

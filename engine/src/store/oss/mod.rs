@@ -423,9 +423,14 @@ impl OssStore {
             if key.is_empty() {
                 continue; // the prefix's own "directory" marker
             }
+            let Some(size) = c.size else {
+                return Err(Error::protocol(format!(
+                    "{ctx}: the listing gives {full:?} no size"
+                )));
+            };
             page.push(ObjectMeta {
                 key: key.to_string(),
-                size: c.size,
+                size,
                 mtime_ms: c.last_modified.as_deref().and_then(iso_ms),
                 etag: c.etag.as_deref().map(normalize_etag),
                 ..Default::default()
@@ -588,7 +593,13 @@ impl Store for OssStore {
         let r = self
             .send(&ctx, Method::GET, &self.full_key(key), &[], &headers, None)
             .await?;
-        if r.body.len() as u64 != want {
+        if r.body.len() as u64 > want {
+            return Err(Error::protocol(format!(
+                "{ctx}: the server sent {} bytes for a {want}-byte range (it ignored Range)",
+                r.body.len()
+            )));
+        }
+        if (r.body.len() as u64) < want {
             return Err(Error::timeout(format!(
                 "{ctx}: short read: got {} of {want} bytes",
                 r.body.len()
@@ -789,9 +800,11 @@ impl Store for OssStore {
                     key_marker = url_decode(&k);
                     id_marker = x.next_upload_id_marker.unwrap_or_default();
                 }
-                (true, _) => return Err(Error::protocol(format!(
+                (true, _) => {
+                    return Err(Error::protocol(format!(
                     "{ctx}: the upload listing says it is truncated but gives no next key marker"
-                ))),
+                )))
+                }
             }
         }
         Ok(out)

@@ -74,8 +74,9 @@ pub struct Contents {
     pub last_modified: Option<String>,
     #[serde(rename = "ETag", default)]
     pub etag: Option<String>,
+    /// Absent is a protocol error (checked by the store), never a 0-byte object.
     #[serde(default)]
-    pub size: u64,
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +129,7 @@ mod tests {
         assert_eq!(r.next_continuation_token.as_deref(), Some("tok"));
         assert_eq!(r.contents.len(), 2);
         assert_eq!(r.contents[0].key, "p%2Fa%2Bb%20c");
-        assert_eq!(r.contents[0].size, 3);
+        assert_eq!(r.contents[0].size, Some(3));
         let e: ErrorBody = quick_xml::de::from_str(
             "<Error><Code>NoSuchKey</Code><Message>gone</Message><RequestId>R1</RequestId><HostId>h</HostId><EC>0026-00000001</EC></Error>",
         )
