@@ -179,9 +179,10 @@ source and destination are refused; one run per destination at a time (the lease
 or at once when its process on this host is gone).
 
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report), the run was
-interrupted, or deletes were refused; 2 bad usage or configuration; 3 cannot reach or
-authenticate to a store, the source location does not exist, or the endpoint does not answer as
-S3/OSS does; 4 another snapferry run holds the destination.";
+interrupted, or deletes were refused;
+2 bad usage or configuration; 3 cannot reach or authenticate to a store (also: the source
+location does not exist, or the endpoint does not answer as S3/OSS does);
+4 another snapferry run holds the destination.";
 
 /// Endpoints and regions of both sides (`sync`, `repo diff`).
 #[derive(Debug, clap::Args)]

@@ -30,6 +30,11 @@ fn sync_help_states_memory_credentials_and_exit_codes() {
         "the same with DST_",
         "0 everything in sync; 1 some objects failed",
         "2 bad usage or configuration; 3 cannot reach or authenticate to a store",
+        "4 another snapferry run holds the destination",
+        "--max-delete",
+        "--allow-empty-source",
+        "--replace-repository",
+        "--lease-ttl",
     ] {
         assert!(h.contains(want), "--help lacks {want:?}:\n{h}");
     }

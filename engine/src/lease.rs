@@ -37,6 +37,8 @@ use crate::store::{PutOptions, Store, LEASE_KEY};
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 /// The shortest time to live accepted (tests use short ones).
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// The longest a run waits to release its lease at the end.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Who holds a lease: what the lease object says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -455,17 +457,21 @@ impl Lease {
         let Some((me, mut mine)) = holder.lock().ok().map(|h| h.clone()) else {
             return;
         };
-        match look(store.as_ref(), &me, &mut mine).await {
-            Ok(Seen::Ours(_)) => {
-                if let Err(e) = store.delete(LEASE_KEY).await {
-                    tracing::warn!(
-                        "could not release the lease {LEASE_KEY} ({e}); the next run takes it over once it expires"
-                    );
-                }
+        // Bounded: a stopping run never waits long on a destination that does not answer;
+        // an unreleased lease only makes the next run wait for its expiry.
+        let release = async {
+            match look(store.as_ref(), &me, &mut mine).await? {
+                Seen::Ours(_) => store.delete(LEASE_KEY).await,
+                _ => Ok(()),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                "could not read the lease {LEASE_KEY} to release it ({e}); it expires on its own"
+        };
+        match tokio::time::timeout(RELEASE_DEADLINE, release).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "could not release the lease {LEASE_KEY} ({e}); the next run takes it over once it expires"
+            ),
+            Err(_) => tracing::warn!(
+                "releasing the lease {LEASE_KEY} took longer than {RELEASE_DEADLINE:?}; the next run takes it over once it expires"
             ),
         }
     }

@@ -94,3 +94,142 @@ fn opensearch_restores_every_snapshot_from_a_copied_repository() {
         assert_eq!(st, 200, "{body}");
     }
 }
+
+/// `sync --snapshot` yields a repository of exactly the selected snapshots: a real
+/// OpenSearch lists just those, restores each with its document counts, and takes a new
+/// snapshot into it that restores too (the rewritten shard generations are sound).
+#[test]
+fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
+    let fixture = {
+        let dir = repo_root().join("fixtures/repos");
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("opensearch")
+            })
+            .collect();
+        v.sort();
+        v.pop()
+            .expect("setup failed: no opensearch fixture repository")
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("manifest.json")).unwrap())
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path_repo = tmp.path().join("path-repo");
+    let dest = path_repo.join("selected");
+    let selected = ["snap-1", "snap-4"];
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        fixture.join("repo").to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]);
+    for s in selected {
+        c.args(["--snapshot", s]);
+    }
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+
+    let node = SearchNode::start(&path_repo);
+    let (st, body) = node.call(
+        "PUT",
+        "/_snapshot/selected",
+        json!({"type": "fs", "settings": {"location": dest.to_str().unwrap()}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.call("GET", "/_snapshot/selected/_all", serde_json::Value::Null);
+    assert_eq!(st, 200, "{body}");
+    let mut listed: Vec<&str> = body["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, selected, "exactly the selected snapshots");
+    let restore_and_count = |name: &str, indices: &serde_json::Map<String, serde_json::Value>| {
+        let (st, body) = node.call(
+            "POST",
+            &format!("/_snapshot/selected/{name}/_restore?wait_for_completion=true"),
+            json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
+        );
+        assert_eq!(st, 200, "restore {name}: {body}");
+        assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
+        for (index, want) in indices {
+            let (st, body) = node.call(
+                "GET",
+                &format!("/restored-{index}/_count"),
+                serde_json::Value::Null,
+            );
+            assert_eq!(st, 200, "{body}");
+            assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
+        }
+        let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
+        assert_eq!(st, 200, "{body}");
+    };
+    for snap in manifest["snapshots"].as_array().unwrap() {
+        let name = snap["name"].as_str().unwrap();
+        if selected.contains(&name) {
+            restore_and_count(name, snap["indices"].as_object().unwrap());
+        }
+    }
+    // Writable: a new snapshot of data restored from the fixture's own snap-3 (which the
+    // selection left out) lands and restores.
+    let snap3 = manifest["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "snap-3")
+        .unwrap();
+    // The full fixture, copied as a second (read-only) repository, provides snap-3's
+    // indices.
+    let mut c = snapferry();
+    c.args([
+        "sync",
+        fixture.join("repo").to_str().unwrap(),
+        path_repo.join("full").to_str().unwrap(),
+    ]);
+    assert_eq!(run(c).status.code(), Some(0));
+    let (st, body) = node.call(
+        "PUT",
+        "/_snapshot/full",
+        json!({"type": "fs", "settings": {"location": path_repo.join("full").to_str().unwrap(), "readonly": true}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.call(
+        "POST",
+        "/_snapshot/full/snap-3/_restore?wait_for_completion=true",
+        json!({"indices": "*", "include_global_state": false, "index_settings": {"index.number_of_replicas": 0}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.call(
+        "PUT",
+        "/_snapshot/selected/new-1?wait_for_completion=true",
+        json!({"indices": "*", "include_global_state": false}),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["snapshot"]["state"], "SUCCESS", "{body}");
+    let names: Vec<&str> = snap3["indices"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let (st, body) = node.call(
+        "DELETE",
+        &format!("/{}", names.join(",")),
+        serde_json::Value::Null,
+    );
+    assert_eq!(st, 200, "{body}");
+    restore_and_count("new-1", snap3["indices"].as_object().unwrap());
+    // And snapferry's own deep check agrees.
+    let mut c = snapferry();
+    c.args(["repo", "verify", dest.to_str().unwrap(), "--deep"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+}

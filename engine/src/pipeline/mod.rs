@@ -346,8 +346,8 @@ pub struct Ctx {
     pub dst: Arc<dyn Store>,
     /// The destination for cleanup that must finish after Ctrl-C (aborting uploads).
     dst_cleanup: Arc<dyn Store>,
-    /// The destination for the lease: not cancelled, and with the short retry policy so
-    /// that a stopping run never waits minutes on a dead destination.
+    /// The destination for the lease: not cancelled (the lease is released after Ctrl-C);
+    /// renewals are bounded by the lease's expiry and the release by a short deadline.
     lease_store: Arc<dyn Store>,
     /// Closed once the lease can no longer be counted on; checked right before the
     /// writes that must not race a newer holder (commit point, index.latest, deletes).
@@ -491,7 +491,7 @@ impl SyncRun {
             ctx: Arc::new(Ctx {
                 src: Arc::new(src),
                 dst_cleanup: Arc::new(dst.uncancellable()),
-                lease_store: Arc::new(dst.uncancellable().with_retry(RetryPolicy::preflight())),
+                lease_store: Arc::new(dst.uncancellable()),
                 fence: Mutex::new(crate::lease::Fence::open()),
                 dst: Arc::new(dst),
                 opts,

@@ -91,18 +91,6 @@ impl Layered {
         }
     }
 
-    /// The same store with another retry policy (the lease uses the short one, so that
-    /// a stopping run never waits minutes on a dead destination).
-    pub fn with_retry(&self, retry: RetryPolicy) -> Layered {
-        let mut p = (*self.policy).clone();
-        p.retry = retry;
-        Layered {
-            inner: self.inner.clone(),
-            side: self.side,
-            policy: Arc::new(p),
-        }
-    }
-
     /// The side errors are tagged with.
     pub fn side(&self) -> Side {
         self.side
