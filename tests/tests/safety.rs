@@ -453,6 +453,43 @@ fn two_runs_on_one_destination_one_copies_the_other_waits_its_turn() {
     );
 }
 
+#[test]
+fn two_runs_on_one_bucket_prefix_exactly_one_copies() {
+    // On S3 the lease is created with If-None-Match: *: two runs that start together
+    // cannot both take it.
+    let (a, b) = (Minio::start(), Minio::start());
+    let (ca, cb) = (a.client(), b.client());
+    let rt = rt();
+    rt.block_on(async {
+        create_bucket(&ca, "src").await;
+        create_bucket(&cb, "dst").await;
+        for i in 0..30 {
+            put(&ca, "src", &format!("p/o{i:02}"), data(30_000, i)).await;
+        }
+    });
+    let spawn = || {
+        let mut c = sync(&[
+            "s3://src/p",
+            "s3://dst/p",
+            "--src-endpoint",
+            &a.endpoint,
+            "--dst-endpoint",
+            &b.endpoint,
+            "--bwlimit",
+            "300KiB/s",
+        ]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (x, y) = (spawn(), spawn());
+    let (ox, oy) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
+    let mut codes = [ox.status.code(), oy.status.code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(4)], "{:?} {:?}", texts(&ox), texts(&oy));
+    let n = rt.block_on(assert_identical(&ca, "src", "p/", &cb, "dst", "p/"));
+    assert_eq!(n, 30, "identical, and the lease released");
+}
+
 fn fixture(prefix: &str) -> std::path::PathBuf {
     let dir = repo_root().join("fixtures/repos");
     let mut v: Vec<_> = std::fs::read_dir(&dir)

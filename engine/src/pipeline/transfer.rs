@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::store::{CompletedPart, ObjectMeta, PutOptions};
 
 /// A multipart object in flight.
@@ -26,7 +26,7 @@ pub struct MultiObject {
     pub opts: PutOptions,
     parts: Mutex<Vec<Option<CompletedPart>>>,
     remaining: AtomicUsize,
-    failed: Mutex<Option<(ErrorKind, String)>>,
+    failed: Mutex<Option<Error>>,
     has_failed: AtomicBool,
 }
 
@@ -44,9 +44,10 @@ impl MultiObject {
         }
     }
 
-    fn fail(&self, kind: ErrorKind, reason: String) {
+    /// Records the first failure of any part (as the object's reason).
+    fn fail(&self, e: Error) {
         if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert((kind, reason));
+            f.get_or_insert(e);
         }
         self.has_failed.store(true, Ordering::Release);
     }
@@ -62,10 +63,7 @@ impl MultiObject {
 
     /// Marks `n` parts that will never be scheduled as finished and the object failed.
     pub fn abandon_parts(&self, n: usize) {
-        self.fail(
-            ErrorKind::Cancelled,
-            "interrupted before all parts were uploaded".into(),
-        );
+        self.fail(Error::cancelled());
         self.remaining.fetch_sub(n, Ordering::AcqRel);
     }
 
@@ -214,7 +212,7 @@ async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
             let _ = commit.send(Commit::Single(Box::new(m), Err(e))).await;
         }
         JobKind::Part { obj, number, .. } => {
-            obj.fail(e.kind(), format!("part {number}: {e}"));
+            obj.fail(e.context(format!("part {number}")));
             part_done(commit, &job.kind, None).await;
         }
     }
@@ -223,7 +221,7 @@ async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
 async fn part_done(commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<CompletedPart>) {
     if let JobKind::Part { obj, number, .. } = kind {
         if part.is_none() && !obj.is_failed() {
-            obj.fail(ErrorKind::Cancelled, "cancelled".into());
+            obj.fail(Error::cancelled());
         }
         if obj.finish_part(*number, part) {
             let _ = commit.send(Commit::Multi(obj.clone())).await;
@@ -239,10 +237,10 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
             Commit::Single(m, Ok(())) => ctx.copied(&m),
             Commit::Single(m, Err(e)) => ctx.failed(&m.key, &e),
             Commit::Multi(obj) => {
-                let failure = obj.failed.lock().ok().and_then(|f| f.clone());
-                if let Some((kind, reason)) = failure {
+                let failure = obj.failed.lock().ok().and_then(|mut f| f.take());
+                if let Some(e) = failure {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
-                    ctx.failed(&obj.src.key, &Error::new(kind, reason));
+                    ctx.failed(&obj.src.key, &e);
                     continue;
                 }
                 let parts: Option<Vec<CompletedPart>> = obj
