@@ -347,6 +347,35 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The committed fixture repository whose directory name starts with `prefix`
+/// (`fixtures/repos/<engine>-<version>`, holding `manifest.json` and `repo/`); the newest
+/// when several match.
+pub fn fixture_dir(prefix: &str) -> PathBuf {
+    let dir = repo_root().join("fixtures/repos");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("setup failed: {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v.pop().unwrap_or_else(|| {
+        panic!(
+            "setup failed: no {prefix}* fixture repository under {}",
+            dir.display()
+        )
+    })
+}
+
+/// A fixture's `manifest.json`.
+pub fn fixture_manifest(dir: &std::path::Path) -> serde_json::Value {
+    let p = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// Credentials the OSS gateway accepts.
 pub const OSS_AK: &str = "oss-test-ak";
 /// Secret of the OSS gateway; tests assert it never appears in output.

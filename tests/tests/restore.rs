@@ -6,25 +6,8 @@ use snapferry_e2e::*;
 
 #[test]
 fn opensearch_restores_every_snapshot_from_a_copied_repository() {
-    let fixture = {
-        let dir = repo_root().join("fixtures/repos");
-        let mut v: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("opensearch")
-            })
-            .collect();
-        v.sort();
-        v.pop()
-            .expect("setup failed: no opensearch fixture repository")
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("manifest.json")).unwrap())
-            .unwrap();
+    let fixture = fixture_dir("opensearch");
+    let manifest = fixture_manifest(&fixture);
     let s3 = Minio::start();
     rt().block_on(create_bucket(&s3.client(), "mid"));
     let tmp = tempfile::tempdir().unwrap();
@@ -100,25 +83,8 @@ fn opensearch_restores_every_snapshot_from_a_copied_repository() {
 /// snapshot into it that restores too (the rewritten shard generations are sound).
 #[test]
 fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
-    let fixture = {
-        let dir = repo_root().join("fixtures/repos");
-        let mut v: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("opensearch")
-            })
-            .collect();
-        v.sort();
-        v.pop()
-            .expect("setup failed: no opensearch fixture repository")
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("manifest.json")).unwrap())
-            .unwrap();
+    let fixture = fixture_dir("opensearch");
+    let manifest = fixture_manifest(&fixture);
     let tmp = tempfile::tempdir().unwrap();
     let path_repo = tmp.path().join("path-repo");
     let dest = path_repo.join("selected");

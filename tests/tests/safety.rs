@@ -485,20 +485,19 @@ fn two_runs_on_one_bucket_prefix_exactly_one_copies() {
     let (ox, oy) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
     let mut codes = [ox.status.code(), oy.status.code()];
     codes.sort();
-    assert_eq!(codes, [Some(0), Some(4)], "{:?} {:?}", texts(&ox), texts(&oy));
+    assert_eq!(
+        codes,
+        [Some(0), Some(4)],
+        "{:?} {:?}",
+        texts(&ox),
+        texts(&oy)
+    );
     let n = rt.block_on(assert_identical(&ca, "src", "p/", &cb, "dst", "p/"));
     assert_eq!(n, 30, "identical, and the lease released");
 }
 
 fn fixture(prefix: &str) -> std::path::PathBuf {
-    let dir = repo_root().join("fixtures/repos");
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    v.sort();
-    v.pop().expect("fixture repository").join("repo")
+    fixture_dir(prefix).join("repo")
 }
 
 #[test]

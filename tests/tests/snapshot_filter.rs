@@ -21,20 +21,7 @@ use snapferry_engine::repo::verify::{verify_loaded, VerifyOptions};
 use snapferry_engine::store::fs::FsStore;
 
 fn opensearch_fixture() -> PathBuf {
-    let dir = repo_root().join("fixtures/repos");
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("opensearch")
-        })
-        .collect();
-    v.sort();
-    v.pop()
-        .expect("setup failed: no opensearch fixture repository")
+    fixture_dir("opensearch")
 }
 
 /// Builds the repository holding `names` of `src` in `dst`, as a sync would lay it out:
