@@ -178,6 +178,9 @@ source and destination are refused; one run per destination at a time (the lease
 .snapferry-lease at the destination's root; a crashed run's lease is taken over when it expires,
 or at once when its process on this host is gone).
 
+Faults: every request is retried through transient failures for --retry-budget (5m), and
+fails when no byte moved for --io-timeout (30s); connecting gives up after 5s.
+
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report), the run was
 interrupted, or deletes were refused;
 2 bad usage or configuration; 3 cannot reach or authenticate to a store (also: the source
@@ -293,6 +296,15 @@ pub struct SyncArgs {
     /// and are left alone (unless the lease shows their run is gone).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub stale_upload_age: String,
+    /// How long one request keeps being retried through transient failures (throttling,
+    /// 5xx, resets, timeouts, an unreachable server), with capped exponential backoff.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub retry_budget: String,
+    /// A request fails (and is retried) when no byte has moved for this long: a stalled
+    /// connection is noticed in seconds. CompleteMultipartUpload may take 15m to answer;
+    /// a preflight gives up after 10s.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub io_timeout: String,
     /// (set by -v on the top level)
     #[arg(skip)]
     pub verbose: u8,
@@ -309,6 +321,8 @@ pub struct SideArgs {
     pub credentials: Option<Creds>,
     /// The resolved OSS endpoint, for oss:// locations.
     pub oss_endpoint: Option<snapferry_engine::store::oss::Endpoint>,
+    /// Idle limit of a request (`--io-timeout`); the store's default when unset.
+    pub io_timeout: Option<std::time::Duration>,
 }
 
 /// A validated sync.
@@ -404,6 +418,7 @@ pub fn resolve_side(
         region: region.clone(),
         credentials,
         oss_endpoint,
+        io_timeout: None,
     })
 }
 
@@ -506,8 +521,19 @@ impl SyncArgs {
             replace_repository: self.replace_repository,
             lease_ttl: parse_duration("--lease-ttl", &self.lease_ttl)?,
             stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
+            retry: snapferry_engine::retry::RetryPolicy::with_budget(parse_duration(
+                "--retry-budget",
+                &self.retry_budget,
+            )?),
             ..SyncOptions::default()
         };
+        let io_timeout = parse_duration("--io-timeout", &self.io_timeout)?;
+        if io_timeout < std::time::Duration::from_secs(1) {
+            return Err(format!(
+                "--io-timeout {:?} is too short; use at least 1s (the default is 30s)",
+                self.io_timeout
+            ));
+        }
         opts.validate().map_err(|e| e.to_string())?;
         if let Some(p) = &self.report {
             let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
@@ -555,9 +581,23 @@ impl SyncArgs {
                     if name == "SRC" { "--src" } else { "--dst" },
                 )
             };
+        let timed = |mut s: SideArgs| {
+            s.io_timeout = Some(io_timeout);
+            s
+        };
         Ok(Plan {
-            src_side: side(&src, &self.ends.src_endpoint, &self.ends.src_region, "SRC")?,
-            dst_side: side(&dst, &self.ends.dst_endpoint, &self.ends.dst_region, "DST")?,
+            src_side: timed(side(
+                &src,
+                &self.ends.src_endpoint,
+                &self.ends.src_region,
+                "SRC",
+            )?),
+            dst_side: timed(side(
+                &dst,
+                &self.ends.dst_endpoint,
+                &self.ends.dst_region,
+                "DST",
+            )?),
             src,
             dst,
             opts,

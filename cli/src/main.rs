@@ -104,6 +104,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
         Location::S3 { bucket, prefix } => {
             let cfg = S3Config {
                 content_md5: false,
+                io_timeout: s.io_timeout,
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
                 endpoint: s.endpoint.clone(),
@@ -127,6 +128,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
             let st = OssStore::new(OssConfig {
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
+                io_timeout: s.io_timeout,
                 endpoint,
                 credentials: OssCredentials {
                     access_key_id: c.0.clone(),

@@ -7,11 +7,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Whether a request may be sent again after a failure that may have taken effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +40,32 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
 }
 
+/// Attempts at most for failures that are not an outage (corrupted bytes, clock skew).
+const FEW: u32 = 4;
+
+/// The default time budget of one request's retries: long enough for a real outage
+/// (a restarting server, a failover, a network blip of a minute or two).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            // The budget is time, not a count: attempts are bounded by `max_elapsed`
+            // (with the 10 s cap, about 40 attempts in 5 minutes).
+            max_attempts: 1000,
             base: Duration::from_millis(200),
-            cap: Duration::from_secs(20),
-            max_elapsed: Duration::from_secs(300),
+            cap: Duration::from_secs(10),
+            max_elapsed: DEFAULT_BUDGET,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default policy with another time budget.
+    pub fn with_budget(budget: Duration) -> Self {
+        RetryPolicy {
+            max_elapsed: budget,
+            ..RetryPolicy::default()
         }
     }
 }
@@ -95,7 +116,14 @@ impl RetryPolicy {
     /// confirms answers that show an earlier attempt took effect ([`Outcome::maybe_applied`]),
     /// which is how object_store and the SDKs treat CompleteMultipartUpload too.
     fn should_retry(&self, e: &Error, attempt: u32) -> bool {
-        e.is_retryable() && attempt < self.max_attempts
+        // An outage (unreachable, timeouts, throttling, 5xx) is waited out for the whole
+        // time budget; bytes that arrive corrupted, or a rejected clock, are not an outage:
+        // a few more tries, then the object fails loudly.
+        let cap = match e.kind() {
+            ErrorKind::ChecksumMismatch | ErrorKind::ClockSkew => FEW.min(self.max_attempts),
+            _ => self.max_attempts,
+        };
+        e.is_retryable() && attempt < cap
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the policy is
@@ -156,7 +184,6 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
     use std::sync::atomic::AtomicU32;
 
     #[test]
@@ -197,6 +224,37 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(retries.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_two_minute_outage_is_ridden_out_within_the_budget() {
+        let p = RetryPolicy::default();
+        let retries = AtomicU64::new(0);
+        let start = tokio::time::Instant::now();
+        let r = p
+            .run(None, &retries, Idempotency::Idempotent, |_| async move {
+                if start.elapsed() < Duration::from_secs(120) {
+                    Err(Error::unreachable("connection refused"))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert!(r.result.is_ok(), "{:?}", r.result);
+        assert!(start.elapsed() < Duration::from_secs(135));
+        // And a permanent outage ends at the budget, not much later.
+        let start = tokio::time::Instant::now();
+        let r: Outcome<()> = RetryPolicy::with_budget(Duration::from_secs(60))
+            .run(None, &retries, Idempotency::Idempotent, |_| async {
+                Err(Error::unreachable("connection refused"))
+            })
+            .await;
+        assert!(r.result.is_err());
+        assert!(
+            start.elapsed() <= Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1001,3 +1001,1283 @@ impl Drop for HtmlServer {
         }
     }
 }
+
+/// The toxiproxy server binary: `SNAPFERRY_TOXIPROXY`, else the pinned build in the cache
+/// (fixtures/install-toxiproxy.sh).
+pub fn toxiproxy_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPFERRY_TOXIPROXY") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("SNAPFERRY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/snapferry")
+        });
+    cache.join("bin/toxiproxy-server-v2.5.0")
+}
+
+/// An HTTP/1.0 JSON request that reports failure instead of panicking (readiness polls,
+/// and control calls whose failure needs its own message).
+fn try_http(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let hostport = endpoint.trim_start_matches("http://");
+    let mut s = TcpStream::connect(hostport)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nUser-Agent: snapferry-e2e\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((status, String::from_utf8_lossy(&out[split..]).into_owned()))
+}
+
+/// A running toxiproxy server (Shopify's fault-injecting TCP proxy) with its HTTP API on a
+/// free loopback port; stopped (killed and reaped) on drop, which closes every proxy it
+/// holds. Put a [`Proxy`] between a client and a server, then add [`Toxic`]s to it.
+pub struct Toxiproxy {
+    child: Child,
+    /// The API: `http://127.0.0.1:PORT`.
+    pub api: String,
+    dir: tempfile::TempDir,
+}
+
+impl Toxiproxy {
+    /// Starts a server and waits until its API answers.
+    pub fn start() -> Toxiproxy {
+        let bin = toxiproxy_binary();
+        assert!(
+            bin.exists(),
+            "setup failed: toxiproxy not found at {}; run `bash fixtures/install-toxiproxy.sh` (fixtures/test.sh does) or set SNAPFERRY_TOXIPROXY",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir for toxiproxy");
+        let mut last_err = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            // Its log goes to stdout: into a file (a pipe nobody reads would fill and
+            // block it), read back when it fails to start.
+            let log_path = dir.path().join(format!("toxiproxy-{attempt}.log"));
+            let log = std::fs::File::create(&log_path).expect("toxiproxy log file");
+            let mut child = Command::new(&bin)
+                .args(["-host", "127.0.0.1", "-port"])
+                .arg(port.to_string())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", dir.path())
+                .env("LOG_LEVEL", "warn")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("setup failed: cannot start {}: {e}", bin.display()));
+            let api = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let ready = loop {
+                if let Ok(Some(st)) = child.try_wait() {
+                    break Err(format!("toxiproxy exited with {st}"));
+                }
+                if let Ok((200, _)) = try_http(&api, "GET", "/version", b"") {
+                    break Ok(());
+                }
+                if Instant::now() > deadline {
+                    break Err("toxiproxy's API did not answer within 30 s".to_string());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            match ready {
+                Ok(()) => return Toxiproxy { child, api, dir },
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    last_err = format!("{e}; log: {log}");
+                }
+            }
+        }
+        panic!("setup failed: toxiproxy did not start: {last_err}");
+    }
+
+    /// Creates a proxy named `name` (unique per server) forwarding to `upstream`
+    /// (`127.0.0.1:PORT`, or an `http://` endpoint), listening on a free loopback port
+    /// chosen by the kernel. Enabled, without toxics.
+    pub fn proxy(&self, name: &str, upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
+        let body = serde_json::json!({
+            "name": name,
+            "listen": "127.0.0.1:0",
+            "upstream": upstream,
+            "enabled": true,
+        });
+        let (status, text) = self.call("POST", "/proxies", &body);
+        assert_eq!(
+            status, 201,
+            "setup failed: toxiproxy did not create proxy {name} -> {upstream}: {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("toxiproxy proxy JSON");
+        let listen = v["listen"]
+            .as_str()
+            .unwrap_or_else(|| panic!("toxiproxy proxy without a listen address: {text}"))
+            .to_string();
+        Proxy {
+            api: self.api.clone(),
+            name: name.to_string(),
+            endpoint: format!("http://{listen}"),
+            listen,
+        }
+    }
+
+    /// Re-enables every proxy and removes every toxic (`POST /reset`).
+    pub fn reset(&self) {
+        let (status, text) = self.call("POST", "/reset", &serde_json::Value::Null);
+        assert_eq!(status, 204, "toxiproxy reset: {text}");
+    }
+
+    /// The server's log so far (warnings and errors).
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        out
+    }
+
+    fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+        toxiproxy_call(&self.api, method, path, body)
+    }
+}
+
+impl Drop for Toxiproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn toxiproxy_call(api: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let b = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    try_http(api, method, path, &b)
+        .unwrap_or_else(|e| panic!("toxiproxy API {method} {path} at {api}: {e}"))
+}
+
+/// The direction a toxic acts on: `Upstream` is client → server (requests),
+/// `Downstream` server → client (responses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Upstream,
+    Downstream,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+        }
+    }
+}
+
+/// A toxiproxy toxic and its attributes (toxiproxy's units: milliseconds unless noted).
+#[derive(Clone, Debug)]
+pub enum Toxic {
+    /// Delays all data by `latency_ms` ± `jitter_ms`.
+    Latency { latency_ms: u64, jitter_ms: u64 },
+    /// Limits the rate to `kb_per_s` KB/s.
+    Bandwidth { kb_per_s: u64 },
+    /// Resets the connection (TCP RST) `timeout_ms` after data arrives (0: at once).
+    ResetPeer { timeout_ms: u64 },
+    /// Stops all data and closes the connection after `timeout_ms` (0: never closes:
+    /// a peer that stalls forever).
+    Timeout { timeout_ms: u64 },
+    /// Slices data into pieces of `average_size` ± `size_variation` bytes, each delayed
+    /// `delay_us` microseconds.
+    Slicer {
+        average_size: u64,
+        size_variation: u64,
+        delay_us: u64,
+    },
+    /// Closes the connection once `bytes` bytes have passed.
+    LimitData { bytes: u64 },
+    /// Delays the TCP close by `delay_ms`.
+    SlowClose { delay_ms: u64 },
+}
+
+impl Toxic {
+    /// toxiproxy's name for the toxic type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Toxic::Latency { .. } => "latency",
+            Toxic::Bandwidth { .. } => "bandwidth",
+            Toxic::ResetPeer { .. } => "reset_peer",
+            Toxic::Timeout { .. } => "timeout",
+            Toxic::Slicer { .. } => "slicer",
+            Toxic::LimitData { .. } => "limit_data",
+            Toxic::SlowClose { .. } => "slow_close",
+        }
+    }
+
+    fn attributes(&self) -> serde_json::Value {
+        use serde_json::json;
+        match *self {
+            Toxic::Latency {
+                latency_ms,
+                jitter_ms,
+            } => json!({ "latency": latency_ms, "jitter": jitter_ms }),
+            Toxic::Bandwidth { kb_per_s } => json!({ "rate": kb_per_s }),
+            Toxic::ResetPeer { timeout_ms } => json!({ "timeout": timeout_ms }),
+            Toxic::Timeout { timeout_ms } => json!({ "timeout": timeout_ms }),
+            Toxic::Slicer {
+                average_size,
+                size_variation,
+                delay_us,
+            } => json!({
+                "average_size": average_size,
+                "size_variation": size_variation,
+                "delay": delay_us,
+            }),
+            Toxic::LimitData { bytes } => json!({ "bytes": bytes }),
+            Toxic::SlowClose { delay_ms } => json!({ "delay": delay_ms }),
+        }
+    }
+}
+
+/// One toxiproxy proxy: clients connect to [`Proxy::endpoint`], toxiproxy forwards to the
+/// upstream through the proxy's toxics. Lives as long as its [`Toxiproxy`]; cloneable and
+/// `Send`, so a thread can change it while a test runs.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    api: String,
+    /// The proxy's name on its server.
+    pub name: String,
+    /// `http://127.0.0.1:PORT`: point the client here.
+    pub endpoint: String,
+    /// `127.0.0.1:PORT`.
+    pub listen: String,
+}
+
+impl Proxy {
+    /// Adds a toxic named `name` on `stream`, applied to a `toxicity` fraction (0..=1) of
+    /// connections (toxiproxy picks each connection when it opens, and the open ones when
+    /// the toxic is added: a toxic acts on connections already open too).
+    pub fn add_toxic(&self, name: &str, stream: Stream, toxicity: f32, toxic: Toxic) {
+        let body = serde_json::json!({
+            "name": name,
+            "type": toxic.kind(),
+            "stream": stream.as_str(),
+            "toxicity": toxicity,
+            "attributes": toxic.attributes(),
+        });
+        let (status, text) = self.call("POST", &format!("/proxies/{}/toxics", self.name), &body);
+        assert_eq!(
+            status,
+            200,
+            "toxiproxy: adding toxic {name} ({}) to {}: {text}",
+            toxic.kind(),
+            self.name
+        );
+    }
+
+    /// Adds a toxic on `stream` for every connection, named `<type>_<stream>`; returns
+    /// the name.
+    pub fn toxic(&self, stream: Stream, toxic: Toxic) -> String {
+        let name = format!("{}_{}", toxic.kind(), stream.as_str());
+        self.add_toxic(&name, stream, 1.0, toxic);
+        name
+    }
+
+    /// Removes the toxic named `name`. Connections it was holding (a `timeout` toxic's
+    /// stalled ones) are closed; new connections flow freely.
+    pub fn remove_toxic(&self, name: &str) {
+        let path = format!("/proxies/{}/toxics/{name}", self.name);
+        let (status, text) = self.call("DELETE", &path, &serde_json::Value::Null);
+        assert_eq!(
+            status, 204,
+            "toxiproxy: removing toxic {name} from {}: {text}",
+            self.name
+        );
+    }
+
+    /// Names of the proxy's toxics.
+    pub fn toxics(&self) -> Vec<String> {
+        let path = format!("/proxies/{}/toxics", self.name);
+        let (status, text) = self.call("GET", &path, &serde_json::Value::Null);
+        assert_eq!(status, 200, "toxiproxy: toxics of {}: {text}", self.name);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("toxics JSON");
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes every toxic of this proxy.
+    pub fn clear_toxics(&self) {
+        for name in self.toxics() {
+            self.remove_toxic(&name);
+        }
+    }
+
+    /// Enables or disables the proxy. Disabled, it closes its listener and every open
+    /// connection: new connections are refused, as by a server that is down.
+    pub fn set_enabled(&self, enabled: bool) {
+        let path = format!("/proxies/{}", self.name);
+        let body = serde_json::json!({ "enabled": enabled });
+        let (status, text) = self.call("POST", &path, &body);
+        assert_eq!(
+            status, 200,
+            "toxiproxy: setting {} enabled={enabled}: {text}",
+            self.name
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("proxy JSON");
+        assert_eq!(
+            v["enabled"].as_bool(),
+            Some(enabled),
+            "toxiproxy: {} did not change state (it answered {text})",
+            self.name
+        );
+    }
+
+    /// The upstream is unreachable from now on: connections refused, open ones closed.
+    pub fn disable(&self) {
+        self.set_enabled(false);
+    }
+
+    /// Listens again (on the same port) after [`Proxy::disable`].
+    pub fn enable(&self) {
+        self.set_enabled(true);
+    }
+
+    /// An outage of `d`: disables the proxy now and re-enables it after `d` on a
+    /// background thread (join the handle to wait for the end of the outage).
+    pub fn outage(&self, d: Duration) -> std::thread::JoinHandle<()> {
+        self.disable();
+        let p = self.clone();
+        std::thread::spawn(move || {
+            // The outage's length is the point here, not a readiness wait.
+            std::thread::sleep(d);
+            p.enable();
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+        toxiproxy_call(&self.api, method, path, body)
+    }
+}
+
+/// Our own fault proxy for what no toxiproxy toxic does: corrupting bytes. A TCP proxy on
+/// a free loopback port forwarding to an upstream HTTP/1.1 server; when armed, it flips
+/// one byte (XOR 0xFF) in the middle of the body of each of the next N 2xx responses that
+/// carry a body, and only in bodies (never in a status line, header, or chunk-size line),
+/// so the HTTP exchange stays well-formed and only the payload is wrong. Keep-alive is
+/// followed: each connection's requests are framed (Content-Length or chunked) to pair
+/// every response with its request's method (a response to HEAD has no body), and
+/// responses are framed by Content-Length, chunked encoding, or the close of the
+/// connection. A connection it cannot frame is passed through untouched from then on.
+/// Stopped on drop (open connections are shut down).
+pub struct FlipProxy {
+    /// `http://127.0.0.1:PORT`: point the client here.
+    pub endpoint: String,
+    shared: std::sync::Arc<FlipShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct FlipShared {
+    /// Flips still to do.
+    budget: std::sync::atomic::AtomicUsize,
+    /// Flips done.
+    flips: std::sync::atomic::AtomicUsize,
+    /// Only bodies of at least this many bytes (by Content-Length) are flipped.
+    min_body: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Both sockets of every open connection, to shut them down on drop.
+    conns: std::sync::Mutex<std::collections::HashMap<u64, (TcpStream, TcpStream)>>,
+}
+
+impl FlipProxy {
+    /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint), disarmed.
+    pub fn start(upstream: &str) -> FlipProxy {
+        use std::sync::atomic::Ordering;
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the flip proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let shared = std::sync::Arc::new(FlipShared::default());
+        let sh = shared.clone();
+        let thread = std::thread::spawn(move || {
+            while !sh.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (sh, up) = (sh.clone(), upstream.clone());
+                        std::thread::spawn(move || flip_connection(client, &up, sh));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Polling the stop flag between accepts, not a readiness wait.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        FlipProxy {
+            endpoint,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Flips one byte in each of the next `n` response bodies (replacing what is left of
+    /// an earlier arming; 0 disarms).
+    pub fn arm(&self, n: usize) {
+        self.arm_min(n, 1);
+    }
+
+    /// As [`FlipProxy::arm`], counting only responses whose Content-Length is at least
+    /// `min_body` bytes (to hit object data, not small listings or error documents).
+    pub fn arm_min(&self, n: usize, min_body: u64) {
+        use std::sync::atomic::Ordering;
+        self.shared
+            .min_body
+            .store(min_body.max(1), Ordering::SeqCst);
+        self.shared.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Flips done so far (each in a different response).
+    pub fn flips(&self) -> usize {
+        self.shared.flips.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Flips armed and not yet done.
+    pub fn armed(&self) -> usize {
+        self.shared.budget.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections accepted and forwarded to the upstream so far.
+    pub fn connections(&self) -> u64 {
+        self.shared
+            .next_id
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FlipProxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let conns =
+            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        for (a, b) in conns.values() {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// One proxied connection: requests pumped on a second thread, responses on this one.
+fn flip_connection(client: TcpStream, upstream: &str, sh: std::sync::Arc<FlipShared>) {
+    use std::sync::atomic::Ordering;
+    let _ = client.set_nonblocking(false);
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return; // dropping the client closes it: the upstream is down
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
+        return;
+    };
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    sh.conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, (c3, s3));
+    if sh.stop.load(Ordering::Relaxed) {
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    }
+    let conn = std::sync::Arc::new(FlipConn::default());
+    let requests = HttpFramer::new(false, conn.clone(), sh.clone());
+    let up = std::thread::spawn(move || flip_pump(c2, s2, requests));
+    flip_pump(server, client, HttpFramer::new(true, conn, sh.clone()));
+    let _ = up.join();
+    sh.conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+}
+
+/// Copies `from` to `to` through a framer until either side ends; then half-closes `to`.
+fn flip_pump(mut from: TcpStream, mut to: TcpStream, mut framer: HttpFramer) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                framer.feed(&mut buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                // A reset reaches the other side as one too (as near as std allows).
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// What the two directions of one connection share: the methods of requests sent and
+/// not yet answered, and whether the request side lost track of the framing.
+#[derive(Default)]
+struct FlipConn {
+    methods: std::sync::Mutex<std::collections::VecDeque<String>>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+/// Where a framer is in the byte stream of one direction.
+enum Framing {
+    /// Reading a message head (up to the blank line).
+    Head(Vec<u8>),
+    /// Body bytes left (Content-Length).
+    Fixed(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Data bytes left in the current chunk.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data; how many of its bytes were seen.
+    ChunkEnd(u8),
+    /// The trailer section after the last chunk (up to the blank line).
+    Trailer(Vec<u8>),
+    /// A body delimited by the connection's close.
+    UntilClose,
+    /// Framing unknown: passed through untouched.
+    Lost,
+}
+
+/// The flip planned for the current response: body-data bytes to skip before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlipAt {
+    None,
+    /// Reserved; the offset is chosen at the first chunk.
+    Pending,
+    At(u64),
+}
+
+struct HttpFramer {
+    response: bool,
+    state: Framing,
+    flip: FlipAt,
+    conn: std::sync::Arc<FlipConn>,
+    sh: std::sync::Arc<FlipShared>,
+}
+
+const FLIP_MAX_LINE: usize = 64 * 1024;
+
+impl HttpFramer {
+    fn new(response: bool, conn: std::sync::Arc<FlipConn>, sh: std::sync::Arc<FlipShared>) -> Self {
+        HttpFramer {
+            response,
+            state: Framing::Head(Vec::new()),
+            flip: FlipAt::None,
+            conn,
+            sh,
+        }
+    }
+
+    /// Follows the framing through `buf`, flipping in place where planned.
+    fn feed(&mut self, buf: &mut [u8]) {
+        let mut i = 0;
+        while i < buf.len() {
+            let state = std::mem::replace(&mut self.state, Framing::Lost);
+            self.state = match state {
+                Framing::Lost => {
+                    self.refund();
+                    i = buf.len();
+                    Framing::Lost
+                }
+                Framing::UntilClose => {
+                    self.body(&mut buf[i..]);
+                    i = buf.len();
+                    Framing::UntilClose
+                }
+                Framing::Head(mut h) => {
+                    h.push(buf[i]);
+                    i += 1;
+                    if h == b"\r\n" || h == b"\n" {
+                        Framing::Head(Vec::new()) // a stray CRLF between messages
+                    } else if h.ends_with(b"\r\n\r\n") {
+                        self.message(&h)
+                    } else if h.len() > FLIP_MAX_LINE {
+                        self.lose()
+                    } else {
+                        Framing::Head(h)
+                    }
+                }
+                Framing::Fixed(n) => {
+                    let k = n.min((buf.len() - i) as u64);
+                    self.body(&mut buf[i..i + k as usize]);
+                    i += k as usize;
+                    if k == n {
+                        self.end_message()
+                    } else {
+                        Framing::Fixed(n - k)
+                    }
+                }
+                Framing::ChunkSize(mut l) => {
+                    l.push(buf[i]);
+                    i += 1;
+                    if l.ends_with(b"\n") {
+                        let line = String::from_utf8_lossy(&l);
+                        let size = line.split(';').next().unwrap_or("").trim();
+                        match u64::from_str_radix(size, 16) {
+                            Ok(0) => Framing::Trailer(Vec::new()),
+                            Ok(n) => {
+                                if self.flip == FlipAt::Pending {
+                                    self.flip = FlipAt::At(n / 2);
+                                }
+                                Framing::ChunkData(n)
+                            }
+                            Err(_) => self.lose(),
+                        }
+                    } else if l.len() > FLIP_MAX_LINE {
+                        self.lose()
+                    } else {
+                        Framing::ChunkSize(l)
+                    }
+                }
+                Framing::ChunkData(n) => {
+                    let k = n.min((buf.len() - i) as u64);
+                    self.body(&mut buf[i..i + k as usize]);
+                    i += k as usize;
+                    if k == n {
+                        Framing::ChunkEnd(0)
+                    } else {
+                        Framing::ChunkData(n - k)
+                    }
+                }
+                Framing::ChunkEnd(seen) => {
+                    let b = buf[i];
+                    i += 1;
+                    match (seen, b) {
+                        (0, b'\r') => Framing::ChunkEnd(1),
+                        (0, b'\n') | (1, b'\n') => Framing::ChunkSize(Vec::new()),
+                        _ => self.lose(),
+                    }
+                }
+                Framing::Trailer(mut t) => {
+                    t.push(buf[i]);
+                    i += 1;
+                    if t == b"\r\n" || t == b"\n" || t.ends_with(b"\r\n\r\n") {
+                        self.end_message()
+                    } else if t.len() > FLIP_MAX_LINE {
+                        self.lose()
+                    } else {
+                        Framing::Trailer(t)
+                    }
+                }
+            };
+        }
+    }
+
+    /// A complete head: the framing of the message it starts.
+    fn message(&mut self, head: &[u8]) -> Framing {
+        use std::sync::atomic::Ordering;
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text.split("\r\n");
+        let first = lines.next().unwrap_or("");
+        let mut length = None;
+        let mut chunked = false;
+        for l in lines {
+            if let Some((k, v)) = l.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                if k == "content-length" {
+                    match v.parse::<u64>() {
+                        Ok(n) => length = Some(n),
+                        Err(_) => return self.lose(),
+                    }
+                } else if k == "transfer-encoding" {
+                    chunked = v.to_ascii_lowercase().contains("chunked");
+                }
+            }
+        }
+        if !self.response {
+            let method = first.split(' ').next().unwrap_or("").to_string();
+            if method.is_empty() || !first.contains(" HTTP/1.") {
+                return self.lose();
+            }
+            self.conn
+                .methods
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(method);
+            return if chunked {
+                Framing::ChunkSize(Vec::new())
+            } else {
+                match length {
+                    Some(n) if n > 0 => Framing::Fixed(n),
+                    _ => Framing::Head(Vec::new()),
+                }
+            };
+        }
+        if self.conn.lost.load(Ordering::SeqCst) || !first.starts_with("HTTP/1.") {
+            return self.lose();
+        }
+        let Some(status) = first.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+            return self.lose();
+        };
+        if status == 101 {
+            return self.lose(); // another protocol from here on
+        }
+        if (100..200).contains(&status) {
+            return Framing::Head(Vec::new()); // interim (100 Continue): no body, no pairing
+        }
+        let method = self
+            .conn
+            .methods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let Some(method) = method else {
+            return self.lose(); // a response to no request we saw
+        };
+        if method == "HEAD" || status == 204 || status == 304 {
+            return Framing::Head(Vec::new());
+        }
+        let min_body = self.sh.min_body.load(Ordering::SeqCst);
+        let wanted = (200..300).contains(&status)
+            && match (chunked, length) {
+                (true, _) => min_body <= 1,
+                (false, Some(n)) => n > 0 && n >= min_body,
+                (false, None) => min_body <= 1,
+            };
+        if wanted
+            && self
+                .sh
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .is_ok()
+        {
+            self.flip = match (chunked, length) {
+                (true, _) => FlipAt::Pending,
+                (false, Some(n)) => FlipAt::At(n / 2),
+                (false, None) => FlipAt::At(0),
+            };
+        }
+        if chunked {
+            Framing::ChunkSize(Vec::new())
+        } else {
+            match length {
+                Some(0) => self.end_message(),
+                Some(n) => Framing::Fixed(n),
+                None => Framing::UntilClose,
+            }
+        }
+    }
+
+    /// Body-data bytes passing: the planned flip happens when its offset is reached.
+    fn body(&mut self, seg: &mut [u8]) {
+        if let FlipAt::At(off) = self.flip {
+            if (off as usize) < seg.len() {
+                seg[off as usize] ^= 0xFF;
+                self.flip = FlipAt::None;
+                self.sh
+                    .flips
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                self.flip = FlipAt::At(off - seg.len() as u64);
+            }
+        }
+    }
+
+    fn end_message(&mut self) -> Framing {
+        self.refund();
+        Framing::Head(Vec::new())
+    }
+
+    fn lose(&mut self) -> Framing {
+        if !self.response {
+            self.conn
+                .lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.refund();
+        Framing::Lost
+    }
+
+    /// A planned flip that did not happen goes back to the budget.
+    fn refund(&mut self) {
+        if self.flip != FlipAt::None {
+            self.flip = FlipAt::None;
+            self.sh
+                .budget
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for HttpFramer {
+    fn drop(&mut self) {
+        self.refund();
+    }
+}
+
+/// An independent S3 client for the test servers' credentials at any endpoint (a proxy in
+/// front of a [`Minio`], say), built as [`Minio::client`] builds its own.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    s3_client_with(endpoint, |b| b)
+}
+
+/// As [`s3_client`], with the configuration adjusted by `f` (timeouts, retries, checksum
+/// validation).
+pub fn s3_client_with(
+    endpoint: &str,
+    f: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder,
+) -> aws_sdk_s3::Client {
+    let b = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"));
+    aws_sdk_s3::Client::from_conf(f(b).build())
+}
+
+// ---------------------------------------------------------------------------------------
+// Temporary (STS) credentials that expire: fixtures/sts/ on the S3 side, the OSS gateway's
+// /__gateway/sts on the OSS side. See fixtures/sts/README.md.
+
+/// `fixtures/sts/<name>` (the STS stand-in and the credential_process script).
+pub fn sts_fixture(name: &str) -> PathBuf {
+    repo_root().join("fixtures/sts").join(name)
+}
+
+/// Unix time of an RFC 3339 UTC instant as the fixtures print it
+/// (`2026-12-01T12:13:07Z`, optionally with fractional seconds).
+pub fn parse_rfc3339_utc(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + hh * 3600 + mm * 60 + ss;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Temporary S3 credentials, as the AWS `credential_process` contract prints them.
+#[derive(Clone)]
+pub struct TempCredentials {
+    /// `ASIA...`.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token (`x-amz-security-token`).
+    pub session_token: String,
+    /// As printed: `2026-12-01T12:13:07Z`.
+    pub expiration: String,
+    /// The same instant.
+    pub expires_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for TempCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TempCredentials {
+    /// Parses `{"Version": 1, "AccessKeyId": .., "SecretAccessKey": .., "SessionToken": ..,
+    /// "Expiration": ..}`; panics on anything else.
+    pub fn from_process_json(text: &str) -> TempCredentials {
+        Self::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`TempCredentials::from_process_json`], reporting failure.
+    pub fn parse(text: &str) -> Result<TempCredentials, String> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("credential_process output is not JSON ({e}): {text}"))?;
+        if v["Version"] != 1 {
+            return Err(format!("credential_process output needs Version 1: {text}"));
+        }
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("credential_process output lacks {k}: {text}"))
+        };
+        let expiration = field("Expiration")?;
+        Ok(TempCredentials {
+            access_key_id: field("AccessKeyId")?,
+            secret_access_key: field("SecretAccessKey")?,
+            session_token: field("SessionToken")?,
+            expires_at: parse_rfc3339_utc(&expiration)
+                .ok_or_else(|| format!("Expiration {expiration:?} is not RFC 3339 UTC"))?,
+            expiration,
+        })
+    }
+
+    /// The SDK's credentials, expiry included (the identity cache refreshes by it).
+    pub fn sdk(&self) -> Credentials {
+        Credentials::new(
+            &self.access_key_id,
+            &self.secret_access_key,
+            Some(self.session_token.clone()),
+            Some(self.expires_at),
+            "sts-fixture",
+        )
+    }
+
+    /// Seconds of validity left (0 once expired).
+    pub fn remaining(&self) -> Duration {
+        self.expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    }
+
+    /// Blocks until the credentials have expired (plus 300 ms): waiting for the clock is
+    /// the point here, there is nothing to poll.
+    pub fn wait_until_expired(&self) {
+        std::thread::sleep(self.remaining() + Duration::from_millis(300));
+    }
+}
+
+/// The S3-facing STS stand-in (fixtures/sts/sts_proxy.py) in front of a [`Minio`]: issues
+/// temporary credentials of any lifetime, verifies every S3 request's SigV4 signature
+/// against them (botocore), answers expired ones with S3's `400 ExpiredToken`, and forwards
+/// the rest to MinIO re-signed with its root credentials. Stopped on drop.
+pub struct StsProxy {
+    child: Child,
+    /// `http://127.0.0.1:PORT`: the S3 endpoint (and STS AssumeRole at `POST /`).
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StsProxy {
+    /// Starts a proxy in front of `minio`; MinIO's root key may call AssumeRole on it.
+    pub fn start(minio: &Minio) -> StsProxy {
+        Self::start_with(minio, &[])
+    }
+
+    /// As [`StsProxy::start`], with extra sts_proxy.py arguments (`--accept-root`,
+    /// `--default-duration N`, `--min-duration N`, `--verbose`).
+    pub fn start_with(minio: &Minio, extra: &[&str]) -> StsProxy {
+        use std::io::BufRead;
+        let py = oss_python();
+        let dir = tempfile::tempdir().expect("sts proxy home dir");
+        let mut child = Command::new(&py)
+            .arg(sts_fixture("sts_proxy.py"))
+            .args(["--upstream", &minio.endpoint])
+            .args(["--upstream-access-key", ACCESS_KEY])
+            .args(["--upstream-secret-key", SECRET_KEY])
+            .args(["--region", "us-east-1", "--port", "0"])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("setup failed: cannot start the STS proxy: {e}"));
+        let mut line = String::new();
+        // It prints READY once it listens; a dead proxy closes stdout.
+        let _ = std::io::BufReader::new(child.stdout.take().expect("sts proxy stdout"))
+            .read_line(&mut line);
+        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("setup failed: the STS proxy did not start (said {line:?})");
+        };
+        StsProxy {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// Fresh temporary credentials valid for `seconds` (the control API).
+    pub fn credentials(&self, seconds: u64) -> TempCredentials {
+        let body = serde_json::json!({ "duration_seconds": seconds }).to_string();
+        let (status, text) = http(
+            &self.endpoint,
+            "POST",
+            "/__sts/credentials",
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "sts proxy credentials: {text}");
+        TempCredentials::from_process_json(&text)
+    }
+
+    /// Makes every credential issued so far expire now; returns how many.
+    pub fn expire_all(&self) -> u64 {
+        let (status, text) = http(&self.endpoint, "POST", "/__sts/expire", b"{}");
+        assert_eq!(status, 200, "sts proxy expire: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).expect("expire JSON")["expired"]
+            .as_u64()
+            .expect("expired count")
+    }
+
+    /// `{"issued", "assume_role", "verified", "rejected", "expired" (ExpiredToken answers),
+    /// "by_key": {access key: verified requests}, "last_rejection"}`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, text) = http(&self.endpoint, "GET", "/__sts/stats", b"");
+        assert_eq!(status, 200, "sts proxy stats: {text}");
+        serde_json::from_str(&text).expect("sts proxy stats JSON")
+    }
+
+    /// An independent S3 client using `creds` as they are (no refresh).
+    pub fn client(&self, creds: &TempCredentials) -> aws_sdk_s3::Client {
+        self.client_with(creds.sdk())
+    }
+
+    /// An S3 client for this proxy whose credentials come from `provider` (through the
+    /// SDK's default identity cache, which refreshes them by their expiry).
+    pub fn client_with(
+        &self,
+        provider: impl aws_credential_types::provider::ProvideCredentials + 'static,
+    ) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(provider)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// The `credential_process` command line that prints credentials from this proxy,
+    /// valid for `seconds`: `python3 .../credential_process.py --sts-proxy URL --duration N`.
+    pub fn credential_process(&self, seconds: u64) -> String {
+        format!(
+            "python3 {} --sts-proxy {} --duration {seconds}",
+            sts_fixture("credential_process.py").display(),
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for StsProxy {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // EOF: the proxy stops
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes an AWS config file whose `[profile NAME]` (or `[default]`) gets its credentials
+/// from `command` (`credential_process = ...`); point `AWS_CONFIG_FILE` at it, with
+/// `AWS_PROFILE=NAME`, and `AWS_SHARED_CREDENTIALS_FILE` at a missing file.
+pub fn write_aws_config(dir: &std::path::Path, profile: &str, command: &str) -> PathBuf {
+    let path = dir.join("aws-config");
+    let header = if profile == "default" {
+        "[default]".to_string()
+    } else {
+        format!("[profile {profile}]")
+    };
+    std::fs::write(
+        &path,
+        format!("{header}\nregion = us-east-1\ncredential_process = {command}\n"),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+/// A credentials provider that runs a `credential_process` command (`sh -c`) on every
+/// call, as aws-config's `CredentialProcessProvider` does (it caches nothing itself; the
+/// SDK's identity cache calls it again when the credentials near their `Expiration`), so
+/// tests can watch refreshes without aws-config's `credentials-process` feature. `runs`
+/// counts the successful runs.
+#[derive(Debug, Clone)]
+pub struct CredentialProcess {
+    command: String,
+    /// Successful runs so far.
+    pub runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CredentialProcess {
+    /// A provider running `command`.
+    pub fn new(command: impl Into<String>) -> CredentialProcess {
+        CredentialProcess {
+            command: command.into(),
+            runs: Default::default(),
+        }
+    }
+
+    /// Runs the command once, synchronously.
+    pub fn run_once(&self) -> Result<TempCredentials, String> {
+        let out = Command::new("sh")
+            .args(["-c", &self.command])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.command))?;
+        if !out.status.success() {
+            return Err(format!(
+                "credential_process exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let creds = TempCredentials::parse(&String::from_utf8_lossy(&out.stdout))?;
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(creds)
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for CredentialProcess {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let me = self.clone();
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            tokio::task::spawn_blocking(move || me.run_once())
+                .await
+                .map_err(|e| {
+                    aws_credential_types::provider::error::CredentialsError::provider_error(
+                        e.to_string(),
+                    )
+                })?
+                .map(|c| c.sdk())
+                .map_err(aws_credential_types::provider::error::CredentialsError::provider_error)
+        })
+    }
+}
+
+/// Temporary OSS credentials from the gateway's STS API (`POST /__gateway/sts`).
+#[derive(Clone)]
+pub struct OssTempCredentials {
+    /// `STS.` + 28 characters.
+    pub access_key_id: String,
+    /// AccessKey secret.
+    pub access_key_secret: String,
+    /// Security token (`x-oss-security-token`).
+    pub security_token: String,
+    /// As answered: `2026-12-01T12:13:07Z` (gateway clock).
+    pub expiration: String,
+    /// The same instant.
+    pub expires_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for OssTempCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OssTempCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OssTempCredentials {
+    /// Blocks until the token has expired (plus 300 ms; gateway clock offset 0).
+    pub fn wait_until_expired(&self) {
+        let left = self
+            .expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        std::thread::sleep(left + Duration::from_millis(300));
+    }
+}
+
+impl OssGateway {
+    /// A temporary AccessKey and security token valid for `seconds` (gateway clock).
+    pub fn sts_credentials(&self, seconds: u64) -> OssTempCredentials {
+        let body = serde_json::json!({ "duration_seconds": seconds }).to_string();
+        let (status, text) = http(&self.endpoint, "POST", "/__gateway/sts", body.as_bytes());
+        assert_eq!(status, 200, "gateway sts: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("gateway sts JSON");
+        let field = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("gateway sts answer lacks {k}: {text}"))
+                .to_string()
+        };
+        let expiration = field("expiration");
+        OssTempCredentials {
+            access_key_id: field("access_key_id"),
+            access_key_secret: field("access_key_secret"),
+            security_token: field("security_token"),
+            expires_at: parse_rfc3339_utc(&expiration)
+                .unwrap_or_else(|| panic!("expiration {expiration:?} is not RFC 3339 UTC")),
+            expiration,
+        }
+    }
+
+    /// Makes every token issued so far expire now; returns how many.
+    pub fn expire_sts(&self) -> u64 {
+        let (status, text) = http(&self.endpoint, "POST", "/__gateway/sts/expire", b"{}");
+        assert_eq!(status, 200, "gateway sts expire: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).expect("expire JSON")["expired"]
+            .as_u64()
+            .expect("expired count")
+    }
+
+    /// A `credential_process`-style command printing a gateway token valid for `seconds`
+    /// as `{"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"}`
+    /// (AccessKeyId/SecretAccessKey/SessionToken = the OSS AccessKey ID/secret/token).
+    pub fn sts_credential_process(&self, seconds: u64) -> String {
+        format!(
+            "python3 {} --oss-gateway {} --duration {seconds}",
+            sts_fixture("credential_process.py").display(),
+            self.endpoint
+        )
+    }
+}

@@ -278,6 +278,7 @@ async fn s3_conformance(content_md5: bool) {
             session_token: None,
         }),
         content_md5,
+        io_timeout: None,
     })
     .await
     .unwrap();
@@ -310,6 +311,7 @@ async fn oss_store_conforms() {
             access_key_secret: OSS_SK.into(),
             security_token: None,
         },
+        io_timeout: None,
     })
     .unwrap();
     conformance(Arc::new(s)).await;

@@ -20,7 +20,7 @@
 use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -20,6 +20,7 @@ pub mod fs;
 pub mod layer;
 pub mod oss;
 pub mod s3;
+pub mod watch;
 
 use std::ops::Range;
 use std::pin::Pin;

@@ -27,6 +27,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
+use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
     SourceRecord, Store,
@@ -76,7 +77,17 @@ pub struct S3Config {
     /// headers. Set automatically for OSS's S3-compatible endpoint (`*.aliyuncs.com`),
     /// which ignores `x-amz-checksum-*` and rejects aws-chunked uploads.
     pub content_md5: bool,
+    /// A request fails when no byte has moved for this long (default 30 s).
+    pub io_timeout: Option<Duration>,
 }
+
+/// The default idle limit of a request ([`crate::store::watch`]).
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long CompleteMultipartUpload may take to answer: the server assembles the object
+/// first (AWS documents minutes for large ones), sending nothing meanwhile.
+pub const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The idle limit of a preflight request: an endpoint that answers nothing fails fast.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An S3 bucket (and prefix) as a store.
 #[derive(Debug, Clone)]
@@ -88,14 +99,18 @@ pub struct S3Store {
     content_md5: bool,
     /// OSS's S3-compatible endpoint, which has no ListMultipartUploads.
     oss_compat: bool,
+    io_timeout: Duration,
 }
 
 impl S3Store {
     /// Builds the client. Loads the AWS credential/region chain only when it is needed.
     pub async fn connect(cfg: S3Config) -> Result<Self> {
+        // Connecting fails fast; the rest is bounded per request by an idle watch (see
+        // `store::watch`): the SDK's read timeout would also count the upload itself, so
+        // it is only a backstop as long as the longest CompleteMultipartUpload.
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(COMPLETE_TIMEOUT)
             .build();
         let region = match (&cfg.region, &cfg.endpoint) {
             (Some(r), _) => Some(Region::new(r.clone())),
@@ -157,6 +172,7 @@ impl S3Store {
             endpoint: cfg.endpoint,
             content_md5: cfg.content_md5 || oss_compat,
             oss_compat,
+            io_timeout: cfg.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT),
         })
     }
 
@@ -170,6 +186,42 @@ impl S3Store {
 
     fn ctx(&self, op: &str, key: &str) -> String {
         format!("{op} s3://{}/{}{}", self.bucket, self.prefix, key)
+    }
+
+    /// A request body that reports progress to `watch`; a plain one where the payload is
+    /// signed (Content-MD5 mode: the signer reads the body, which must be replayable).
+    fn body(&self, data: &Bytes, signed: bool, watch: &std::sync::Arc<Watch>) -> ByteStream {
+        if signed {
+            ByteStream::from(data.clone())
+        } else {
+            ByteStream::from_body_1_x(ProgressBody::new(data.clone(), watch.clone()))
+        }
+    }
+
+    /// The idle limit of a request with a body: a signed body (Content-MD5 mode) cannot
+    /// report progress, so only a generous bound applies to it.
+    fn body_idle(&self) -> Duration {
+        if self.content_md5 {
+            COMPLETE_TIMEOUT
+        } else {
+            self.io_timeout
+        }
+    }
+
+    /// Runs one small request (no body to speak of) under the idle limit.
+    async fn io<T, E>(
+        &self,
+        ctx: &str,
+        fut: impl std::future::Future<
+            Output = std::result::Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+        >,
+    ) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        Watch::new(self.io_timeout)
+            .guard(ctx, async { fut.await.map_err(|e| map_err(ctx, e)) })
+            .await
     }
 
     /// One ListObjectsV2 page as our entries, and the continuation token when the listing
@@ -418,10 +470,9 @@ impl Store for S3Store {
                 req = req.start_after(self.full_key(a));
             }
             let ctx = self.ctx("list", "");
-            let res = req
-                .send()
+            let res = self
+                .io(&ctx, req.send())
                 .await
-                .map_err(|e| map_err(&ctx, e))
                 .and_then(|out| self.page(&ctx, out));
             match res {
                 Ok((page, token)) => {
@@ -438,16 +489,18 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        let res = self
+        let ctx = self.ctx("head", key);
+        let req = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             // The stored CRC32 (composite for multipart objects) confirms a completed
             // upload whose response was lost; OSS's S3-compatible endpoint has none.
-            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled))
-            .send()
-            .await;
+            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled));
+        let res = Watch::new(self.io_timeout)
+            .guard(&ctx, async { Ok(req.send().await) })
+            .await?;
         match res {
             Ok(out) => {
                 let record = out.metadata().and_then(|m| {
@@ -490,7 +543,13 @@ impl Store for S3Store {
         if let Some(e) = if_match {
             req = req.if_match(format!("\"{e}\""));
         }
-        let mut out = req.send().await.map_err(|e| map_err(&ctx, e))?;
+        // Idle-bounded: the time to the response head, then every gap between chunks.
+        let watch = Watch::new(self.io_timeout);
+        let mut out = watch
+            .guard(&ctx, async {
+                req.send().await.map_err(|e| map_err(&ctx, e))
+            })
+            .await?;
         // Read straight into one buffer of the range's size: `collect().into_bytes()` would
         // hold the chunks and a contiguous copy at once (twice the part size per request
         // in flight, and a memcpy of every byte).
@@ -529,13 +588,14 @@ impl Store for S3Store {
         } else {
             None
         };
+        let watch = Watch::new(self.body_idle());
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .content_length(data.len() as i64)
-            .body(ByteStream::from(data.clone()));
+            .body(self.body(&data, md5.is_some(), &watch));
         req = match &md5 {
             Some(m) => req.content_md5(base64::engine::general_purpose::STANDARD.encode(m)),
             None => req.checksum_crc32(crc_b64(crc32)),
@@ -550,16 +610,18 @@ impl Store for S3Store {
             req = req.if_match(format!("\"{e}\""));
         }
         let conditional = opts.if_none_match || opts.if_match.is_some();
-        let out = if md5.is_none() {
-            // The body's integrity is the CRC32 header the server checks (and echoes), so
-            // the SigV4 SHA-256 of the payload is skipped: it was a third of the CPU of a
-            // large copy over plain HTTP (bench/RESULTS.md). In Content-MD5 mode (OSS's
-            // S3-compatible endpoint) the payload stays signed.
-            req.customize().disable_payload_signing().send().await
-        } else {
-            req.send().await
-        }
-        .map_err(|e| match map_err(&ctx, e) {
+        let sent = watch.guard(&ctx, async {
+            Ok(if md5.is_none() {
+                // The body's integrity is the CRC32 header the server checks (and echoes),
+                // so the SigV4 SHA-256 of the payload is skipped: it was a third of the CPU
+                // of a large copy over plain HTTP (bench/RESULTS.md). In Content-MD5 mode
+                // (OSS's S3-compatible endpoint) the payload stays signed.
+                req.customize().disable_payload_signing().send().await
+            } else {
+                req.send().await
+            })
+        });
+        let out = sent.await?.map_err(|e| match map_err(&ctx, e) {
             // On a write, 412 means the condition failed (on a read, the source moved).
             e if conditional && e.kind() == ErrorKind::SourceChanged => {
                 Error::precondition(e.message().to_string())
@@ -583,7 +645,7 @@ impl Store for S3Store {
         for (k, v) in &opts.metadata {
             req = req.metadata(k, v);
         }
-        let out = req.send().await.map_err(|e| map_err(&ctx, e))?;
+        let out = self.io(&ctx, req.send()).await?;
         out.upload_id()
             .map(str::to_string)
             .ok_or_else(|| Error::protocol(format!("{ctx}: response had no UploadId")))
@@ -604,6 +666,7 @@ impl Store for S3Store {
         } else {
             None
         };
+        let watch = Watch::new(self.body_idle());
         let req = self
             .client
             .upload_part()
@@ -614,14 +677,18 @@ impl Store for S3Store {
             .set_checksum_crc32(md5.is_none().then(|| crc_b64(crc32)))
             .set_content_md5(md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)))
             .content_length(size as i64)
-            .body(ByteStream::from(data.clone()));
+            .body(self.body(&data, md5.is_some(), &watch));
         // As in `put`: the CRC32 header is the integrity check; no payload SHA-256.
-        let out = if md5.is_none() {
-            req.customize().disable_payload_signing().send().await
-        } else {
-            req.send().await
-        }
-        .map_err(|e| map_err(&ctx, e))?;
+        let out = watch
+            .guard(&ctx, async {
+                if md5.is_none() {
+                    req.customize().disable_payload_signing().send().await
+                } else {
+                    req.send().await
+                }
+                .map_err(|e| map_err(&ctx, e))
+            })
+            .await?;
         match &md5 {
             Some(m) => verify_md5_etag(&ctx, m, out.e_tag())?,
             None => verify_echo(&ctx, &data, crc32, out.checksum_crc32(), out.e_tag())?,
@@ -661,16 +728,19 @@ impl Store for S3Store {
                     .collect(),
             ))
             .build();
-        let out = self
+        let req = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .upload_id(upload_id)
-            .multipart_upload(completed)
-            .send()
-            .await
-            .map_err(|e| map_err(&ctx, e))?;
+            .multipart_upload(completed);
+        // The server assembles the object before it answers: a long idle allowance.
+        let out = Watch::new(COMPLETE_TIMEOUT)
+            .guard(&ctx, async {
+                req.send().await.map_err(|e| map_err(&ctx, e))
+            })
+            .await?;
         // The server's whole-object checksum: either composite ("crc-of-crcs-N") or a
         // full-object CRC32. Both are derived from the part CRCs without re-reading.
         if let Some(got) = out.checksum_crc32() {
@@ -686,20 +756,16 @@ impl Store for S3Store {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         let ctx = self.ctx("abort-multipart", key);
-        match self
+        let req = self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
+            .upload_id(upload_id);
+        match self.io(&ctx, req.send()).await {
             Ok(_) => Ok(()),
-            Err(e) => match map_err(&ctx, e) {
-                e if e.kind() == ErrorKind::NotFound => Ok(()),
-                other => Err(other),
-            },
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -724,7 +790,10 @@ impl Store for S3Store {
             if let Some(i) = &id_marker {
                 req = req.upload_id_marker(i);
             }
-            let res = match req.send().await {
+            let sent = Watch::new(self.io_timeout)
+                .guard(&ctx, async { Ok(req.send().await) })
+                .await?;
+            let res = match sent {
                 Ok(r) => r,
                 // gofakes3-based servers (`rclone serve s3`) answer 404 NoSuchUpload for a
                 // bucket that has no uploads at all: nothing is pending.
@@ -758,19 +827,15 @@ impl Store for S3Store {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let ctx = self.ctx("delete", key);
-        match self
+        let req = self
             .client
             .delete_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
+            .key(self.full_key(key));
+        match self.io(&ctx, req.send()).await {
             Ok(_) => Ok(()),
-            Err(e) => match map_err(&ctx, e) {
-                e if e.kind() == ErrorKind::NotFound => Ok(()),
-                other => Err(other),
-            },
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -778,15 +843,19 @@ impl Store for S3Store {
         let ctx = format!("list s3://{}/{}", self.bucket, self.prefix);
         // Three keys: the prefix's own directory marker and snapferry's reserved objects
         // do not make a location hold data.
-        let out = self
+        let req = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
-            .max_keys(3)
-            .send()
+            .max_keys(3);
+        // An endpoint that accepts connections and answers nothing fails fast here.
+        let out = Watch::new(PREFLIGHT_TIMEOUT.min(self.io_timeout))
+            .guard(&ctx, async {
+                req.send().await.map_err(|e| map_err(&ctx, e))
+            })
             .await
-            .map_err(|e| match map_err(&ctx, e) {
+            .map_err(|e| match e {
                 e if e.kind() == ErrorKind::LocationNotFound => Error::location_not_found(format!(
                     "bucket {:?} does not exist{}; create it or fix the URL",
                     self.bucket,

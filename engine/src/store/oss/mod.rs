@@ -28,6 +28,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use self::sign::{encode_path, encode_query, OssCredentials, SignInput};
+use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
     SourceRecord, Store,
@@ -143,12 +144,15 @@ pub struct OssConfig {
     pub endpoint: Endpoint,
     /// Credentials.
     pub credentials: OssCredentials,
+    /// A request fails when no byte has moved for this long (default 30 s).
+    pub io_timeout: Option<Duration>,
 }
 
 /// An OSS bucket (and prefix) as a store.
 pub struct OssStore {
     http: reqwest::Client,
     cfg: OssConfig,
+    io_timeout: Duration,
     /// Seconds to add to the local clock when signing (learned from the server).
     clock_offset: AtomicI64,
 }
@@ -195,14 +199,19 @@ impl OssStore {
                 "missing OSS bucket; write oss://BUCKET[/PREFIX]",
             ));
         }
+        // Connecting fails fast; every request is bounded by an idle watch
+        // (`store::watch`), so reqwest's own read timeout is only a backstop.
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(crate::store::s3::COMPLETE_TIMEOUT)
             .no_proxy()
             .build()
             .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
         Ok(OssStore {
             http,
+            io_timeout: cfg
+                .io_timeout
+                .unwrap_or(crate::store::s3::DEFAULT_IO_TIMEOUT),
             cfg,
             clock_offset: AtomicI64::new(0),
         })
@@ -267,6 +276,45 @@ impl OssStore {
         headers: &[(String, String)],
         body: Option<Bytes>,
     ) -> Result<Resp> {
+        self.send_idle(ctx, method, full_key, query, headers, body, self.io_timeout)
+            .await
+    }
+
+    /// [`OssStore::send`] with another idle limit (CompleteMultipartUpload answers only
+    /// once the object is assembled; a preflight should fail fast).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_idle(
+        &self,
+        ctx: &str,
+        method: Method,
+        full_key: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Option<Bytes>,
+        idle: Duration,
+    ) -> Result<Resp> {
+        let watch = Watch::new(idle);
+        watch
+            .guard(
+                ctx,
+                self.send_watched(ctx, method, full_key, query, headers, body, &watch),
+            )
+            .await
+    }
+
+    /// [`OssStore::send`] under an idle watch: the upload ticks it as it goes out, the
+    /// download as it comes in.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_watched(
+        &self,
+        ctx: &str,
+        method: Method,
+        full_key: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Option<Bytes>,
+        watch: &std::sync::Arc<Watch>,
+    ) -> Result<Resp> {
         let signed = sign::sign(
             &SignInput {
                 method: method.as_str(),
@@ -293,20 +341,35 @@ impl OssStore {
             // Explicit, so that an empty body still says `Content-Length: 0`.
             req = req
                 .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
-                .body(b);
+                .body(reqwest::Body::wrap(ProgressBody::new(b, watch.clone())));
         } else if method == Method::PUT || method == Method::POST {
             req = req.header(reqwest::header::CONTENT_LENGTH, "0");
         }
-        let resp = req.send().await.map_err(|e| transport_error(ctx, e))?;
+        let mut resp = req.send().await.map_err(|e| transport_error(ctx, e))?;
+        watch.tick();
         let status = resp.status();
         let h = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            Error::timeout(format!(
-                "{ctx}: reading the response failed: {}",
-                root_cause(&e)
-            ))
-            .with_source(e)
-        })?;
+        let mut body = bytes::BytesMut::new();
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| {
+                Error::timeout(format!(
+                    "{ctx}: reading the response failed: {}",
+                    root_cause(&e)
+                ))
+                .with_source(e)
+            })?;
+            let Some(chunk) = chunk else { break };
+            watch.tick();
+            if body.is_empty() {
+                body.reserve(
+                    resp.content_length()
+                        .map_or(chunk.len(), |n| n as usize)
+                        .min(64 << 20),
+                );
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = body.freeze();
         // Every OSS answer carries a request id; a web server, proxy page or another
         // service at the endpoint does not. Such an answer is never taken for OSS's.
         if header(&h, "x-oss-request-id").is_none() {
@@ -731,13 +794,14 @@ impl Store for OssStore {
         }
         body.push_str("</CompleteMultipartUpload>");
         let r = self
-            .send(
+            .send_idle(
                 &ctx,
                 Method::POST,
                 &self.full_key(key),
                 &q(&[("uploadId", upload_id)]),
                 &[("Content-Type".into(), "application/xml".into())],
                 Some(Bytes::from(body)),
+                crate::store::s3::COMPLETE_TIMEOUT,
             )
             .await?;
         match whole {
@@ -832,7 +896,11 @@ impl Store for OssStore {
             ("max-keys", "3"),
             ("encoding-type", "url"),
         ]);
-        let r = match self.send(&ctx, Method::GET, "", &query, &[], None).await {
+        let idle = crate::store::s3::PREFLIGHT_TIMEOUT.min(self.io_timeout);
+        let r = match self
+            .send_idle(&ctx, Method::GET, "", &query, &[], None, idle)
+            .await
+        {
             Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::LocationNotFound => {
                 return Err(Error::location_not_found(format!(
@@ -918,6 +986,7 @@ mod tests {
                 access_key_secret: "s".into(),
                 security_token: None,
             },
+            io_timeout: None,
         })
         .unwrap();
         assert_eq!(
