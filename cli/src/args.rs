@@ -219,6 +219,18 @@ impl Endpoints {
     }
 }
 
+/// `--verify-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifySourceArg {
+    /// Every check that costs no extra read (stored CRC-64/CRC32, Lucene footers); the
+    /// MD5 of a single-part ETag only where nothing else exists.
+    Auto,
+    /// As auto, and the MD5 of every single-part ETag too (about 1.2 CPU-s/GiB).
+    Md5,
+    /// No source-side check.
+    Off,
+}
+
 /// `--snapshot-aware`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotAwareArg {
@@ -300,6 +312,10 @@ pub struct SyncArgs {
     /// 5xx, resets, timeouts, an unreachable server), with capped exponential backoff.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub retry_budget: String,
+    /// Check every object against a checksum the source itself holds, as its bytes
+    /// stream by: what was read must be what the source holds, not just what was sent.
+    #[arg(long, value_enum, default_value_t = VerifySourceArg::Auto)]
+    pub verify_source: VerifySourceArg,
     /// A request fails (and is retried) when no byte has moved for this long: a stalled
     /// connection is noticed in seconds. CompleteMultipartUpload may take 15m to answer;
     /// a preflight gives up after 10s.
@@ -323,6 +339,8 @@ pub struct SideArgs {
     pub oss_endpoint: Option<snapferry_engine::store::oss::Endpoint>,
     /// Idle limit of a request (`--io-timeout`); the store's default when unset.
     pub io_timeout: Option<std::time::Duration>,
+    /// `--verify-source`.
+    pub verify_source: snapferry_engine::store::VerifySource,
 }
 
 /// A validated sync.
@@ -419,6 +437,7 @@ pub fn resolve_side(
         credentials,
         oss_endpoint,
         io_timeout: None,
+        verify_source: Default::default(),
     })
 }
 
@@ -581,8 +600,14 @@ impl SyncArgs {
                     if name == "SRC" { "--src" } else { "--dst" },
                 )
             };
+        let verify_source = match self.verify_source {
+            VerifySourceArg::Auto => snapferry_engine::store::VerifySource::Auto,
+            VerifySourceArg::Md5 => snapferry_engine::store::VerifySource::Md5,
+            VerifySourceArg::Off => snapferry_engine::store::VerifySource::Off,
+        };
         let timed = |mut s: SideArgs| {
             s.io_timeout = Some(io_timeout);
+            s.verify_source = verify_source;
             s
         };
         Ok(Plan {

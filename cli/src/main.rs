@@ -105,6 +105,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
             let cfg = S3Config {
                 content_md5: false,
                 io_timeout: s.io_timeout,
+                verify_source: s.verify_source,
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
                 endpoint: s.endpoint.clone(),
@@ -129,6 +130,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
                 io_timeout: s.io_timeout,
+                verify_source: s.verify_source,
                 endpoint,
                 credentials: OssCredentials {
                     access_key_id: c.0.clone(),

@@ -279,6 +279,7 @@ async fn s3_conformance(content_md5: bool) {
         }),
         content_md5,
         io_timeout: None,
+        verify_source: Default::default(),
     })
     .await
     .unwrap();
@@ -312,6 +313,7 @@ async fn oss_store_conforms() {
             security_token: None,
         },
         io_timeout: None,
+        verify_source: Default::default(),
     })
     .unwrap();
     conformance(Arc::new(s)).await;

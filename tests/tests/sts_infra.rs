@@ -48,9 +48,9 @@ fn minio_and_proxy() -> (Minio, StsProxy) {
 fn s3_temporary_credentials_work_until_expiry_then_expired_token() {
     let (minio, proxy) = minio_and_proxy();
     let root = minio.client();
-    let creds = proxy.credentials(8);
+    let creds = proxy.credentials(15);
     assert!(creds.access_key_id.starts_with("ASIA"), "{creds:?}");
-    assert!(creds.remaining() > Duration::from_secs(5), "{creds:?}");
+    assert!(creds.remaining() > Duration::from_secs(13), "{creds:?}");
     let c = proxy.client(&creds);
     // The snapferry way: no SDK checksums, our CRC32 sent as x-amz-checksum-crc32.
     let plain = aws_sdk_s3::Client::from_conf(
@@ -149,6 +149,10 @@ fn s3_temporary_credentials_work_until_expiry_then_expired_token() {
         assert_eq!(md5_hex(&get(&root, "bkt", "mp").await), md5_hex(&whole));
         assert_eq!(keys(&c, "bkt", "").await, vec!["crc", "mp", "small"]);
     });
+    assert!(
+        creds.remaining() > Duration::ZERO,
+        "setup took longer than the credentials live; raise their 15 s"
+    );
     let before = proxy.stats();
     assert_eq!(before["rejected"], 0, "{before}");
     assert_eq!(before["by_key"][&creds.access_key_id], before["verified"]);
@@ -328,6 +332,47 @@ fn s3_identity_cache_reruns_credential_process_before_expiry() {
         "requests used {used} different credentials: {st}"
     );
     assert_eq!(rt().block_on(get(&minio.client(), "bkt", "tick")), body);
+}
+
+/// The other way aws-config can get short-lived credentials, with no extra crate feature:
+/// its `AssumeRoleProvider` (STS AssumeRole, here the stand-in's, 16 s sessions), behind
+/// the S3 client's identity cache, is asked again before each session ends.
+#[test]
+fn s3_aws_config_assume_role_provider_refreshes_against_the_stand_in() {
+    let (_minio, proxy) = minio_and_proxy();
+    let c = rt().block_on(async {
+        // Hermetic: no host environment (hence no profile files) in the resolution.
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .empty_test_environment()
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&proxy.endpoint)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "root",
+            ))
+            .load()
+            .await;
+        let provider =
+            aws_config::sts::AssumeRoleProvider::builder("arn:aws:iam::000000000000:role/snap")
+                .session_name("sts-infra")
+                .session_length(Duration::from_secs(16))
+                .configure(&base)
+                .build()
+                .await;
+        proxy.client_with(provider)
+    });
+    let body = data(10_000, 5);
+    let start = Instant::now();
+    rt().block_on(async {
+        while start.elapsed() < Duration::from_secs(26) {
+            put(&c, "bkt", "ar", body.clone()).await;
+            assert_eq!(get(&c, "bkt", "ar").await, body);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let st = proxy.stats();
+    assert_eq!(st["rejected"], 0, "{st}");
+    assert_eq!(st["expired"], 0, "{st}");
+    assert!(st["assume_role"].as_u64().unwrap() >= 3, "{st}");
 }
 
 /// credential_process.py --assume-role against a MinIO: (exit ok, stdout, stderr).
@@ -513,7 +558,7 @@ fn oss_cred(t: &OssTempCredentials) -> OssCredentials {
 #[test]
 fn oss_sts_tokens_work_until_expiry_then_security_token_expired() {
     let gw = OssGateway::start(&["bkt"]);
-    let t = gw.sts_credentials(4);
+    let t = gw.sts_credentials(5);
     assert!(t.access_key_id.starts_with("STS."), "{t:?}");
     let cred = oss_cred(&t);
     let (status, _, body) = oss_request(&gw, "PUT", "bkt", "dir/a b", b"before", &cred);

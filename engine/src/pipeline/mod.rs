@@ -47,7 +47,7 @@ use crate::limits::Limits;
 use crate::retry::RetryPolicy;
 use crate::stats::{Counters, Latencies, LatencySummary};
 use crate::store::layer::{Layered, Policy};
-use crate::store::{ObjectMeta, PendingUpload, Presence, PutOptions, Store};
+use crate::store::{ObjectMeta, PendingUpload, Presence, PutOptions, Store, VerifiedBy};
 use differ::{decide, Decision, DiffStats, Joined};
 use transfer::{Commit, Job, JobKind, MultiObject};
 
@@ -336,6 +336,11 @@ pub struct Report {
     pub differ_max_held: usize,
     /// Snapshot-aware sync details, when the source is a snapshot repository.
     pub snapshot: Option<snapshot::SnapshotReport>,
+    /// Copied objects by how they were checked against the source's own record of them:
+    /// `crc64`, `crc32`, `md5`, `lucene`, `none`.
+    pub verified_by: std::collections::BTreeMap<String, u64>,
+    /// Copied objects the source offered nothing to check against (up to 10,000 listed).
+    pub unverified_objects: Vec<String>,
 }
 
 /// Shared state of one run, handed to every stage.
@@ -365,6 +370,12 @@ pub struct Ctx {
     observer: Arc<dyn Observer>,
     failures: Mutex<Vec<Failure>>,
     active_uploads: Mutex<HashMap<String, String>>,
+    /// Lucene checksums of whole-file data blobs (snapshot-aware runs).
+    lucene: Mutex<Option<Arc<HashMap<String, String>>>>,
+    /// Objects copied per verification: crc64, crc32, md5, lucene, none.
+    verified_counts: [AtomicU64; 5],
+    /// Copied objects the source offered nothing to verify against (listed up to a bound).
+    unverified: Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -425,6 +436,60 @@ impl Ctx {
                     kind: e.kind(),
                 });
             }
+        }
+    }
+
+    /// The Lucene checksum the snapshot recorded for a data blob that is a whole file.
+    fn lucene(&self, key: &str) -> Option<String> {
+        self.lucene
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().and_then(|m| m.get(key).cloned()))
+    }
+
+    /// Counts how a copied object was verified against its source.
+    fn verified(&self, key: &str, by: Option<VerifiedBy>) {
+        let i = match by {
+            Some(VerifiedBy::Crc64) => 0,
+            Some(VerifiedBy::Crc32) => 1,
+            Some(VerifiedBy::Md5) => 2,
+            Some(VerifiedBy::Lucene) => 3,
+            None => 4,
+        };
+        self.verified_counts[i].fetch_add(1, Ordering::Relaxed);
+        if by.is_none() {
+            if let Ok(mut u) = self.unverified.lock() {
+                if u.len() < MAX_LISTED_FAILURES {
+                    u.push(key.to_string());
+                }
+            }
+        }
+    }
+
+    /// After a failed write whose verification failed once the destination had taken the
+    /// bytes: removes the object under the key if it is this very write (it carries the
+    /// source version being copied), so that no unverified object stays behind with a
+    /// copy record a later run would trust. An older object there (the write was
+    /// refused) is left alone.
+    async fn remove_if_ours(&self, src: &ObjectMeta, e: &Error) {
+        if e.kind() != ErrorKind::ChecksumMismatch || e.side() == Some(Side::Source) {
+            return;
+        }
+        let mine = src.as_record();
+        match self.dst_cleanup.head(&src.key).await {
+            Ok(Some(m)) if m.record.as_ref() == Some(&mine) => {
+                match self.dst_cleanup.delete(&src.key).await {
+                    Ok(()) => tracing::warn!(
+                        "removed {} from the destination: its bytes failed verification",
+                        src.key
+                    ),
+                    Err(de) => tracing::warn!(
+                        "{} failed verification and could not be removed ({de}); the next run copies it again",
+                        src.key
+                    ),
+                }
+            }
+            _ => {}
         }
     }
 
@@ -502,6 +567,9 @@ impl SyncRun {
                 observer,
                 failures: Mutex::new(Vec::new()),
                 active_uploads: Mutex::new(HashMap::new()),
+                lucene: Mutex::new(None),
+                verified_counts: Default::default(),
+                unverified: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -643,6 +711,12 @@ impl SyncRun {
             fatal_error: body.fatal.map(|e| e.to_string()),
             differ_max_held: body.max_held,
             snapshot: body.snapshot,
+            verified_by: ["crc64", "crc32", "md5", "lucene", "none"]
+                .iter()
+                .zip(&ctx.verified_counts)
+                .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+                .collect(),
+            unverified_objects: ctx.unverified.lock().map(|u| u.clone()).unwrap_or_default(),
         })
     }
 }

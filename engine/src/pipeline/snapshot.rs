@@ -28,7 +28,7 @@
 //! destination's previous one, only after `index.latest` is written, and only within the
 //! run's delete guard (no errors, bounded by `--max-delete`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -105,6 +105,8 @@ pub struct Plan {
     /// Shard-level index blobs snapferry writes itself (`--snapshot`), with their bytes.
     written: Vec<(String, Vec<u8>)>,
     snapshots: Vec<String>,
+    /// Data blob key -> the Lucene checksum the snapshot recorded (whole-file blobs).
+    lucene: HashMap<String, String>,
 }
 
 /// Decides whether this sync is snapshot-aware, and reads the source repository if so.
@@ -154,9 +156,32 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         let f = crate::repo::filter::filter(ctx.src.as_ref(), &repo, &selected).await?;
         (f.refs, f.root, f.shard_indexes)
     } else {
-        let (refs, _) = repo.references(ctx.src.as_ref(), &selected).await?;
-        (refs, repo.root_bytes.clone(), Vec::new())
+        (BTreeMap::new(), repo.root_bytes.clone(), Vec::new())
     };
+    // The Lucene checksum the snapshots record for every data file held in one blob: each
+    // copied data blob is checked against it as its bytes stream by (what a restore
+    // checks), at no extra read.
+    let (all_refs, data_files) = repo.references(ctx.src.as_ref(), &selected).await?;
+    if !selecting {
+        refs = all_refs;
+    }
+    let mut lucene: HashMap<String, String> = data_files
+        .into_iter()
+        .filter(|f| f.blobs.len() == 1)
+        .filter_map(|f| Some((f.blobs.into_iter().next()?.0, f.checksum?)))
+        .collect();
+    // Metadata blobs are checksummed envelopes: their own footer checks them ("").
+    for (k, r) in &refs {
+        if matches!(
+            r.kind,
+            BlobKind::ShardSnapshot
+                | BlobKind::ShardIndex
+                | BlobKind::IndexMeta
+                | BlobKind::RootMeta
+        ) {
+            lucene.entry(k.clone()).or_default();
+        }
+    }
     // The root is written by the commit phase, never copied.
     refs.retain(|_, r| r.kind != BlobKind::RootIndex && r.kind != BlobKind::IndexLatest);
     tracing::info!(
@@ -172,6 +197,7 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         root,
         written,
         snapshots,
+        lucene,
     }))
 }
 
@@ -365,12 +391,15 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Chec
 /// Runs the phases.
 pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     let Checked {
-        plan,
+        mut plan,
         target,
         committed,
         has_root,
     } = checked;
     let generation = plan.generation;
+    if let Ok(mut l) = ctx.lucene.lock() {
+        *l = Some(Arc::new(std::mem::take(&mut plan.lucene)));
+    }
     // The destination's previous generation: its blobs must survive --delete.
     let previous: BTreeSet<String> = if ctx.opts.delete && has_root {
         match Repository::load(ctx.dst.as_ref()).await {

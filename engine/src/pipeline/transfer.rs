@@ -13,7 +13,31 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{CompletedPart, ObjectMeta, PutOptions};
+use crate::store::{CompletedPart, ObjectMeta, PutOptions, Stored, VerifiedBy};
+
+/// Whether a Lucene file whose bytes but the last 8 have CRC32 `computed` and whose last 8
+/// bytes are `footer` carries the checksum the snapshot recorded (base 36): the check a
+/// restore makes, here at no extra read.
+/// An empty `recorded` means a checksummed metadata envelope: its footer must hold the
+/// CRC32 of its own bytes, with nothing recorded elsewhere to compare.
+pub(crate) fn lucene_matches(
+    key: &str,
+    computed: u32,
+    footer: &[u8; 8],
+    recorded: &str,
+) -> Result<()> {
+    let stored = u64::from_be_bytes(*footer);
+    let ok = stored == computed as u64
+        && (recorded.is_empty() || crate::repo::blob::base36(stored) == recorded);
+    if ok {
+        return Ok(());
+    }
+    Err(Error::checksum(format!(
+        "{key}: the file read has Lucene checksum {} (footer {}), the snapshot recorded {recorded}",
+        crate::repo::blob::base36(computed as u64),
+        crate::repo::blob::base36(stored)
+    )))
+}
 
 /// A multipart object in flight.
 #[derive(Debug)]
@@ -28,6 +52,25 @@ pub struct MultiObject {
     remaining: AtomicUsize,
     failed: Mutex<Option<Error>>,
     has_failed: AtomicBool,
+    /// What the source says of the whole object and what the parts read hold, to check
+    /// the assembled object against the source's own checksum before completing.
+    source: Mutex<SourceCheck>,
+}
+
+/// The source-side check of a multipart copy, filled part by part.
+#[derive(Debug, Default)]
+struct SourceCheck {
+    /// The whole object's CRC-64 as the source's GETs reported it.
+    crc64: Option<u64>,
+    /// The whole object's CRC32 (base64) as the source's GETs reported it.
+    crc32: Option<String>,
+    /// CRC-64 of each part read (when the source reports one to compare with).
+    part_crc64: Vec<Option<u64>>,
+    /// Each part's CRC32 and length.
+    part_crc32: Vec<Option<(u32, u64)>>,
+    /// The last part's CRC32 without its last 8 bytes, and those 8 bytes (the Lucene
+    /// footer's checksum), for data blobs whose recorded checksum is known.
+    lucene_tail: Option<(u32, u64, [u8; 8])>,
 }
 
 impl MultiObject {
@@ -41,7 +84,127 @@ impl MultiObject {
             remaining: AtomicUsize::new(n_parts),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
+            source: Mutex::new(SourceCheck {
+                part_crc64: vec![None; n_parts],
+                part_crc32: vec![None; n_parts],
+                ..SourceCheck::default()
+            }),
         }
+    }
+
+    /// Records what one part's GET said and what its bytes hold. A source whose reported
+    /// checksum changes between parts changed under the copy.
+    fn saw_part(
+        &self,
+        number: u32,
+        data: &Bytes,
+        crc32: u32,
+        stored: &Stored,
+        last: bool,
+        lucene: bool,
+    ) -> Result<()> {
+        let Ok(mut s) = self.source.lock() else {
+            return Ok(());
+        };
+        let i = number as usize - 1;
+        for (seen, now) in [
+            (
+                s.crc64.map(|c| c.to_string()),
+                stored.crc64.map(|c| c.to_string()),
+            ),
+            (s.crc32.clone(), stored.crc32.clone()),
+        ] {
+            if let (Some(a), Some(b)) = (seen, now) {
+                if a != b {
+                    return Err(Error::source_changed(format!(
+                        "{}: the source's stored checksum changed between parts ({a}, then {b})",
+                        self.src.key
+                    )));
+                }
+            }
+        }
+        if stored.crc64.is_some() {
+            s.crc64 = stored.crc64;
+            if let Some(slot) = s.part_crc64.get_mut(i) {
+                *slot = Some(crate::store::oss::crc64(data));
+            }
+        }
+        if stored.crc32.is_some() {
+            s.crc32 = stored.crc32.clone();
+        }
+        if let Some(slot) = s.part_crc32.get_mut(i) {
+            *slot = Some((crc32, data.len() as u64));
+        }
+        if last && lucene && data.len() >= 16 {
+            let body = &data[..data.len() - 8];
+            let mut tail = [0u8; 8];
+            tail.copy_from_slice(&data[data.len() - 8..]);
+            s.lucene_tail = Some((crc32fast::hash(body), body.len() as u64, tail));
+        }
+        Ok(())
+    }
+
+    /// Checks the whole object, as read part by part, against the source's checksum (and
+    /// the Lucene footer recorded for it): how it was verified, `None` when the source
+    /// offers nothing to check against, or the mismatch.
+    fn check_source(&self, lucene: Option<&str>) -> Result<Option<VerifiedBy>> {
+        let Ok(s) = self.source.lock() else {
+            return Ok(None);
+        };
+        let key = &self.src.key;
+        let mut by = None;
+        if let Some(want) = s.crc64 {
+            let got = s
+                .part_crc64
+                .iter()
+                .zip(&s.part_crc32)
+                .try_fold(0u64, |acc, (c, l)| {
+                    Some(crate::store::oss::crc64_combine(acc, (*c)?, l.as_ref()?.1))
+                });
+            match got {
+                Some(g) if g == want => by = Some(VerifiedBy::Crc64),
+                Some(g) => {
+                    return Err(Error::checksum(format!(
+                        "{key}: the parts read have CRC-64 {g}, the source stores {want}"
+                    )))
+                }
+                None => {}
+            }
+        }
+        if let Some(want) = &s.crc32 {
+            let mut h = crc32fast::Hasher::new();
+            let mut all = true;
+            for p in &s.part_crc32 {
+                match p {
+                    Some((c, n)) => h.combine(&crc32fast::Hasher::new_with_initial_len(*c, *n)),
+                    None => all = false,
+                }
+            }
+            let got = crate::checksum::crc32_b64(h.finalize());
+            if all && &got != want {
+                return Err(Error::checksum(format!(
+                    "{key}: the parts read have CRC32 {got}, the source stores {want}"
+                )));
+            }
+            if all {
+                by = by.or(Some(VerifiedBy::Crc32));
+            }
+        }
+        if let (Some(recorded), Some((tail_crc, tail_len, footer))) = (lucene, &s.lucene_tail) {
+            // The footer's CRC32 covers the whole file but its last 8 bytes.
+            let n = s.part_crc32.len();
+            let mut h = crc32fast::Hasher::new();
+            for p in s.part_crc32.iter().take(n.saturating_sub(1)) {
+                let Some((c, l)) = p else { return Ok(by) };
+                h.combine(&crc32fast::Hasher::new_with_initial_len(*c, *l));
+            }
+            h.combine(&crc32fast::Hasher::new_with_initial_len(
+                *tail_crc, *tail_len,
+            ));
+            lucene_matches(key, h.finalize(), footer, recorded)?;
+            by = by.or(Some(VerifiedBy::Lucene));
+        }
+        Ok(by)
     }
 
     /// Records the first failure of any part (as the object's reason).
@@ -105,17 +268,19 @@ pub struct Job {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// A fetched job: bytes and their CRC32.
+/// A fetched job: bytes, their CRC32, and how a whole object was verified at the source.
 pub struct Fetched {
     job: Job,
     data: Bytes,
     crc32: u32,
+    verified_by: Option<VerifiedBy>,
 }
 
 /// What the committer receives.
 pub enum Commit {
-    /// A single-PUT object finished (Ok = stored and verified).
-    Single(Box<ObjectMeta>, Result<()>),
+    /// A single-PUT object finished (Ok = stored and verified), with how its source was
+    /// verified.
+    Single(Box<ObjectMeta>, Result<()>, Option<VerifiedBy>),
     /// Every part of a multipart object finished (some may have failed).
     Multi(Arc<MultiObject>),
 }
@@ -140,12 +305,34 @@ pub async fn fetcher(
         };
         let res = ctx
             .src
-            .get_range(&key, range.clone(), etag.as_deref())
+            .get_range_stored(&key, range.clone(), etag.as_deref())
             .await;
         match res {
-            Ok(data) => {
+            Ok((data, stored)) => {
                 let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
-                if out.send(Fetched { job, data, crc32 }).await.is_err() {
+                let lucene = ctx.lucene(&key);
+                let checked = match &job.kind {
+                    JobKind::Single(_) => check_single(&key, &data, &stored, lucene.as_deref()),
+                    JobKind::Part { obj, number, .. } => {
+                        let last = range.end == obj.src.size;
+                        obj.saw_part(*number, &data, crc32, &stored, last, lucene.is_some())
+                            .map(|()| None)
+                    }
+                };
+                let verified_by = match checked {
+                    Ok(by) => by,
+                    Err(e) => {
+                        fail_job(&commit, job, e.on(crate::error::Side::Source)).await;
+                        continue;
+                    }
+                };
+                let f = Fetched {
+                    job,
+                    data,
+                    crc32,
+                    verified_by,
+                };
+                if out.send(f).await.is_err() {
                     return;
                 }
             }
@@ -162,7 +349,13 @@ pub async fn uploader(
 ) {
     loop {
         let next = { input.lock().await.recv().await };
-        let Some(Fetched { job, data, crc32 }) = next else {
+        let Some(Fetched {
+            job,
+            data,
+            crc32,
+            verified_by,
+        }) = next
+        else {
             return;
         };
         let len = data.len() as u64;
@@ -178,7 +371,9 @@ pub async fn uploader(
                 drop(data);
                 let m = m.clone();
                 drop(job); // releases the permit before we wait on the committer
-                let _ = commit.send(Commit::Single(Box::new(m), res)).await;
+                let _ = commit
+                    .send(Commit::Single(Box::new(m), res, verified_by))
+                    .await;
             }
             JobKind::Part { obj, number, .. } => {
                 if obj.is_failed() {
@@ -204,12 +399,38 @@ pub async fn uploader(
     }
 }
 
+/// How a whole object read in one GET is known to be what the source holds: the
+/// store's own check (done in its GET), else the Lucene footer the snapshot recorded.
+fn check_single(
+    key: &str,
+    data: &Bytes,
+    stored: &Stored,
+    lucene: Option<&str>,
+) -> Result<Option<VerifiedBy>> {
+    let mut by = stored.verified_by;
+    if lucene == Some("") {
+        // A metadata envelope: magic, algorithm and the CRC32 of the rest.
+        crate::repo::blob::check_footer(key, data)?;
+        return Ok(by.or(Some(VerifiedBy::Lucene)));
+    }
+    if let Some(recorded) = lucene {
+        if data.len() >= 16 {
+            let body = &data[..data.len() - 8];
+            let mut footer = [0u8; 8];
+            footer.copy_from_slice(&data[data.len() - 8..]);
+            lucene_matches(key, crc32fast::hash(body), &footer, recorded)?;
+            by = by.or(Some(VerifiedBy::Lucene));
+        }
+    }
+    Ok(by)
+}
+
 async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
     match &job.kind {
         JobKind::Single(m) => {
             let m = m.clone();
             drop(job);
-            let _ = commit.send(Commit::Single(Box::new(m), Err(e))).await;
+            let _ = commit.send(Commit::Single(Box::new(m), Err(e), None)).await;
         }
         JobKind::Part { obj, number, .. } => {
             obj.fail(e.context(format!("part {number}")));
@@ -234,8 +455,14 @@ async fn part_done(commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<C
 pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
     while let Some(c) = input.recv().await {
         match c {
-            Commit::Single(m, Ok(())) => ctx.copied(&m),
-            Commit::Single(m, Err(e)) => ctx.failed(&m.key, &e),
+            Commit::Single(m, Ok(()), by) => {
+                ctx.verified(&m.key, by);
+                ctx.copied(&m);
+            }
+            Commit::Single(m, Err(e), _) => {
+                ctx.remove_if_ours(&m, &e).await;
+                ctx.failed(&m.key, &e);
+            }
             Commit::Multi(obj) => {
                 let failure = obj.failed.lock().ok().and_then(|mut f| f.take());
                 if let Some(e) = failure {
@@ -253,6 +480,16 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                     ctx.failed(&obj.src.key, &Error::other("a part is missing"));
                     continue;
                 };
+                // What was read must be what the source holds before the object may appear:
+                // a mismatch aborts the upload, so no unverified object ever gets its key.
+                let by = match obj.check_source(ctx.lucene(&obj.src.key).as_deref()) {
+                    Ok(by) => by,
+                    Err(e) => {
+                        ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
+                        ctx.failed(&obj.src.key, &e.on(crate::error::Side::Source));
+                        continue;
+                    }
+                };
                 let res = ctx
                     .dst
                     .complete_multipart(&obj.src.key, &obj.upload_id, &parts, &obj.opts)
@@ -260,10 +497,12 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                 match res {
                     Ok(()) => {
                         ctx.forget_upload(&obj.upload_id);
+                        ctx.verified(&obj.src.key, by);
                         ctx.copied(&obj.src);
                     }
                     Err(e) => {
                         ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
+                        ctx.remove_if_ours(&obj.src, &e).await;
                         ctx.failed(&obj.src.key, &e);
                     }
                 }

@@ -351,6 +351,22 @@ impl Store for Layered {
         .await
     }
 
+    async fn get_range_stored(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(Bytes, super::Stored)> {
+        let len = range.end.saturating_sub(range.start);
+        self.simple(Kind::Get, || async {
+            self.policy.limits.bytes(len).await;
+            self.inner
+                .get_range_stored(key, range.clone(), if_match)
+                .await
+        })
+        .await
+    }
+
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let conditional = opts.if_none_match || opts.if_match.is_some();
         if !conditional {

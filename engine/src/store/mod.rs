@@ -202,6 +202,22 @@ pub trait Store: Send + Sync {
         if_match: Option<&str>,
     ) -> Result<Bytes>;
 
+    /// As [`Store::get_range`], with what the store's answer says of the whole object's
+    /// stored checksum (free: it comes with the GET). A GET of the whole object whose
+    /// bytes do not match the store's own checksum fails with `ChecksumMismatch` (and is
+    /// retried): what was read is then known to be what the source holds.
+    async fn get_range_stored(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(Bytes, Stored)> {
+        Ok((
+            self.get_range(key, range, if_match).await?,
+            Stored::default(),
+        ))
+    }
+
     /// Writes a whole object atomically.
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()>;
 
@@ -240,6 +256,45 @@ pub trait Store: Send + Sync {
     /// and says whether the location holds anything. A bucket that does not exist is
     /// `LocationNotFound`; a directory that does not exist (yet) is [`Presence::Missing`].
     async fn preflight(&self) -> Result<Presence>;
+}
+
+/// What a store's GET says of the whole object's stored checksum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The whole object's CRC-64/XZ (OSS `x-oss-hash-crc64ecma`, sent with every GET).
+    pub crc64: Option<u64>,
+    /// The whole object's CRC32 (S3 full-object `x-amz-checksum-crc32`, base64).
+    pub crc32: Option<String>,
+    /// How the store verified these very bytes against its own checksum, when the GET
+    /// covered the whole object.
+    pub verified_by: Option<VerifiedBy>,
+}
+
+/// How an object's bytes were checked against the source's own record of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// The store's CRC-64 (OSS).
+    Crc64,
+    /// The store's full-object CRC32 (S3).
+    Crc32,
+    /// The ETag as the MD5 of a single-part object (S3, OSS).
+    Md5,
+    /// The Lucene footer checksum the snapshot recorded for the file.
+    Lucene,
+}
+
+/// `--verify-source`: which checks of the source's own checksums a copy makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifySource {
+    /// Every check that costs no extra read (stored CRCs, Lucene footers); the MD5 of a
+    /// single-part ETag only where no other check exists.
+    #[default]
+    Auto,
+    /// As `Auto`, and the MD5 of every single-part ETag too (about 1.2 CPU-s/GiB).
+    Md5,
+    /// None: only what was read is checked against what was written.
+    Off,
 }
 
 /// What a preflight found at the location.

@@ -30,7 +30,7 @@ use md5::{Digest, Md5};
 use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
-    SourceRecord, Store,
+    SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{find_source, io_kind, root_cause, Error, ErrorKind, Result};
@@ -79,6 +79,8 @@ pub struct S3Config {
     pub content_md5: bool,
     /// A request fails when no byte has moved for this long (default 30 s).
     pub io_timeout: Option<Duration>,
+    /// Which checks of its own stored checksums a GET of a whole object makes.
+    pub verify_source: VerifySource,
 }
 
 /// The default idle limit of a request ([`crate::store::watch`]).
@@ -100,6 +102,7 @@ pub struct S3Store {
     /// OSS's S3-compatible endpoint, which has no ListMultipartUploads.
     oss_compat: bool,
     io_timeout: Duration,
+    verify_source: VerifySource,
 }
 
 impl S3Store {
@@ -173,6 +176,7 @@ impl S3Store {
             content_md5: cfg.content_md5 || oss_compat,
             oss_compat,
             io_timeout: cfg.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT),
+            verify_source: cfg.verify_source,
         })
     }
 
@@ -186,6 +190,60 @@ impl S3Store {
 
     fn ctx(&self, op: &str, key: &str) -> String {
         format!("{op} s3://{}/{}{}", self.bucket, self.prefix, key)
+    }
+
+    /// Checks a whole object's bytes against what S3 stored for it: its full-object
+    /// CRC32 or CRC64NVME when there is one (free), else — `--verify-source md5`, or
+    /// `auto` with nothing better — the ETag of a single-part, non-KMS object as their MD5.
+    async fn check_whole(
+        &self,
+        ctx: &str,
+        body: &Bytes,
+        out: &aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) -> Result<Option<VerifiedBy>> {
+        let mismatch = |what: &str, got: String, want: &str| {
+            Err(Error::checksum(format!(
+                "{ctx}: the bytes read have {what} {got}, the source stores {want}"
+            )))
+        };
+        let mut by = None;
+        if let Some(want) = out.checksum_crc32().filter(|c| !c.contains('-')) {
+            let got = crc_b64(crate::checksum::hash(body, crc32fast::hash).await);
+            if got != want {
+                return mismatch("CRC32", got, want);
+            }
+            by = Some(VerifiedBy::Crc32);
+        } else if let Some(want) = out.checksum_crc64_nvme().filter(|c| !c.contains('-')) {
+            let got = crate::checksum::hash(body, |d| {
+                base64::engine::general_purpose::STANDARD
+                    .encode(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, d).to_be_bytes())
+            })
+            .await;
+            if got != want {
+                return mismatch("CRC64NVME", got, want);
+            }
+            by = Some(VerifiedBy::Crc64);
+        }
+        let kms = matches!(
+            out.server_side_encryption(),
+            Some(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                | Some(aws_sdk_s3::types::ServerSideEncryption::AwsKmsDsse)
+        ) || out.sse_customer_algorithm().is_some();
+        let md5_wanted = match self.verify_source {
+            VerifySource::Md5 => true,
+            VerifySource::Auto => by.is_none(),
+            VerifySource::Off => false,
+        };
+        let etag = out.e_tag().map(normalize_etag);
+        if let Some(want) = etag.filter(|e| md5_wanted && !kms && e.len() == 32 && !e.contains('-'))
+        {
+            let got = crate::checksum::hash(body, md5_hex).await;
+            if got != want {
+                return mismatch("MD5", got, &want);
+            }
+            by = by.or(Some(VerifiedBy::Md5));
+        }
+        Ok(by)
     }
 
     /// A request body that reports progress to `watch`; a plain one where the payload is
@@ -529,9 +587,18 @@ impl Store for S3Store {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<Bytes> {
+        Ok(self.get_range_stored(key, range, if_match).await?.0)
+    }
+
+    async fn get_range_stored(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(Bytes, Stored)> {
         let want = range.end.saturating_sub(range.start);
         if want == 0 {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), Stored::default()));
         }
         let ctx = self.ctx("get", key);
         let mut req = self
@@ -539,7 +606,10 @@ impl Store for S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .range(format!("bytes={}-{}", range.start, range.end - 1));
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            // The object's stored checksum comes with the answer: the source checks
+            // itself at no extra read. OSS's S3-compatible endpoint has none.
+            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled));
         if let Some(e) = if_match {
             req = req.if_match(format!("\"{e}\""));
         }
@@ -557,13 +627,18 @@ impl Store for S3Store {
             Error::invalid_input(format!("{ctx}: a {want}-byte range does not fit in memory"))
         })?;
         let mut buf = bytes::BytesMut::with_capacity(cap);
-        while let Some(chunk) = out.body.try_next().await.map_err(|e| {
-            Error::timeout(format!(
-                "{ctx}: body read failed: {}",
-                short(&e.to_string())
-            ))
-            .with_source(e)
-        })? {
+        loop {
+            let next = watch.guard(&ctx, async {
+                out.body.try_next().await.map_err(|e| {
+                    Error::timeout(format!(
+                        "{ctx}: body read failed: {}",
+                        short(&e.to_string())
+                    ))
+                    .with_source(e)
+                })
+            });
+            let Some(chunk) = next.await? else { break };
+            watch.tick();
             if buf.len() + chunk.len() > cap {
                 return Err(Error::protocol(format!(
                     "{ctx}: the server sent more than the {want} bytes asked for"
@@ -578,7 +653,25 @@ impl Store for S3Store {
                 body.len()
             )));
         }
-        Ok(body)
+        // What the source says of the whole object, and, when these bytes are the whole
+        // object, whether they are what it holds.
+        let total = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        let whole = range.start == 0 && total.is_none_or(|t| t == want);
+        let full_crc32 = out
+            .checksum_crc32()
+            .filter(|c| !c.contains('-'))
+            .map(str::to_string);
+        let mut stored = Stored {
+            crc32: full_crc32.clone(),
+            ..Stored::default()
+        };
+        if whole && self.verify_source != VerifySource::Off {
+            stored.verified_by = self.check_whole(&ctx, &body, &out).await?;
+        }
+        Ok((body, stored))
     }
 
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {

@@ -31,7 +31,7 @@ use self::sign::{encode_path, encode_query, OssCredentials, SignInput};
 use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
-    SourceRecord, Store,
+    SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{root_cause, Error, ErrorKind, Result};
@@ -146,6 +146,8 @@ pub struct OssConfig {
     pub credentials: OssCredentials,
     /// A request fails when no byte has moved for this long (default 30 s).
     pub io_timeout: Option<Duration>,
+    /// Which checks of its own stored checksums a GET of a whole object makes.
+    pub verify_source: VerifySource,
 }
 
 /// An OSS bucket (and prefix) as a store.
@@ -638,9 +640,18 @@ impl Store for OssStore {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<Bytes> {
+        Ok(self.get_range_stored(key, range, if_match).await?.0)
+    }
+
+    async fn get_range_stored(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(Bytes, Stored)> {
         let want = range.end.saturating_sub(range.start);
         if want == 0 {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), Stored::default()));
         }
         let ctx = self.ctx("get", key);
         let mut headers = vec![(
@@ -668,7 +679,30 @@ impl Store for OssStore {
                 r.body.len()
             )));
         }
-        Ok(r.body)
+        // Every GET carries the whole object's CRC-64: the caller combines the parts'
+        // for a ranged copy; a GET of the whole object is checked here (and retried by
+        // the request layer when the bytes do not match).
+        let crc = header(&r.headers, "x-oss-hash-crc64ecma").and_then(|v| v.parse::<u64>().ok());
+        let total = header(&r.headers, "content-range")
+            .and_then(|v| v.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        let whole = range.start == 0 && total.is_none_or(|t| t == want);
+        let mut stored = Stored {
+            crc64: crc,
+            ..Stored::default()
+        };
+        if whole && self.cfg.verify_source != VerifySource::Off {
+            if let Some(want_crc) = crc {
+                let got = crate::checksum::hash(&r.body, crc64).await;
+                if got != want_crc {
+                    return Err(Error::checksum(format!(
+                        "{ctx}: the bytes read have CRC-64 {got}, the source stores {want_crc}"
+                    )));
+                }
+                stored.verified_by = Some(VerifiedBy::Crc64);
+            }
+        }
+        Ok((r.body, stored))
     }
 
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
@@ -987,6 +1021,7 @@ mod tests {
                 security_token: None,
             },
             io_timeout: None,
+            verify_source: VerifySource::Auto,
         })
         .unwrap();
         assert_eq!(
