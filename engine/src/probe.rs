@@ -189,6 +189,7 @@ impl Shared {
                 limits: Arc::new(crate::limits::Limits::default()),
                 lat: lat.clone(),
                 retries: self.retries.clone(),
+                faults: Default::default(),
                 cancel: Some(self.cancel.clone()),
             },
         )

@@ -83,6 +83,8 @@ pub struct Outcome<T> {
     /// out, such as a timeout or a reset). The caller then confirms an answer that only
     /// an earlier success explains ("no such upload", "precondition failed").
     pub maybe_applied: bool,
+    /// The kinds of the attempts that failed and were retried, in order.
+    pub retried: Vec<ErrorKind>,
 }
 
 impl RetryPolicy {
@@ -146,14 +148,16 @@ impl RetryPolicy {
         let start = Instant::now();
         let mut attempt = 1;
         let mut maybe_applied = false;
-        let done = |result, attempts, maybe_applied| Outcome {
+        let mut retried = Vec::new();
+        let done = |result, attempts, maybe_applied, retried| Outcome {
             result,
             attempts,
             maybe_applied,
+            retried,
         };
         loop {
             if cancel.is_cancelled() {
-                return done(Err(Error::cancelled()), attempt, maybe_applied);
+                return done(Err(Error::cancelled()), attempt, maybe_applied, retried);
             }
             let res = tokio::select! {
                 r = op(attempt) => r,
@@ -163,19 +167,20 @@ impl RetryPolicy {
                 Err(e) if self.should_retry(&e, attempt) => {
                     let wait = self.backoff(attempt, e.retry_after());
                     if start.elapsed() + wait > self.max_elapsed {
-                        return done(Err(e), attempt, maybe_applied);
+                        return done(Err(e), attempt, maybe_applied, retried);
                     }
+                    retried.push(e.kind());
                     maybe_applied |=
                         idem == Idempotency::NotIdempotent && !e.kind().certainly_not_applied();
                     tracing::debug!("attempt {attempt} failed ({e}); retrying in {wait:?}");
                     retries.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return done(Err(Error::cancelled()), attempt, maybe_applied),
+                        _ = cancel.cancelled() => return done(Err(Error::cancelled()), attempt, maybe_applied, retried),
                     }
                     attempt += 1;
                 }
-                result => return done(result, attempt, maybe_applied),
+                result => return done(result, attempt, maybe_applied, retried),
             }
         }
     }

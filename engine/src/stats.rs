@@ -35,10 +35,12 @@ pub enum Kind {
     ListUploads,
     /// DeleteObject.
     Delete,
+    /// ListParts (resuming an upload).
+    ListParts,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::List,
         Kind::Head,
         Kind::Get,
@@ -49,6 +51,7 @@ impl Kind {
         Kind::AbortMultipart,
         Kind::ListUploads,
         Kind::Delete,
+        Kind::ListParts,
     ];
 
     /// The name used in reports.
@@ -64,6 +67,7 @@ impl Kind {
             Kind::AbortMultipart => "abort_multipart",
             Kind::ListUploads => "list_multipart_uploads",
             Kind::Delete => "delete",
+            Kind::ListParts => "list_parts",
         }
     }
 
@@ -93,6 +97,10 @@ pub struct Counters {
     pub deleted_objects: AtomicU64,
     /// Objects that failed.
     pub failed_objects: AtomicU64,
+    /// Parts of uploads a killed run left that were kept rather than sent again.
+    pub resumed_parts: AtomicU64,
+    /// Their bytes.
+    pub resumed_bytes: AtomicU64,
     /// Retries made, all kinds (shared with the request layer that makes them).
     pub retries: std::sync::Arc<AtomicU64>,
 }
@@ -215,5 +223,53 @@ mod tests {
         assert!((g.p99_ms - 99.0).abs() < 1.0, "{g:?}");
         assert!(!s.contains_key("put"));
         assert_eq!(l.request_counts()["get"], 100);
+    }
+}
+
+/// Faults met by requests, by kind: what failed, what a retry recovered, what gave up.
+#[derive(Debug, Default)]
+pub struct Faults {
+    by_kind: Mutex<BTreeMap<String, FaultCount>>,
+    /// Bytes sent again because an attempt failed (uploads retried).
+    pub resent_bytes: AtomicU64,
+}
+
+/// One fault kind's counts in the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FaultCount {
+    /// Attempts that failed with this kind and were tried again.
+    pub retried_attempts: u64,
+    /// Requests that then succeeded (their last failure was of this kind).
+    pub recovered: u64,
+    /// Requests that failed for good with this kind.
+    pub gave_up: u64,
+}
+
+impl Faults {
+    /// Records one request: the kinds of its retried attempts, and how it ended.
+    pub fn record(
+        &self,
+        retried: &[crate::error::ErrorKind],
+        ended: Option<crate::error::ErrorKind>,
+    ) {
+        if retried.is_empty() && ended.is_none() {
+            return;
+        }
+        let Ok(mut m) = self.by_kind.lock() else {
+            return;
+        };
+        for k in retried {
+            m.entry(format!("{k:?}")).or_default().retried_attempts += 1;
+        }
+        match (ended, retried.last()) {
+            (Some(k), _) => m.entry(format!("{k:?}")).or_default().gave_up += 1,
+            (None, Some(k)) => m.entry(format!("{k:?}")).or_default().recovered += 1,
+            (None, None) => {}
+        }
+    }
+
+    /// The counts, by kind.
+    pub fn summary(&self) -> BTreeMap<String, FaultCount> {
+        self.by_kind.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }

@@ -419,11 +419,14 @@ fn two_runs_on_one_destination_one_copies_the_other_waits_its_turn() {
     let report_arg = format!("--report={}", report.display());
     let (code, _, se) = go(sync(&[s, d, "-v", &report_arg]));
     assert_eq!(code, Some(0), "an expired lease is taken over: {se}");
-    // Every object is there; the stopped run's own upload and half-written temp files
-    // (its writer is alive, only silent) are left alone, not removed under it.
-    let (own, objects): (Vec<String>, Vec<String>) = tree(&dst)
-        .into_iter()
-        .partition(|k| k.starts_with(".snapferry-uploads/") || k.contains("/.snapferry-tmp-"));
+    // Every object is there; the stopped run's own upload, its resume record and
+    // half-written temp files (its writer is alive, only silent) are left alone, not
+    // removed under it.
+    let (own, objects): (Vec<String>, Vec<String>) = tree(&dst).into_iter().partition(|k| {
+        k.starts_with(".snapferry-uploads/")
+            || k.starts_with(".snapferry-resume/")
+            || k.contains("/.snapferry-tmp-")
+    });
     assert_eq!(objects, want);
     let uploads = own
         .iter()

@@ -26,6 +26,7 @@
 
 pub mod differ;
 pub mod lister;
+pub mod resume;
 pub mod scheduler;
 pub mod snapshot;
 pub mod transfer;
@@ -320,6 +321,10 @@ pub struct Report {
     /// Uploads found at the start but left alone: younger than the stale-upload age,
     /// and their writer may still be alive (a later run aborts them).
     pub young_uploads_left: u64,
+    /// Parts of uploads a killed run left that were kept instead of sent again.
+    pub resumed_parts: u64,
+    /// Their bytes.
+    pub resumed_bytes: u64,
     /// Retries made (all request kinds).
     pub retries: u64,
     /// Requests issued, by kind (attempts, including retries).
@@ -341,6 +346,13 @@ pub struct Report {
     pub verified_by: std::collections::BTreeMap<String, u64>,
     /// Copied objects the source offered nothing to check against (up to 10,000 listed).
     pub unverified_objects: Vec<String>,
+    /// Bytes uploaded to the destination by this run (each part counted once).
+    pub transferred_bytes: u64,
+    /// Bytes uploaded again because an attempt failed (a retried PUT or part).
+    pub resent_bytes: u64,
+    /// Request faults by kind (`Network`, `Timeout`, `Throttled`, `ChecksumMismatch`, ...):
+    /// attempts retried, requests a retry recovered, requests that gave up.
+    pub faults: std::collections::BTreeMap<String, crate::stats::FaultCount>,
 }
 
 /// Shared state of one run, handed to every stage.
@@ -376,6 +388,10 @@ pub struct Ctx {
     verified_counts: [AtomicU64; 5],
     /// Copied objects the source offered nothing to verify against (listed up to a bound).
     unverified: Mutex<Vec<String>>,
+    /// Uploads a gone run left, kept for resuming: key -> (upload id, record).
+    resumable: Mutex<HashMap<String, (String, resume::ResumeRecord)>>,
+    /// Request faults by kind, and bytes sent again (shared with the request layer).
+    faults: Arc<crate::stats::Faults>,
 }
 
 impl Ctx {
@@ -505,14 +521,56 @@ impl Ctx {
         }
     }
 
-    /// Aborts an upload; runs even after cancellation (that is when it matters most).
+    /// Aborts an upload and removes its resume record; runs even after cancellation
+    /// (that is when it matters most).
     async fn abort_upload(&self, key: &str, upload_id: &str) {
         match self.dst_cleanup.abort_multipart(key, upload_id).await {
-            Ok(()) => self.forget_upload(upload_id),
+            Ok(()) => {
+                self.forget_upload(upload_id);
+                self.forget_record(upload_id).await;
+            }
             Err(e) => tracing::warn!(
                 "could not abort upload of {key} ({e}); the next run will find and abort it"
             ),
         }
+    }
+
+    /// Writes the resume record of a new upload (best effort: without it a killed run's
+    /// upload is aborted rather than resumed, nothing worse).
+    async fn record_upload(&self, rec: &resume::ResumeRecord) {
+        let Ok(body) = serde_json::to_vec(rec) else {
+            return;
+        };
+        let data = bytes::Bytes::from(body);
+        let crc = crc32fast::hash(&data);
+        let key = resume::record_key(&rec.upload_id);
+        if let Err(e) = self.dst.put(&key, data, crc, &PutOptions::default()).await {
+            tracing::warn!(
+                "could not write the resume record of {} ({e}); a killed run would start it over",
+                rec.key
+            );
+        }
+    }
+
+    async fn forget_record(&self, upload_id: &str) {
+        let _ = self
+            .dst_cleanup
+            .delete(&resume::record_key(upload_id))
+            .await;
+    }
+
+    /// The resume record of a pending upload, when there is a readable one for its key.
+    async fn read_record(&self, u: &PendingUpload) -> Option<resume::ResumeRecord> {
+        let key = resume::record_key(&u.upload_id);
+        let m = self.dst.head(&key).await.ok()??;
+        let b = self.dst.get_range(&key, 0..m.size, None).await.ok()?;
+        let rec: resume::ResumeRecord = serde_json::from_slice(&b).ok()?;
+        (rec.upload_id == u.upload_id && rec.key == u.key).then_some(rec)
+    }
+
+    /// Takes the kept upload of `key` for resuming, if there is one.
+    fn take_resumable(&self, key: &str) -> Option<(String, resume::ResumeRecord)> {
+        self.resumable.lock().ok()?.remove(key)
     }
 }
 
@@ -543,11 +601,13 @@ impl SyncRun {
         let counters = Arc::new(Counters::default());
         let lat = Arc::new(Latencies::default());
         let cancel = CancellationToken::new();
+        let faults = Arc::new(crate::stats::Faults::default());
         let policy = Policy {
             retry: opts.retry.clone(),
             limits: Arc::new(Limits::new(opts.bwlimit, opts.tpslimit)),
             lat: lat.clone(),
             retries: counters.retries.clone(),
+            faults: faults.clone(),
             cancel: Some(cancel.clone()),
         };
         let src = Layered::new(src, Side::Source, policy.clone());
@@ -570,6 +630,8 @@ impl SyncRun {
                 lucene: Mutex::new(None),
                 verified_counts: Default::default(),
                 unverified: Mutex::new(Vec::new()),
+                resumable: Mutex::new(HashMap::new()),
+                faults,
             }),
         }
     }
@@ -703,6 +765,8 @@ impl SyncRun {
             deletes_refused: body.deletes_refused,
             aborted_stale_uploads: body.aborted_stale,
             young_uploads_left: body.young_left,
+            resumed_parts: c.resumed_parts.load(Ordering::Relaxed),
+            resumed_bytes: c.resumed_bytes.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             requests: ctx.lat.request_counts(),
             latency_ms: ctx.lat.summaries(),
@@ -717,6 +781,9 @@ impl SyncRun {
                 .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
                 .collect(),
             unverified_objects: ctx.unverified.lock().map(|u| u.clone()).unwrap_or_default(),
+            transferred_bytes: c.transferred_bytes.load(Ordering::Relaxed),
+            resent_bytes: ctx.faults.resent_bytes.load(Ordering::Relaxed),
+            faults: ctx.faults.summary(),
         })
     }
 }
@@ -754,6 +821,21 @@ async fn body(
             continue;
         }
         if !ctx.opts.dry_run {
+            // Its writer is gone: resume it if it says what it was cut from, else abort.
+            if let Some(rec) = ctx.read_record(u).await {
+                // The guard is dropped before any await (the lock is std's).
+                let displaced = ctx
+                    .resumable
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.insert(u.key.clone(), (u.upload_id.clone(), rec)));
+                if let Some((older, _)) = displaced {
+                    // Two kept uploads of one key: the one not kept is aborted.
+                    ctx.abort_upload(&u.key, &older).await;
+                    out.aborted_stale += 1;
+                }
+                continue;
+            }
             ctx.abort_upload(&u.key, &u.upload_id).await;
             out.aborted_stale += 1;
         }
@@ -785,6 +867,16 @@ async fn body(
             out.deletes_refused = r.deletes_refused;
             out.snapshot = Some(r.report);
         }
+    }
+    // Kept uploads this run did not resume (the key is in sync now, or gone): aborted.
+    let left: Vec<(String, String)> = ctx
+        .resumable
+        .lock()
+        .map(|mut r| r.drain().map(|(k, (id, _))| (k, id)).collect())
+        .unwrap_or_default();
+    for (key, id) in left {
+        ctx.abort_upload(&key, &id).await;
+        out.aborted_stale += 1;
     }
     Ok(out)
 }
@@ -1036,19 +1128,65 @@ async fn schedule(
         return;
     }
     let opts = ctx.put_options(&src);
-    let upload_id = match ctx.dst.create_multipart(&src.key, &opts).await {
-        Ok(id) => id,
-        Err(e) => {
-            ctx.failed(&src.key, &e);
-            return;
+    // An upload a killed run left for this very version: keep its parts.
+    let mut kept: Vec<crate::store::CompletedPart> = Vec::new();
+    let mut resumed = None;
+    if let Some((id, rec)) = ctx.take_resumable(&src.key) {
+        if rec.matches(&src) {
+            match ctx.dst.list_parts(&src.key, &id).await {
+                Ok(parts) => {
+                    kept = parts;
+                    resumed = Some((id, rec.part_size));
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "cannot resume the upload of {} ({e}); starting over",
+                        src.key
+                    );
+                    ctx.abort_upload(&src.key, &id).await;
+                }
+            }
+        } else {
+            tracing::info!(
+                "the source of {} changed since its upload began; starting over",
+                src.key
+            );
+            ctx.abort_upload(&src.key, &id).await;
+        }
+    }
+    let (upload_id, part_size) = match resumed {
+        Some(r) => r,
+        None => {
+            let part_size = scheduler::effective_part_size(src.size, ctx.opts.part_size);
+            match ctx.dst.create_multipart(&src.key, &opts).await {
+                Ok(id) => {
+                    ctx.record_upload(&resume::ResumeRecord::new(&src, &id, part_size))
+                        .await;
+                    (id, part_size)
+                }
+                Err(e) => {
+                    ctx.failed(&src.key, &e);
+                    return;
+                }
+            }
         }
     };
     ctx.track_upload(&upload_id, &src.key);
-    let ranges: Vec<_> = scheduler::part_ranges(src.size, ctx.opts.part_size).collect();
+    let ranges: Vec<_> = scheduler::part_ranges(src.size, part_size).collect();
     let total = ranges.len();
     let obj = Arc::new(MultiObject::new(src, upload_id, opts, total));
     for (i, range) in ranges.into_iter().enumerate() {
         let number = i as u32 + 1;
+        let len = range.end - range.start;
+        if let Some(p) = kept.iter().find(|p| p.number == number && p.size == len) {
+            // Landed before the kill, from this very version of the source.
+            ctx.counters.resumed_parts.fetch_add(1, Ordering::Relaxed);
+            ctx.counters.resumed_bytes.fetch_add(len, Ordering::Relaxed);
+            if obj.resume_part(p.clone()) {
+                let _ = commit_tx.send(Commit::Multi(obj.clone())).await;
+            }
+            continue;
+        }
         let Some(permit) = acquire().await else {
             // Cancelled: the parts never scheduled count as finished, failed, so that
             // the committer aborts the upload and reports the object.

@@ -68,6 +68,8 @@ struct SourceCheck {
     part_crc64: Vec<Option<u64>>,
     /// Each part's CRC32 and length.
     part_crc32: Vec<Option<(u32, u64)>>,
+    /// Each part's length.
+    part_len: Vec<Option<u64>>,
     /// The last part's CRC32 without its last 8 bytes, and those 8 bytes (the Lucene
     /// footer's checksum), for data blobs whose recorded checksum is known.
     lucene_tail: Option<(u32, u64, [u8; 8])>,
@@ -87,6 +89,7 @@ impl MultiObject {
             source: Mutex::new(SourceCheck {
                 part_crc64: vec![None; n_parts],
                 part_crc32: vec![None; n_parts],
+                part_len: vec![None; n_parts],
                 ..SourceCheck::default()
             }),
         }
@@ -135,6 +138,9 @@ impl MultiObject {
         if let Some(slot) = s.part_crc32.get_mut(i) {
             *slot = Some((crc32, data.len() as u64));
         }
+        if let Some(slot) = s.part_len.get_mut(i) {
+            *slot = Some(data.len() as u64);
+        }
         if last && lucene && data.len() >= 16 {
             let body = &data[..data.len() - 8];
             let mut tail = [0u8; 8];
@@ -142,6 +148,27 @@ impl MultiObject {
             s.lucene_tail = Some((crc32fast::hash(body), body.len() as u64, tail));
         }
         Ok(())
+    }
+
+    /// A part kept from an upload a killed run left: it counts as landed. Its checksum is
+    /// the one the store computed of the bytes it received from that source version.
+    /// True when it was the last part outstanding.
+    pub fn resume_part(&self, p: CompletedPart) -> bool {
+        if let Ok(mut s) = self.source.lock() {
+            let i = p.number as usize - 1;
+            if let Some(slot) = s.part_crc64.get_mut(i) {
+                *slot = p.crc64;
+            }
+            if let Some(slot) = s.part_crc32.get_mut(i) {
+                // OSS lists CRC-64s only; then the part's CRC32 is not known.
+                *slot = p.crc64.is_none().then_some((p.crc32, p.size));
+            }
+            if let Some(slot) = s.part_len.get_mut(i) {
+                *slot = Some(p.size);
+            }
+        }
+        let n = p.number;
+        self.finish_part(n, Some(p))
     }
 
     /// Checks the whole object, as read part by part, against the source's checksum (and
@@ -497,6 +524,7 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                 match res {
                     Ok(()) => {
                         ctx.forget_upload(&obj.upload_id);
+                        ctx.forget_record(&obj.upload_id).await;
                         ctx.verified(&obj.src.key, by);
                         ctx.copied(&obj.src);
                     }

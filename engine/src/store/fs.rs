@@ -66,11 +66,12 @@ impl FsStore {
                     "key {key:?} has an empty, '.' or '..' path segment and cannot be stored as a file"
                 )));
             }
-            // The lease is the one reserved name a caller may write (the last component,
-            // for stores seen under a prefix); listings skip it like every internal name.
-            if comp.starts_with(INTERNAL_PREFIX)
-                && !(comp == super::LEASE_KEY && std::ptr::eq(comp, last))
-            {
+            // The lease (the last component, for stores seen under a prefix) and resume
+            // records are the reserved names a caller may write; listings skip them like
+            // every internal name.
+            let own = (comp == super::LEASE_KEY && std::ptr::eq(comp, last))
+                || comp == crate::pipeline::resume::RESUME_DIR;
+            if comp.starts_with(INTERNAL_PREFIX) && !own {
                 return Err(Error::invalid_input(format!(
                     "key {key:?} uses the reserved name prefix {INTERNAL_PREFIX}"
                 )));
@@ -566,6 +567,46 @@ impl Store for FsStore {
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
+        })
+        .await
+    }
+
+    async fn list_parts(&self, _key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        let dir = self.upload_dir(upload_id)?;
+        blocking(move || {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::not_found(format!(
+                        "upload {} no longer exists",
+                        dir.display()
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut parts = Vec::new();
+            for ent in rd {
+                let ent = ent?;
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let Some(n) = name
+                    .strip_prefix("part-")
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue; // the key file, or a temp file of a part not yet landed
+                };
+                // A part file is renamed into place only once read back and verified, so
+                // its CRC32 (read again here, locally) is the one its bytes were sent with.
+                let (crc32, size) = crc_of_file(&ent.path())?;
+                parts.push(CompletedPart {
+                    number: n,
+                    etag: format!("{crc32:08x}"),
+                    crc32,
+                    size,
+                    crc64: None,
+                });
+            }
+            parts.sort_by_key(|p| p.number);
+            Ok(parts)
         })
         .await
     }

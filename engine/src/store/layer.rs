@@ -44,6 +44,8 @@ pub struct Policy {
     pub lat: Arc<Latencies>,
     /// Retries made, all kinds (for the report).
     pub retries: Arc<AtomicU64>,
+    /// Faults by kind, and bytes sent again.
+    pub faults: Arc<crate::stats::Faults>,
     /// Cancels waits and requests in flight; `None` for cleanup that must finish.
     pub cancel: Option<CancellationToken>,
 }
@@ -56,6 +58,7 @@ impl Policy {
             limits: Arc::new(Limits::default()),
             lat: Arc::new(Latencies::default()),
             retries: Arc::new(AtomicU64::new(0)),
+            faults: Arc::new(crate::stats::Faults::default()),
             cancel: None,
         }
     }
@@ -125,8 +128,22 @@ impl Layered {
                 }
             })
             .await;
+        let ended = out.result.as_ref().err().map(Error::kind);
+        p.faults
+            .record(&out.retried, ended.filter(|k| *k != ErrorKind::NotFound));
         out.result = out.result.map_err(|e| e.on(self.side));
         out
+    }
+
+    /// Counts the bytes an upload sent again because earlier attempts failed.
+    fn resent<T>(&self, out: &crate::retry::Outcome<T>, len: usize) {
+        let again = out.attempts.saturating_sub(1) as u64 * len as u64;
+        if again > 0 {
+            self.policy
+                .faults
+                .resent_bytes
+                .fetch_add(again, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     async fn simple<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T>
@@ -370,9 +387,16 @@ impl Store for Layered {
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()> {
         let conditional = opts.if_none_match || opts.if_match.is_some();
         if !conditional {
-            return self
-                .simple(Kind::Put, || self.inner.put(key, data.clone(), crc32, opts))
+            let out = self
+                .call(
+                    Kind::Put,
+                    Idempotency::Idempotent,
+                    &self.policy.retry,
+                    || self.inner.put(key, data.clone(), crc32, opts),
+                )
                 .await;
+            self.resent(&out, data.len());
+            return out.result;
         }
         // A conditional PUT is not idempotent in its answer: when the first attempt
         // wrote and its response was lost, the retry fails its own condition. Confirmed
@@ -435,11 +459,19 @@ impl Store for Layered {
         data: Bytes,
         crc32: u32,
     ) -> Result<CompletedPart> {
-        self.simple(Kind::UploadPart, || {
-            self.inner
-                .upload_part(key, upload_id, number, data.clone(), crc32)
-        })
-        .await
+        let out = self
+            .call(
+                Kind::UploadPart,
+                Idempotency::Idempotent,
+                &self.policy.retry,
+                || {
+                    self.inner
+                        .upload_part(key, upload_id, number, data.clone(), crc32)
+                },
+            )
+            .await;
+        self.resent(&out, data.len());
+        out.result
     }
 
     async fn complete_multipart(
@@ -479,6 +511,11 @@ impl Store for Layered {
 
     async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>> {
         self.simple(Kind::ListUploads, || self.inner.list_multipart_uploads())
+            .await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        self.simple(Kind::ListParts, || self.inner.list_parts(key, upload_id))
             .await
     }
 

@@ -249,6 +249,17 @@ pub trait Store: Send + Sync {
     /// Lists uploads started under the root and neither completed nor aborted.
     async fn list_multipart_uploads(&self) -> Result<Vec<PendingUpload>>;
 
+    /// The parts an upload holds so far, in part-number order, with their sizes and the
+    /// checksums the store keeps for them (CRC32 on S3, CRC-64 on OSS): what a resumed
+    /// copy may keep. A store that cannot tell fails (the copy then starts over).
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        let _ = (key, upload_id);
+        Err(crate::Error::other(format!(
+            "{} cannot list the parts of an upload",
+            self.describe()
+        )))
+    }
+
     /// Deletes one object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 

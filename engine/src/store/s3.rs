@@ -918,6 +918,59 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        let ctx = self.ctx("list-parts", key);
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .upload_id(upload_id)
+                .max_parts(1000);
+            if let Some(m) = &marker {
+                req = req.part_number_marker(m);
+            }
+            let out = self.io(&ctx, req.send()).await?;
+            for p in out.parts() {
+                let (Some(n), Some(etag), Some(size)) = (p.part_number(), p.e_tag(), p.size())
+                else {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: a listed part lacks its number, ETag or size"
+                    )));
+                };
+                // The CRC32 the server checked the part against when it arrived; without
+                // it (Content-MD5 mode) a part cannot be kept.
+                let crc32 = p
+                    .checksum_crc32()
+                    .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                    .map(u32::from_be_bytes);
+                let Some(crc32) = crc32 else { continue };
+                parts.push(CompletedPart {
+                    number: u32::try_from(n).unwrap_or(0),
+                    etag: etag.to_string(),
+                    crc32,
+                    size: u64::try_from(size).unwrap_or(0),
+                    crc64: None,
+                });
+            }
+            match (out.is_truncated(), out.next_part_number_marker()) {
+                (Some(true), Some(m)) if !m.is_empty() => marker = Some(m.to_string()),
+                (Some(true), _) => {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the part listing says it is truncated but gives no marker"
+                    )))
+                }
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let ctx = self.ctx("delete", key);
         let req = self

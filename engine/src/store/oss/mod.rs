@@ -908,6 +908,48 @@ impl Store for OssStore {
         Ok(out)
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
+        let ctx = self.ctx("list-parts", key);
+        let mut parts = Vec::new();
+        let mut marker = String::from("0");
+        loop {
+            let query = q(&[
+                ("uploadId", upload_id),
+                ("max-parts", "1000"),
+                ("part-number-marker", &marker),
+            ]);
+            let r = self
+                .send(&ctx, Method::GET, &self.full_key(key), &query, &[], None)
+                .await?;
+            let x: xml::ListPartsResult = xml::parse(&ctx, &r.body, "ListPartsResult")?;
+            for p in x.part {
+                // The CRC-64 OSS computed of the part as it arrived; without it a part
+                // cannot be kept (the object's CRC is combined from the parts').
+                let Some(crc64) = p.hash_crc64ecma else {
+                    continue;
+                };
+                parts.push(CompletedPart {
+                    number: p.part_number,
+                    etag: p.etag,
+                    crc32: 0,
+                    size: p.size,
+                    crc64: Some(crc64),
+                });
+            }
+            match (x.is_truncated, x.next_part_number_marker) {
+                (false, _) => break,
+                (true, Some(m)) if !m.is_empty() && m != marker => marker = m,
+                (true, _) => {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the part listing says it is truncated but gives no new marker"
+                    )))
+                }
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let ctx = self.ctx("delete", key);
         match self

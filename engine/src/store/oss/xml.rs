@@ -107,6 +107,28 @@ pub struct Upload {
     pub initiated: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListPartsResult {
+    #[serde(default)]
+    pub is_truncated: bool,
+    #[serde(default)]
+    pub next_part_number_marker: Option<String>,
+    #[serde(default)]
+    pub part: Vec<Part>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Part {
+    pub part_number: u32,
+    #[serde(rename = "ETag")]
+    pub etag: String,
+    pub size: u64,
+    #[serde(default)]
+    pub hash_crc64ecma: Option<u64>,
+}
+
 /// Escapes text for an XML element body.
 pub fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
