@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use snapferry_engine::location::Location;
 use snapferry_engine::pipeline::{MaxDelete, SnapshotAware, SyncOptions};
 use snapferry_engine::size::{parse_rate, parse_size};
+use snapferry_engine::store::oss::creds::OssCredentialSource;
+use snapferry_engine::store::oss::sign::OssCredentials;
 
 /// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
 #[derive(Debug, Parser)]
@@ -335,6 +337,10 @@ pub struct SideArgs {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub credentials: Option<Creds>,
+    /// The AWS profile for s3:// (`SNAPFERRY_{SRC,DST}_PROFILE`).
+    pub profile: Option<String>,
+    /// Where oss:// credentials come from.
+    pub oss_credentials: Option<OssCredentialSource>,
     /// The resolved OSS endpoint, for oss:// locations.
     pub oss_endpoint: Option<snapferry_engine::store::oss::Endpoint>,
     /// Idle limit of a request (`--io-timeout`); the store's default when unset.
@@ -375,31 +381,90 @@ fn credentials(side: &str) -> Result<Option<Creds>, String> {
     }
 }
 
-/// OSS credentials: SNAPFERRY_{SIDE}_*, else ALIBABA_CLOUD_*, else OSS_*.
-fn oss_credentials(side: &str) -> Result<Creds, String> {
+/// Where OSS credentials come from, in this order (the first that is set wins):
+/// `SNAPFERRY_{SIDE}_ACCESS_KEY_ID`/`_SECRET_ACCESS_KEY` (`_SESSION_TOKEN`),
+/// `SNAPFERRY_{SIDE}_CREDENTIAL_PROCESS`, then Alibaba Cloud's own chain:
+/// `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET` (`ALIBABA_CLOUD_SECURITY_TOKEN`), RRSA/OIDC
+/// (`ALIBABA_CLOUD_ROLE_ARN`, `_OIDC_PROVIDER_ARN`, `_OIDC_TOKEN_FILE`), an ECS RAM role
+/// (`ALIBABA_CLOUD_ECS_METADATA`), `ALIBABA_CLOUD_CREDENTIALS_URI`; last `OSS_ACCESS_KEY_*`.
+fn oss_credentials(side: &str) -> Result<OssCredentialSource, String> {
+    let fixed = |(i, s, t): Creds| {
+        OssCredentialSource::Static(OssCredentials {
+            access_key_id: i,
+            access_key_secret: s,
+            security_token: t,
+        })
+    };
     if let Some(c) = credentials(side)? {
-        return Ok(c);
+        return Ok(fixed(c));
     }
-    for (id, secret, token) in [
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_ID",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            "ALIBABA_CLOUD_SECURITY_TOKEN",
-        ),
-        (
-            "OSS_ACCESS_KEY_ID",
-            "OSS_ACCESS_KEY_SECRET",
-            "OSS_SESSION_TOKEN",
-        ),
-    ] {
+    if let Some(command) = env_nonempty(&format!("SNAPFERRY_{side}_CREDENTIAL_PROCESS")) {
+        return Ok(OssCredentialSource::Process { command });
+    }
+    let pair = |id: &str, secret: &str, token: &str| -> Result<Option<Creds>, String> {
         match (env_nonempty(id), env_nonempty(secret)) {
-            (Some(i), Some(s)) => return Ok((i, s, env_nonempty(token))),
-            (None, None) => continue,
-            _ => return Err(format!("{id} and {secret} must be set together")),
+            (Some(i), Some(s)) => Ok(Some((i, s, env_nonempty(token)))),
+            (None, None) => Ok(None),
+            _ => Err(format!("{id} and {secret} must be set together")),
+        }
+    };
+    if let Some(c) = pair(
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+    )? {
+        return Ok(fixed(c));
+    }
+    let oidc = [
+        "ALIBABA_CLOUD_ROLE_ARN",
+        "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+        "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+    ]
+    .map(|n| (n, env_nonempty(n)));
+    match &oidc {
+        [(_, Some(role)), (_, Some(provider)), (_, Some(file))] => {
+            return Ok(OssCredentialSource::Oidc {
+                role_arn: role.clone(),
+                provider_arn: provider.clone(),
+                token_file: file.into(),
+                session_name: env_nonempty("ALIBABA_CLOUD_ROLE_SESSION_NAME")
+                    .unwrap_or_else(|| "snapferry".into()),
+                sts_endpoint: env_nonempty("ALIBABA_CLOUD_STS_ENDPOINT")
+                    .unwrap_or_else(|| snapferry_engine::store::oss::creds::STS_ENDPOINT.into()),
+            })
+        }
+        [(_, None), (_, None), (_, None)] => {}
+        partial => {
+            let missing: Vec<&str> = partial
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            return Err(format!(
+                "RRSA/OIDC credentials need {} as well (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE go together)",
+                missing.join(" and ")
+            ));
         }
     }
+    if let Some(role) = env_nonempty("ALIBABA_CLOUD_ECS_METADATA") {
+        return Ok(OssCredentialSource::EcsRole {
+            role: Some(role),
+            endpoint: env_nonempty("SNAPFERRY_ECS_METADATA_ENDPOINT")
+                .unwrap_or_else(|| snapferry_engine::store::oss::creds::ECS_METADATA.into()),
+        });
+    }
+    if let Some(url) = env_nonempty("ALIBABA_CLOUD_CREDENTIALS_URI") {
+        return Ok(OssCredentialSource::Uri { url });
+    }
+    if let Some(c) = pair(
+        "OSS_ACCESS_KEY_ID",
+        "OSS_ACCESS_KEY_SECRET",
+        "OSS_SESSION_TOKEN",
+    )? {
+        return Ok(fixed(c));
+    }
     Err(format!(
-        "no OSS credentials for the {}; set SNAPFERRY_{side}_ACCESS_KEY_ID and SNAPFERRY_{side}_SECRET_ACCESS_KEY (or ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET)",
+        "no OSS credentials for the {}; set SNAPFERRY_{side}_ACCESS_KEY_ID and SNAPFERRY_{side}_SECRET_ACCESS_KEY, SNAPFERRY_{side}_CREDENTIAL_PROCESS, or Alibaba Cloud's ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (also RRSA, ALIBABA_CLOUD_ECS_METADATA, ALIBABA_CLOUD_CREDENTIALS_URI)",
         if side == "SRC" { "source" } else { "destination" }
     ))
 }
@@ -413,6 +478,7 @@ pub fn resolve_side(
     name: &str,
     flag: &str,
 ) -> Result<SideArgs, String> {
+    let mut oss_source = None;
     let (credentials, oss_endpoint) = match loc {
         Location::S3 { .. } => (credentials(name)?, None),
         Location::Oss { .. } => {
@@ -427,7 +493,8 @@ pub fn resolve_side(
             };
             let resolved = snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
                 .map_err(|e| format!("{flag}-endpoint: {e}"))?;
-            (Some(oss_credentials(name)?), Some(resolved))
+            oss_source = Some(oss_credentials(name)?);
+            (None, Some(resolved))
         }
         Location::Fs { .. } => (None, None),
     };
@@ -435,6 +502,11 @@ pub fn resolve_side(
         endpoint: endpoint.clone(),
         region: region.clone(),
         credentials,
+        profile: match loc {
+            Location::S3 { .. } => env_nonempty(&format!("SNAPFERRY_{name}_PROFILE")),
+            _ => None,
+        },
+        oss_credentials: oss_source,
         oss_endpoint,
         io_timeout: None,
         verify_source: Default::default(),
@@ -544,7 +616,6 @@ impl SyncArgs {
                 "--retry-budget",
                 &self.retry_budget,
             )?),
-            ..SyncOptions::default()
         };
         let io_timeout = parse_duration("--io-timeout", &self.io_timeout)?;
         if io_timeout < std::time::Duration::from_secs(1) {

@@ -26,6 +26,7 @@ pub fn code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidInput | ErrorKind::NoRepository => USAGE,
         ErrorKind::AccessDenied
+        | ErrorKind::CredentialsExpired
         | ErrorKind::Unreachable
         | ErrorKind::LocationNotFound
         | ErrorKind::Protocol
@@ -60,6 +61,7 @@ mod tests {
             (ErrorKind::NotFound, FAILED),
             (ErrorKind::LocationNotFound, STORE),
             (ErrorKind::AccessDenied, STORE),
+            (ErrorKind::CredentialsExpired, STORE),
             (ErrorKind::InvalidInput, USAGE),
             (ErrorKind::Unreachable, STORE),
             (ErrorKind::Throttled, FAILED),

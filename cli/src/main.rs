@@ -22,7 +22,6 @@ use snapferry_engine::pipeline::{Report, SyncRun};
 use snapferry_engine::retry::RetryPolicy;
 use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::layer::{Layered, Policy};
-use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::Store;
@@ -110,6 +109,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
                 prefix: prefix.clone(),
                 endpoint: s.endpoint.clone(),
                 region: s.region.clone(),
+                profile: s.profile.clone(),
                 credentials: s.credentials.as_ref().map(|c| StaticCredentials {
                     access_key_id: c.0.clone(),
                     secret_access_key: c.1.clone(),
@@ -121,7 +121,8 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
             Ok(Arc::new(st))
         }
         Location::Oss { bucket, prefix } => {
-            let (Some(endpoint), Some(c)) = (s.oss_endpoint.clone(), s.credentials.as_ref()) else {
+            let (Some(endpoint), Some(c)) = (s.oss_endpoint.clone(), s.oss_credentials.clone())
+            else {
                 return Err(Error::invalid_input(format!(
                     "{side}: oss:// needs an endpoint and credentials"
                 )));
@@ -132,11 +133,7 @@ async fn open_backend(side: Side, loc: &Location, s: &SideArgs) -> Result<Arc<dy
                 io_timeout: s.io_timeout,
                 verify_source: s.verify_source,
                 endpoint,
-                credentials: OssCredentials {
-                    access_key_id: c.0.clone(),
-                    access_key_secret: c.1.clone(),
-                    security_token: c.2.clone(),
-                },
+                credentials: c,
             })?;
             Ok(Arc::new(st))
         }

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     LocationNotFound,
     /// Credentials were refused, missing, or lack permission.
     AccessDenied,
+    /// The server refused temporary credentials as expired (`ExpiredToken`,
+    /// `SecurityTokenExpired`): retried once with fresh ones from the provider.
+    CredentialsExpired,
     /// Bad input from the user (URL, sizes, flags, job file, key names a store cannot hold).
     InvalidInput,
     /// The store or cluster could not be reached (connection refused, DNS, TLS).
@@ -63,10 +66,11 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for table tests.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::NotFound,
         ErrorKind::LocationNotFound,
         ErrorKind::AccessDenied,
+        ErrorKind::CredentialsExpired,
         ErrorKind::InvalidInput,
         ErrorKind::Unreachable,
         ErrorKind::Throttled,
@@ -96,6 +100,7 @@ impl ErrorKind {
                 | ErrorKind::ClockSkew
                 | ErrorKind::ChecksumMismatch
                 | ErrorKind::Unreachable
+                | ErrorKind::CredentialsExpired
         )
     }
 
@@ -105,7 +110,10 @@ impl ErrorKind {
     pub fn certainly_not_applied(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unreachable | ErrorKind::Throttled | ErrorKind::ClockSkew
+            ErrorKind::Unreachable
+                | ErrorKind::Throttled
+                | ErrorKind::ClockSkew
+                | ErrorKind::CredentialsExpired
         )
     }
 
@@ -115,6 +123,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::LocationNotFound => "",
             ErrorKind::AccessDenied => "access denied",
+            ErrorKind::CredentialsExpired => "credentials expired",
             ErrorKind::InvalidInput => "",
             ErrorKind::Unreachable => "cannot reach",
             ErrorKind::Throttled => "throttled",
@@ -258,6 +267,7 @@ impl Error {
         not_found => NotFound,
         location_not_found => LocationNotFound,
         access_denied => AccessDenied,
+        credentials_expired => CredentialsExpired,
         invalid_input => InvalidInput,
         unreachable => Unreachable,
         timeout => Timeout,
@@ -349,6 +359,9 @@ impl Error {
         Some(match (self.kind, side.is_cluster()) {
             (ErrorKind::AccessDenied, false) => format!(
                 "check the {name} credentials (SNAPFERRY_{env}_ACCESS_KEY_ID / _SECRET_ACCESS_KEY)"
+            ),
+            (ErrorKind::CredentialsExpired, _) => format!(
+                "the {name}'s temporary credentials expired and fresh ones were refused too; check their provider (STS role, credential process, metadata endpoint)"
             ),
             (ErrorKind::AccessDenied, true) => format!(
                 "check the {name}'s user and password (SNAPFERRY_{env}_CLUSTER_PASSWORD), or its API key / AWS credentials"
@@ -447,6 +460,7 @@ mod tests {
         assert_eq!(
             transient,
             [
+                ErrorKind::CredentialsExpired,
                 ErrorKind::Unreachable,
                 ErrorKind::Throttled,
                 ErrorKind::Timeout,

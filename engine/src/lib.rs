@@ -19,6 +19,7 @@
 
 pub mod checksum;
 pub mod cluster;
+pub mod credentials;
 pub mod error;
 pub mod lease;
 pub mod limits;

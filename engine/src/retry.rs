@@ -123,6 +123,8 @@ impl RetryPolicy {
         // a few more tries, then the object fails loudly.
         let cap = match e.kind() {
             ErrorKind::ChecksumMismatch | ErrorKind::ClockSkew => FEW.min(self.max_attempts),
+            // Once more, signed with fresh credentials (the store invalidated its cache).
+            ErrorKind::CredentialsExpired => 2.min(self.max_attempts),
             _ => self.max_attempts,
         };
         e.is_retryable() && attempt < cap

@@ -272,6 +272,7 @@ async fn s3_conformance(content_md5: bool) {
         prefix: "some/prefix/".into(),
         endpoint: Some(m.endpoint.clone()),
         region: None,
+        profile: None,
         credentials: Some(StaticCredentials {
             access_key_id: ACCESS_KEY.into(),
             secret_access_key: SECRET_KEY.into(),
@@ -311,7 +312,8 @@ async fn oss_store_conforms() {
             access_key_id: OSS_AK.into(),
             access_key_secret: OSS_SK.into(),
             security_token: None,
-        },
+        }
+        .into(),
         io_timeout: None,
         verify_source: Default::default(),
     })

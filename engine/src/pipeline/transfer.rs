@@ -184,9 +184,9 @@ impl MultiObject {
             let got = s
                 .part_crc64
                 .iter()
-                .zip(&s.part_crc32)
+                .zip(&s.part_len)
                 .try_fold(0u64, |acc, (c, l)| {
-                    Some(crate::store::oss::crc64_combine(acc, (*c)?, l.as_ref()?.1))
+                    Some(crate::store::oss::crc64_combine(acc, (*c)?, (*l)?))
                 });
             match got {
                 Some(g) if g == want => by = Some(VerifiedBy::Crc64),

@@ -124,6 +124,10 @@ impl Layered {
                     let t = Instant::now();
                     let r = fut.await;
                     p.lat.record(kind, t.elapsed());
+                    if matches!(&r, Err(e) if e.kind() == ErrorKind::CredentialsExpired) {
+                        // The retry (one) is signed with fresh credentials.
+                        self.inner.credentials_refused().await;
+                    }
                     r
                 }
             })
@@ -262,6 +266,10 @@ struct ListState<'a> {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Store for Layered {
+    async fn credentials_refused(&self) {
+        self.inner.credentials_refused().await
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

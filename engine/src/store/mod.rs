@@ -179,6 +179,11 @@ pub trait Store: Send + Sync {
     /// A human-readable description (`s3://bucket/prefix @ endpoint`), with no secrets.
     fn describe(&self) -> String;
 
+    /// The server refused this store's credentials as expired
+    /// ([`crate::Error::CredentialsExpired`]): the next request must be signed with fresh
+    /// ones from their provider. Stores with fixed credentials do nothing.
+    async fn credentials_refused(&self) {}
+
     /// Lists every object under the root whose relative key is greater than
     /// `start_after` (all when `None`), in byte order of relative keys. Resuming with the
     /// last key seen is how a listing continues after a failed page.

@@ -35,6 +35,13 @@ use super::{
 use crate::checksum::verify_crc32_then;
 use crate::error::{find_source, io_kind, root_cause, Error, ErrorKind, Result};
 use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{
+    future::ProvideCredentials as CredentialsFuture, ProvideCredentials,
+};
+use aws_sdk_s3::config::IdentityCache;
+use std::sync::Arc;
+
+use crate::credentials::{Expiring, Fetch, Refreshing};
 
 /// Static credentials for one side (from `SNAPFERRY_{SRC,DST}_*`).
 #[derive(Clone)]
@@ -71,8 +78,12 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Region; a custom endpoint without one uses us-east-1.
     pub region: Option<String>,
-    /// Static credentials; `None` uses the standard AWS chain.
+    /// Static credentials; `None` uses the standard AWS chain (refreshed before expiry,
+    /// see [`crate::credentials`]).
     pub credentials: Option<StaticCredentials>,
+    /// The AWS profile the chain reads (`SNAPFERRY_{SRC,DST}_PROFILE`); `None`: the
+    /// chain's own choice (`AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
     /// Verify uploads with `Content-MD5` (and the MD5 ETag) instead of CRC32 checksum
     /// headers. Set automatically for OSS's S3-compatible endpoint (`*.aliyuncs.com`),
     /// which ignores `x-amz-checksum-*` and rejects aws-chunked uploads.
@@ -103,6 +114,53 @@ pub struct S3Store {
     oss_compat: bool,
     io_timeout: Duration,
     verify_source: VerifySource,
+    /// The AWS chain's credentials behind our refreshing cache; `None` for static ones.
+    chain: Option<Arc<Refreshing<Credentials>>>,
+}
+
+/// The AWS default credential chain (environment, profile with `credential_process`,
+/// web identity / IRSA, ECS container credentials, IMDS), built afresh for every fetch so
+/// that a changed credentials or config file is read again, behind [`Refreshing`].
+#[derive(Debug)]
+struct ChainCredentials(Arc<Refreshing<Credentials>>);
+
+impl ProvideCredentials for ChainCredentials {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        CredentialsFuture::new(async move {
+            self.0.get().await.map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
+fn chain_fetch(region: Option<Region>, profile: Option<String>) -> Fetch<Credentials> {
+    Arc::new(move || {
+        let (region, profile) = (region.clone(), profile.clone());
+        Box::pin(async move {
+            let mut b =
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+            if let Some(r) = region {
+                b = b.region(r);
+            }
+            if let Some(p) = &profile {
+                b = b.profile_name(p);
+            }
+            let chain = b.build().await;
+            let c = chain.provide_credentials().await.map_err(|e| {
+                Error::access_denied(format!(
+                    "no usable AWS credentials ({})",
+                    short(&root_cause(&e))
+                ))
+                .with_source(e)
+            })?;
+            Ok(Expiring {
+                expires: c.expiry(),
+                value: c,
+            })
+        })
+    })
 }
 
 impl S3Store {
@@ -120,6 +178,7 @@ impl S3Store {
             (None, Some(_)) => Some(Region::new("us-east-1")),
             (None, None) => None,
         };
+        let mut chain = None;
         let mut builder = match (&cfg.credentials, &region) {
             (Some(c), Some(r)) => aws_sdk_s3::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
@@ -136,6 +195,9 @@ impl S3Store {
                 if let Some(r) = &region {
                     loader = loader.region(r.clone());
                 }
+                if let Some(p) = &cfg.profile {
+                    loader = loader.profile_name(p);
+                }
                 if let Some(c) = &cfg.credentials {
                     loader = loader.credentials_provider(Credentials::new(
                         c.access_key_id.clone(),
@@ -147,8 +209,20 @@ impl S3Store {
                 }
                 let sdk = loader.load().await;
                 let mut b = aws_sdk_s3::config::Builder::from(&sdk);
-                if sdk.region().is_none() {
+                let resolved = sdk.region().cloned();
+                if resolved.is_none() {
                     b = b.region(Region::new("us-east-1"));
+                }
+                if cfg.credentials.is_none() {
+                    let cache = Arc::new(Refreshing::new(
+                        "the AWS credential chain",
+                        chain_fetch(resolved.or(region.clone()), cfg.profile.clone()),
+                    ));
+                    chain = Some(cache.clone());
+                    // Our cache decides when to fetch (and forgets refused credentials).
+                    b = b
+                        .credentials_provider(ChainCredentials(cache))
+                        .identity_cache(IdentityCache::no_cache());
                 }
                 b
             }
@@ -177,6 +251,7 @@ impl S3Store {
             oss_compat,
             io_timeout: cfg.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT),
             verify_source: cfg.verify_source,
+            chain,
         })
     }
 
@@ -417,10 +492,13 @@ where
                 }
                 (_, "SlowDown") | (429, _) | (503, _) => Error::throttled(detail, None),
                 (_, "RequestTimeTooSkewed") => Error::clock_skew(detail),
+                // Temporary credentials past their expiry (S3 documents both codes).
+                (_, "ExpiredToken") | (_, "TokenRefreshRequired") => {
+                    Error::credentials_expired(detail)
+                }
                 (_, "InvalidAccessKeyId")
                 | (_, "SignatureDoesNotMatch")
                 | (_, "AccessDenied")
-                | (_, "ExpiredToken")
                 | (_, "InvalidToken")
                 | (401, _)
                 | (403, _) => Error::access_denied(detail),
@@ -494,6 +572,12 @@ fn verify_echo(
 
 #[async_trait]
 impl Store for S3Store {
+    async fn credentials_refused(&self) {
+        if let Some(c) = &self.chain {
+            c.invalidate().await;
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.endpoint {
             Some(ep) => format!("s3://{}/{} @ {}", self.bucket, self.prefix, ep),
@@ -574,7 +658,19 @@ impl Store for S3Store {
                     ..Default::default()
                 }))
             }
-            Err(e) => match map_err(&self.ctx("head", key), e) {
+            Err(SdkError::ServiceError(se))
+                if self.chain.is_some()
+                    && se.raw().status().as_u16() == 400
+                    && se.err().code().is_none() =>
+            {
+                // A HEAD answer has no body, so S3 cannot say `ExpiredToken` there; with
+                // temporary credentials a bare 400 is most likely that. One retry with
+                // fresh ones tells (the kind's retry limit).
+                Err(Error::credentials_expired(format!(
+                    "{ctx}: HTTP 400 without a reason (S3 gives none for HEAD); retried with fresh credentials"
+                )))
+            }
+            Err(e) => match map_err(&ctx, e) {
                 e if e.kind() == ErrorKind::NotFound => Ok(None),
                 other => Err(other),
             },

@@ -13,6 +13,7 @@
 //!   `x-oss-err`) becomes one line; 5xx, 408, 429 and the 503 throttling codes are
 //!   retryable (with `x-oss-qos-delay-time` as the wait hint).
 
+pub mod creds;
 pub mod sign;
 mod xml;
 
@@ -27,7 +28,8 @@ use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use self::sign::{encode_path, encode_query, OssCredentials, SignInput};
+use self::creds::OssCredentialSource;
+use self::sign::{encode_path, encode_query, SignInput};
 use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
@@ -142,8 +144,9 @@ pub struct OssConfig {
     pub prefix: String,
     /// Endpoint.
     pub endpoint: Endpoint,
-    /// Credentials.
-    pub credentials: OssCredentials,
+    /// Where the credentials come from (fixed, or temporary ones refreshed before
+    /// they expire: [`creds`]).
+    pub credentials: OssCredentialSource,
     /// A request fails when no byte has moved for this long (default 30 s).
     pub io_timeout: Option<Duration>,
     /// Which checks of its own stored checksums a GET of a whole object makes.
@@ -157,6 +160,7 @@ pub struct OssStore {
     io_timeout: Duration,
     /// Seconds to add to the local clock when signing (learned from the server).
     clock_offset: AtomicI64,
+    creds: creds::OssCreds,
 }
 
 /// A response whose status was a success.
@@ -210,6 +214,7 @@ impl OssStore {
             .build()
             .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
         Ok(OssStore {
+            creds: creds::OssCreds::new(&cfg.credentials)?,
             http,
             io_timeout: cfg
                 .io_timeout
@@ -317,6 +322,11 @@ impl OssStore {
         body: Option<Bytes>,
         watch: &std::sync::Arc<Watch>,
     ) -> Result<Resp> {
+        let credentials = self
+            .creds
+            .get()
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("{ctx}: {e}")))?;
         let signed = sign::sign(
             &SignInput {
                 method: method.as_str(),
@@ -328,7 +338,7 @@ impl OssStore {
                 time: now_secs() + self.clock_offset(),
                 region: &self.cfg.endpoint.region,
             },
-            &self.cfg.credentials,
+            &credentials,
         );
         let mut req = self.http.request(method.clone(), self.url(full_key, query));
         for (k, v) in headers.iter().chain(signed.headers.iter()) {
@@ -442,6 +452,12 @@ impl OssStore {
                     .and_then(|v| v.parse::<u64>().ok())
                     .map(Duration::from_millis),
             ),
+            // An STS token past its expiry (EC 0002-00000007); Alibaba also lists an
+            // expired temporary AccessKey among the causes of InvalidAccessKeyId.
+            (_, "SecurityTokenExpired") => Error::credentials_expired(detail),
+            (403, "InvalidAccessKeyId") if self.creds.refreshes() => {
+                Error::credentials_expired(detail)
+            }
             (401, _) | (403, _) => Error::access_denied(detail),
             (408, _) | (_, "RequestTimeout") => Error::timeout(detail),
             (s, _) if s >= 500 => Error::server(detail),
@@ -550,6 +566,10 @@ fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[async_trait]
 impl Store for OssStore {
+    async fn credentials_refused(&self) {
+        self.creds.invalidate().await;
+    }
+
     fn describe(&self) -> String {
         let ep = &self.cfg.endpoint;
         format!(
@@ -1057,11 +1077,12 @@ mod tests {
             bucket: "bkt".into(),
             prefix: "p/".into(),
             endpoint: Endpoint::parse("oss-cn-hangzhou.aliyuncs.com", None).unwrap(),
-            credentials: OssCredentials {
+            credentials: crate::store::oss::sign::OssCredentials {
                 access_key_id: "a".into(),
                 access_key_secret: "s".into(),
                 security_token: None,
-            },
+            }
+            .into(),
             io_timeout: None,
             verify_source: VerifySource::Auto,
         })
