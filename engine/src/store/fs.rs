@@ -6,7 +6,9 @@
 //!   fsynced, read back and checked against the caller's CRC32, and only then renamed
 //!   over the key. An interrupted run never leaves a half-written object under a key.
 //! - Multipart uploads live under `<root>/.snapferry-uploads/<id>/` until completed or
-//!   aborted, so a killed run's upload can be found and aborted by the next run.
+//!   aborted, so a killed run's upload can be found (and resumed, or aborted) by the
+//!   next run. Completing appends the parts to the first one, deleting each once it is
+//!   in, so an object needs its own size free plus one part, not twice its size.
 //! - The source version is recorded in `user.snapferry-*` extended attributes, and the
 //!   file mtime is set to the source LastModified; listings read both, so the differ
 //!   decides without extra calls.
@@ -210,6 +212,64 @@ fn verify_file(tmp: &Path, crc32: u32, len: u64, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Assembles an upload's parts into one file inside its directory, without needing
+/// twice the object's size free: the first part is the file, each later part is checked
+/// (CRC32 and size), appended, fsynced and only then deleted — at most one part's size
+/// more than the object is ever held. Every part is read once and checked against what
+/// the caller recorded for it. A run killed half-way leaves an upload whose appended
+/// parts are gone: the next run lists the parts left (`list_parts`), sends the missing
+/// ones again and assembles afresh; the partial file is never under a key.
+fn assemble_in_place(dir: &Path, parts: &[CompletedPart], key: &str) -> Result<PathBuf> {
+    let part_path = |n: u32| dir.join(format!("part-{n:05}"));
+    let check = |p: &CompletedPart, path: &Path| -> Result<()> {
+        let (got, n) = crc_of_file(path)?;
+        if got != p.crc32 || n != p.size {
+            return Err(Error::checksum(format!(
+                "{key} part {}: stored part has crc32 {got:08x}/{n} bytes, expected {:08x}/{}",
+                p.number, p.crc32, p.size
+            )));
+        }
+        Ok(())
+    };
+    let Some((first, rest)) = parts.split_first() else {
+        return Err(Error::invalid_input(format!("{key}: no parts to complete")));
+    };
+    // Everything is checked before anything is consumed: a bad part fails the
+    // completion with the upload intact.
+    for p in parts {
+        check(p, &part_path(p.number))?;
+    }
+    let assembled = dir.join("assembled");
+    fs::rename(part_path(first.number), &assembled)?;
+    let mut out = OpenOptions::new().append(true).open(&assembled)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for p in rest {
+        let path = part_path(p.number);
+        let mut f = File::open(&path)?;
+        let mut h = crc32fast::Hasher::new();
+        let mut n_total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            n_total += n as u64;
+        }
+        if h.finalize() != p.crc32 || n_total != p.size {
+            return Err(Error::checksum(format!(
+                "{key} part {} changed while it was assembled",
+                p.number
+            )));
+        }
+        out.sync_data()?;
+        fs::remove_file(&path)?;
+    }
+    out.sync_all()?;
+    Ok(assembled)
 }
 
 /// Removes the uploads directory once no upload is left in it.
@@ -487,43 +547,25 @@ impl Store for FsStore {
             if let Some(d) = target.parent() {
                 fs::create_dir_all(d)?;
             }
-            let tmp = temp_path_near(&target);
-            let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            let res = (|| -> Result<()> {
-                for p in &parts {
-                    let mut f = File::open(dir.join(format!("part-{:05}", p.number)))?;
-                    let mut h = crc32fast::Hasher::new();
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut n_total = 0u64;
-                    loop {
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                        out.write_all(&buf[..n])?;
-                        n_total += n as u64;
-                    }
-                    let got = h.finalize();
-                    if got != p.crc32 || n_total != p.size {
-                        return Err(Error::checksum(format!(
-                            "{key} part {}: stored part has crc32 {got:08x}/{n_total} bytes, expected {:08x}/{}",
-                            p.number, p.crc32, p.size
-                        )));
-                    }
+            let assembled = assemble_in_place(&dir, &parts, &key)?;
+            apply_options(&assembled, &opts)?;
+            if let Err(e) = fs::rename(&assembled, &target) {
+                if e.kind() != std::io::ErrorKind::CrossesDevices {
+                    return Err(e.into());
                 }
-                out.sync_all()?;
-                Ok(())
-            })();
-            if let Err(e) = res {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
+                // The key's directory is another filesystem than the root (a mount
+                // inside it): copied once more, then renamed there.
+                let tmp = temp_path_near(&target);
+                let copied = fs::copy(&assembled, &tmp)
+                    .map_err(Error::from)
+                    .and_then(|_| Ok(File::open(&tmp)?.sync_all()?))
+                    .and_then(|_| apply_options(&tmp, &opts))
+                    .and_then(|_| Ok(fs::rename(&tmp, &target)?));
+                if let Err(e) = copied {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
             }
-            drop(out);
-            apply_options(&tmp, &opts)?;
-            fs::rename(&tmp, &target).inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })?;
             fs::remove_dir_all(&dir)?;
             remove_if_empty(dir.parent());
             Ok(())
