@@ -97,6 +97,8 @@ pub struct Counters {
     pub deleted_objects: AtomicU64,
     /// Objects that failed.
     pub failed_objects: AtomicU64,
+    /// Uploads a killed run left that were continued rather than started over.
+    pub resumed_uploads: AtomicU64,
     /// Parts of uploads a killed run left that were kept rather than sent again.
     pub resumed_parts: AtomicU64,
     /// Their bytes.

@@ -47,6 +47,8 @@ async fn conformance(s: Arc<dyn Store>) {
     let rec = SourceRecord {
         etag: Some("abc123".into()),
         mtime_ms: Some(1_700_000_000_123),
+        crc32: Some(0x1234_abcd),
+        crc64: Some(0x0123_4567_89ab_cdef),
     };
     let opts = PutOptions {
         metadata: rec.to_metadata(),

@@ -64,9 +64,10 @@ pub fn decide(src: &ObjectMeta, dst: Option<&ObjectMeta>, dst_has_record_info: b
                 "source rewritten since the last copy (LastModified differs from the recorded one)"
                     .into(),
             ),
-            (Some(true), _) | (None, Some(true)) => {
-                Decision::Skip("destination was copied from this source version")
-            }
+            (Some(true), _) | (None, Some(true)) => match rec.content_mismatch(dst) {
+                Some(why) => Decision::Copy(why),
+                None => Decision::Skip("destination was copied from this source version"),
+            },
             (None, None) => Decision::Copy("recorded source version cannot be compared".into()),
         };
     }
@@ -200,11 +201,51 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_holding_other_bytes_than_recorded_is_copied_again() {
+        let data = b"the bytes that were copied";
+        let src = m("k", data.len() as u64, 2_000, Some("aaa"));
+        let rec = SourceRecord {
+            etag: Some("aaa".into()),
+            mtime_ms: Some(2_000),
+            crc32: Some(crc32fast::hash(data)),
+            crc64: Some(crate::store::oss::crc64(data)),
+        };
+        let held = |crc32: Option<String>, crc64: Option<u64>| ObjectMeta {
+            record: Some(rec.clone()),
+            crc32,
+            crc64,
+            // The destination's ETag is its own (an OSS or MinIO MD5), not the source's.
+            ..m("k", data.len() as u64, 3_000, Some("other"))
+        };
+        let good32 = crate::checksum::crc32_b64(crc32fast::hash(data));
+        let bad32 = crate::checksum::crc32_b64(crc32fast::hash(b"the bytes that were c0pied"));
+        let skip = |d: &Decision| matches!(d, Decision::Skip(_));
+        assert!(skip(&decide(&src, Some(&held(Some(good32.clone()), None)), true)));
+        assert!(skip(&decide(&src, Some(&held(None, Some(rec.crc64.unwrap()))), true)));
+        assert!(skip(&decide(&src, Some(&held(None, None)), true)), "nothing to compare");
+        assert!(
+            skip(&decide(&src, Some(&held(Some("AAAA-3".into()), None)), true)),
+            "a composite checksum is not compared"
+        );
+        for d in [held(Some(bad32), None), held(Some(good32), Some(7))] {
+            match decide(&src, Some(&d), true) {
+                Decision::Copy(why) => assert!(why.contains("differs from the one recorded"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The record survives its metadata round trip.
+        let pairs = rec.to_metadata();
+        let back = SourceRecord::from_metadata(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back, Some(rec));
+    }
+
+    #[test]
     fn compare_rule_table() {
         let src = m("index.latest", 8, 2_000, Some("aaa"));
         let rec = |etag: &str, mtime: i64| SourceRecord {
             etag: Some(etag.into()),
             mtime_ms: Some(mtime),
+            ..Default::default()
         };
         let with_rec = |d: ObjectMeta, r: SourceRecord| ObjectMeta {
             record: Some(r),
@@ -285,6 +326,7 @@ mod tests {
             SourceRecord {
                 etag: None,
                 mtime_ms: Some(2_000),
+                ..Default::default()
             },
         );
         assert!(matches!(
@@ -296,6 +338,7 @@ mod tests {
             SourceRecord {
                 etag: None,
                 mtime_ms: Some(1_000),
+                ..Default::default()
             },
         );
         assert!(matches!(

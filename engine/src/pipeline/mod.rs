@@ -321,6 +321,9 @@ pub struct Report {
     /// Uploads found at the start but left alone: younger than the stale-upload age,
     /// and their writer may still be alive (a later run aborts them).
     pub young_uploads_left: u64,
+    /// Uploads a killed run left that were continued (their parts listed and kept)
+    /// instead of aborted and started over.
+    pub resumed_uploads: u64,
     /// Parts of uploads a killed run left that were kept instead of sent again.
     pub resumed_parts: u64,
     /// Their bytes.
@@ -493,7 +496,7 @@ impl Ctx {
         }
         let mine = src.as_record();
         match self.dst_cleanup.head(&src.key).await {
-            Ok(Some(m)) if m.record.as_ref() == Some(&mine) => {
+            Ok(Some(m)) if m.record.as_ref().is_some_and(|r| r.same_version(&mine)) => {
                 match self.dst_cleanup.delete(&src.key).await {
                     Ok(()) => tracing::warn!(
                         "removed {} from the destination: its bytes failed verification",
@@ -765,6 +768,7 @@ impl SyncRun {
             deletes_refused: body.deletes_refused,
             aborted_stale_uploads: body.aborted_stale,
             young_uploads_left: body.young_left,
+            resumed_uploads: c.resumed_uploads.load(Ordering::Relaxed),
             resumed_parts: c.resumed_parts.load(Ordering::Relaxed),
             resumed_bytes: c.resumed_bytes.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
@@ -1136,6 +1140,7 @@ async fn schedule(
             match ctx.dst.list_parts(&src.key, &id).await {
                 Ok(parts) => {
                     kept = parts;
+                    ctx.counters.resumed_uploads.fetch_add(1, Ordering::Relaxed);
                     resumed = Some((id, rec.part_size));
                 }
                 Err(e) => {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{CompletedPart, ObjectMeta, PutOptions, Stored, VerifiedBy};
+use crate::store::{CompletedPart, ObjectMeta, PutOptions, SourceRecord, Stored, VerifiedBy};
 
 /// Whether a Lucene file whose bytes but the last 8 have CRC32 `computed` and whose last 8
 /// bytes are `footer` carries the checksum the snapshot recorded (base 36): the check a
@@ -388,7 +388,16 @@ pub async fn uploader(
         let len = data.len() as u64;
         match &job.kind {
             JobKind::Single(m) => {
-                let opts = ctx.put_options(m);
+                let mut opts = ctx.put_options(m);
+                // The content is known before its metadata is sent: record its
+                // checksums, so that a later run can tell when the destination holds
+                // other bytes under this record (see `SourceRecord::content_mismatch`).
+                let content = SourceRecord {
+                    crc32: Some(crc32),
+                    crc64: Some(crate::store::oss::crc64(&data)),
+                    ..Default::default()
+                };
+                opts.metadata.extend(content.to_metadata());
                 let res = ctx.dst.put(&m.key, data.clone(), crc32, &opts).await;
                 if res.is_ok() {
                     ctx.counters

@@ -124,9 +124,13 @@ fn read_record(path: &Path) -> Option<SourceRecord> {
     };
     let etag = get(super::META_SRC_ETAG);
     let mtime = get(super::META_SRC_MTIME);
+    let crc32 = get(super::META_CRC32);
+    let crc64 = get(super::META_CRC64);
     let pairs: Vec<(&str, &str)> = [
         (super::META_SRC_ETAG, etag.as_deref()),
         (super::META_SRC_MTIME, mtime.as_deref()),
+        (super::META_CRC32, crc32.as_deref()),
+        (super::META_CRC64, crc64.as_deref()),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))

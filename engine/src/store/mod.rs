@@ -37,15 +37,26 @@ use crate::error::Result;
 pub const META_SRC_ETAG: &str = "snapferry-src-etag";
 /// See [`META_SRC_ETAG`]: the source LastModified, Unix milliseconds.
 pub const META_SRC_MTIME: &str = "snapferry-src-mtime";
+/// See [`META_SRC_ETAG`]: the CRC32 of the bytes written (8 hex digits; single PUTs,
+/// whose content is known before the metadata is sent).
+pub const META_CRC32: &str = "snapferry-crc32";
+/// See [`META_SRC_ETAG`]: the CRC-64/XZ of the bytes written (16 hex digits).
+pub const META_CRC64: &str = "snapferry-crc64";
 
 /// The version of a source object that a destination object was copied from, as
-/// recorded in the destination's user metadata at copy time.
+/// recorded in the destination's user metadata at copy time, and (for single PUTs) the
+/// checksums of the bytes written — a later run compares them with the checksum the
+/// destination reports for what it holds, where it reports one at no extra cost.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceRecord {
     /// The source ETag (normalised: no quotes, lower-case), if the source had one.
     pub etag: Option<String>,
     /// The source LastModified in Unix milliseconds, if known.
     pub mtime_ms: Option<i64>,
+    /// CRC32 of the content written.
+    pub crc32: Option<u32>,
+    /// CRC-64/XZ of the content written.
+    pub crc64: Option<u64>,
 }
 
 impl SourceRecord {
@@ -60,6 +71,10 @@ impl SourceRecord {
             } else if k.eq_ignore_ascii_case(META_SRC_MTIME) {
                 rec.mtime_ms = v.parse().ok();
                 any = true;
+            } else if k.eq_ignore_ascii_case(META_CRC32) {
+                rec.crc32 = u32::from_str_radix(v, 16).ok();
+            } else if k.eq_ignore_ascii_case(META_CRC64) {
+                rec.crc64 = u64::from_str_radix(v, 16).ok();
             }
         }
         any.then_some(rec)
@@ -74,7 +89,41 @@ impl SourceRecord {
         if let Some(m) = self.mtime_ms {
             v.push((META_SRC_MTIME.to_string(), m.to_string()));
         }
+        if let Some(c) = self.crc32 {
+            v.push((META_CRC32.to_string(), format!("{c:08x}")));
+        }
+        if let Some(c) = self.crc64 {
+            v.push((META_CRC64.to_string(), format!("{c:016x}")));
+        }
         v
+    }
+
+    /// Whether both record the same source version (the content checksums aside).
+    pub fn same_version(&self, other: &SourceRecord) -> bool {
+        self.etag == other.etag && self.mtime_ms == other.mtime_ms
+    }
+
+    /// Why the object `held` (as a HEAD or listing reports it) is not the content this
+    /// record says was written: its stored CRC32 (S3's full-object one) or CRC-64 (OSS)
+    /// differs from the recorded one. `None` when they agree or cannot be compared.
+    pub fn content_mismatch(&self, held: &ObjectMeta) -> Option<String> {
+        if let (Some(want), Some(got)) = (self.crc32, held.crc32.as_deref()) {
+            // A composite checksum (`...-N`, multipart) is not the content's CRC32.
+            if !got.contains('-') && crate::checksum::crc32_b64(want) != got {
+                return Some(format!(
+                    "the destination's stored CRC32 {got} differs from the one recorded when it was copied ({})",
+                    crate::checksum::crc32_b64(want)
+                ));
+            }
+        }
+        if let (Some(want), Some(got)) = (self.crc64, held.crc64) {
+            if want != got {
+                return Some(format!(
+                    "the destination's stored CRC-64 {got} differs from the one recorded when it was copied ({want})"
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -105,6 +154,7 @@ impl ObjectMeta {
         SourceRecord {
             etag: self.etag.clone(),
             mtime_ms: self.mtime_ms,
+            ..Default::default()
         }
     }
 }
