@@ -170,9 +170,14 @@ Memory: peak buffer memory is about --concurrency x --part-size (defaults: 16 x 
 objects at or below --multipart-threshold are held whole, so keep the threshold near the part size.
 
 Credentials, per side: SNAPFERRY_SRC_ACCESS_KEY_ID / SNAPFERRY_SRC_SECRET_ACCESS_KEY /
-SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_; when unset, the standard AWS chain for s3://,
-and for oss:// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / ALIBABA_CLOUD_SECURITY_TOKEN,
-else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
+SNAPFERRY_SRC_SESSION_TOKEN and the same with DST_. When unset, s3:// uses the standard AWS
+chain (environment, SNAPFERRY_SRC_PROFILE / SNAPFERRY_DST_PROFILE or AWS_PROFILE with
+credential_process, web identity / IRSA, ECS, instance metadata); oss:// uses, in order,
+SNAPFERRY_{SRC,DST}_CREDENTIAL_PROCESS, ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET / _SECURITY_TOKEN,
+RRSA (ALIBABA_CLOUD_ROLE_ARN, _OIDC_PROVIDER_ARN, _OIDC_TOKEN_FILE), ALIBABA_CLOUD_ECS_METADATA
+(a RAM role), ALIBABA_CLOUD_CREDENTIALS_URI, else OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET.
+Temporary credentials are refreshed before they expire; a request refused with an expired
+token is retried once with fresh ones.
 
 Safety: a source that does not exist or holds nothing is an error (--allow-empty-source); deletes
 never run after errors, nor when the source listed nothing, nor beyond --max-delete; overlapping
@@ -181,12 +186,16 @@ source and destination are refused; one run per destination at a time (the lease
 or at once when its process on this host is gone).
 
 Faults: every request is retried through transient failures for --retry-budget (5m), and
-fails when no byte moved for --io-timeout (30s); connecting gives up after 5s.
+fails when no byte moved for --io-timeout (30s); connecting gives up after 5s, a preflight after
+10s. A fault that persists ends the run within about --retry-budget + --io-timeout. Corrupted
+bytes are retried a few times only. A killed run's multipart uploads are resumed by the next
+run (parts that landed are kept). A full destination stops the run with one error.
 
 Exit codes: 0 everything in sync; 1 some objects failed (listed in the report), the run was
 interrupted, or deletes were refused;
-2 bad usage or configuration; 3 cannot reach or authenticate to a store (also: the source
-location does not exist, or the endpoint does not answer as S3/OSS does);
+2 bad usage or configuration; 3 cannot reach or authenticate to a store (also: temporary
+credentials expired and their provider gave none that work, the source location does not
+exist, or the endpoint does not answer as S3/OSS does);
 4 another snapferry run holds the destination.";
 
 /// Endpoints and regions of both sides (`sync`, `repo diff`).

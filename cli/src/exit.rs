@@ -77,6 +77,7 @@ mod tests {
             (ErrorKind::PreconditionFailed, FAILED),
             (ErrorKind::Locked, LOCKED),
             (ErrorKind::Cancelled, FAILED),
+            (ErrorKind::StorageFull, FAILED),
             (ErrorKind::Io, FAILED),
             (ErrorKind::Other, FAILED),
         ];

@@ -58,6 +58,10 @@ pub enum ErrorKind {
     Locked,
     /// The run was cancelled (Ctrl-C / SIGTERM).
     Cancelled,
+    /// The destination has no room left: a full disk or quota (`ENOSPC`, `EDQUOT`), an
+    /// S3 server's 507 / `XMinioStorageFull`. The run stops at the first one: every
+    /// further write would fail the same way.
+    StorageFull,
     /// A local I/O failure.
     Io,
     /// Anything else that is not retryable.
@@ -66,7 +70,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for table tests.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::NotFound,
         ErrorKind::LocationNotFound,
         ErrorKind::AccessDenied,
@@ -86,6 +90,7 @@ impl ErrorKind {
         ErrorKind::PreconditionFailed,
         ErrorKind::Locked,
         ErrorKind::Cancelled,
+        ErrorKind::StorageFull,
         ErrorKind::Io,
         ErrorKind::Other,
     ];
@@ -139,6 +144,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "precondition failed",
             ErrorKind::Locked => "destination in use",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::StorageFull => "out of space",
             ErrorKind::Io => "i/o error",
             ErrorKind::Other => "",
         }
@@ -281,6 +287,7 @@ impl Error {
         repository => RepositoryFormat,
         precondition => PreconditionFailed,
         locked => Locked,
+        storage_full => StorageFull,
         io => Io,
         other => Other,
     }
@@ -372,6 +379,9 @@ impl Error {
             (ErrorKind::Unreachable | ErrorKind::Timeout, true) => {
                 format!("check the {name}'s url in the job file and that it is up")
             }
+            (ErrorKind::StorageFull, false) => format!(
+                "free space on the {name} (or raise its quota) and run sync again: what was copied is kept"
+            ),
             (ErrorKind::Protocol, false) => format!(
                 "check the {name} endpoint: it did not answer as the store's API does"
             ),
@@ -385,6 +395,9 @@ impl From<std::io::Error> for Error {
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => ErrorKind::AccessDenied,
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                ErrorKind::StorageFull
+            }
             _ => ErrorKind::Io,
         };
         Error::new(kind, e.to_string()).with_source(e)
@@ -482,5 +495,11 @@ mod tests {
         assert_eq!(io_kind(&reset), Some(ErrorKind::Timeout));
         let e: Error = std::io::Error::from(std::io::ErrorKind::NotFound).into();
         assert_eq!(e.kind(), ErrorKind::NotFound);
+        // ENOSPC and EDQUOT, as the OS reports them.
+        for errno in [28, 122] {
+            let e: Error = std::io::Error::from_raw_os_error(errno).into();
+            assert_eq!(e.kind(), ErrorKind::StorageFull, "errno {errno}");
+            assert!(!e.kind().is_transient());
+        }
     }
 }

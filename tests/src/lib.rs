@@ -2281,3 +2281,596 @@ impl OssGateway {
         )
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Chaos suite helpers (tests/tests/chaos.rs): content digests for the independent check of
+// a destination. SHA-256 is written out here (FIPS 180-4) rather than taken from a crate,
+// so the harness needs no dependency beyond what it has; `sha256_hex` is checked against
+// the standard's test vectors in chaos.rs.
+
+/// SHA-256 of `d`, lower-case hex.
+pub fn sha256_hex(d: &[u8]) -> String {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut tail = d[d.len() - d.len() % 64..].to_vec();
+    tail.push(0x80);
+    while tail.len() % 64 != 56 {
+        tail.push(0);
+    }
+    tail.extend_from_slice(&((d.len() as u64).wrapping_mul(8)).to_be_bytes());
+    let blocks = d[..d.len() - d.len() % 64]
+        .chunks_exact(64)
+        .chain(tail.chunks_exact(64));
+    for block in blocks {
+        let mut w = [0u32; 64];
+        for (i, c) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut dd, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = dd.wrapping_add(t1);
+            dd = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, dd, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    h.iter().map(|x| format!("{x:08x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Resume and surprises helpers (tests/tests/resume.rs, tests/tests/surprises.rs): a
+// byte-counting TCP proxy (what a destination received, also from runs killed before
+// they could write a report), views of the multipart uploads in progress on MinIO and
+// on the OSS gateway (parts landed so far), digests of large objects streamed rather
+// than held, SIGKILL with reaping, MinIO's forced bucket delete, and a small
+// filesystem (tmpfs) in a private user + mount namespace, for disk-full tests that
+// need no root and leave no mount behind.
+
+/// A TCP proxy on a free loopback port that forwards to an upstream and counts the
+/// bytes it forwarded each way. Put it between snapferry and a destination to measure
+/// what the destination received, whatever happens to the client (a SIGKILLed run
+/// writes no report). It can also pace each connection's requests to a rate (a slow
+/// link to the destination, so that a kill lands in the middle of an upload); bytes
+/// are counted once written to the upstream, after the pacing. Stopped on drop (open
+/// connections are shut down).
+pub struct CountingProxy {
+    /// `http://127.0.0.1:PORT`: point the client here.
+    pub endpoint: String,
+    shared: std::sync::Arc<CountShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CountShared {
+    /// Client → upstream bytes written to the upstream.
+    up: std::sync::atomic::AtomicU64,
+    /// Upstream → client bytes written to the client.
+    down: std::sync::atomic::AtomicU64,
+    /// Client → upstream rate of each connection, bytes per second (0: unlimited).
+    rate: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+    next_id: std::sync::atomic::AtomicU64,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, (TcpStream, TcpStream)>>,
+}
+
+impl CountingProxy {
+    /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint).
+    pub fn start(upstream: &str) -> CountingProxy {
+        use std::sync::atomic::Ordering;
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the counting proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let shared = std::sync::Arc::new(CountShared::default());
+        let sh = shared.clone();
+        let thread = std::thread::spawn(move || {
+            while !sh.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (sh, up) = (sh.clone(), upstream.clone());
+                        std::thread::spawn(move || count_connection(client, &up, sh));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Polling the stop flag between accepts, not a readiness wait.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        CountingProxy {
+            endpoint,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Bytes forwarded from clients to the upstream so far (requests: headers and bodies).
+    pub fn upstream_bytes(&self) -> u64 {
+        self.shared.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded from the upstream to clients so far (responses).
+    pub fn downstream_bytes(&self) -> u64 {
+        self.shared.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Paces every connection's client → upstream bytes to `bytes_per_sec` from now on
+    /// (`None`: unlimited), connections already open included.
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        self.shared.rate.store(
+            bytes_per_sec.unwrap_or(0),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Connections open through the proxy.
+    pub fn open_connections(&self) -> usize {
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Waits until no connection is open through the proxy: after its client was killed,
+    /// the upstream has then answered (or dropped) every request that had reached it, so
+    /// what it stored is final. Panics after `limit`.
+    pub fn wait_idle(&self, limit: Duration) {
+        let t = Instant::now();
+        while self.open_connections() > 0 {
+            assert!(
+                t.elapsed() < limit,
+                "{} connections still open through the counting proxy after {limit:?}",
+                self.open_connections()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let conns =
+            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        for (a, b) in conns.values() {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn count_connection(client: TcpStream, upstream: &str, sh: std::sync::Arc<CountShared>) {
+    use std::sync::atomic::Ordering;
+    let _ = client.set_nonblocking(false);
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return; // dropping the client closes it: the upstream is down
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
+        return;
+    };
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    sh.conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, (c3, s3));
+    let sh2 = sh.clone();
+    let up = std::thread::spawn(move || count_pump(c2, s2, &sh2.up, Some(&sh2.rate)));
+    count_pump(server, client, &sh.down, None);
+    let _ = up.join();
+    sh.conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+}
+
+/// Copies `from` to `to`, counting what was written, until either side ends; paced to
+/// `rate` (bytes per second, 0: unlimited) when given.
+fn count_pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    counter: &std::sync::atomic::AtomicU64,
+    rate: Option<&std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let limit = rate.map_or(0, |r| r.load(Ordering::SeqCst));
+        // Paced: small reads, so that the rate holds within a fraction of a second.
+        let chunk = if limit > 0 { 32 * 1024 } else { buf.len() };
+        match from.read(&mut buf[..chunk]) {
+            Ok(0) => break,
+            Ok(n) => {
+                if limit > 0 {
+                    // The pacing itself: this chunk's share of a second at the rate.
+                    std::thread::sleep(Duration::from_secs_f64(n as f64 / limit as f64));
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                counter.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                // A reset (the client was killed) reaches the other side as one too.
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A multipart upload in progress on a destination, and the parts it holds so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadView {
+    /// The object key (full, prefix included).
+    pub key: String,
+    /// The upload id.
+    pub upload_id: String,
+    /// (part number, size) of every part landed, by number.
+    pub parts: Vec<(u32, u64)>,
+}
+
+impl UploadView {
+    /// Bytes of the parts landed.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+}
+
+/// Every multipart upload in progress in a bucket, with its parts (ListMultipartUploads,
+/// then ListParts for each, both paged). An upload completed or aborted between the two
+/// calls is left out.
+pub async fn s3_uploads(c: &aws_sdk_s3::Client, b: &str) -> Vec<UploadView> {
+    let mut ups = Vec::new();
+    let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+    loop {
+        let page = c
+            .list_multipart_uploads()
+            .bucket(b)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .expect("list multipart uploads");
+        for u in page.uploads() {
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                ups.push((k.to_string(), id.to_string()));
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        id_marker = page.next_upload_id_marker().map(str::to_string);
+    }
+    let mut out = Vec::new();
+    for (key, upload_id) in ups {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        let gone = loop {
+            let r = c
+                .list_parts()
+                .bucket(b)
+                .key(&key)
+                .upload_id(&upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await;
+            let Ok(page) = r else { break true };
+            for p in page.parts() {
+                parts.push((
+                    p.part_number().unwrap_or(0) as u32,
+                    p.size().unwrap_or(0) as u64,
+                ));
+            }
+            match page.next_part_number_marker() {
+                Some(m) if page.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                _ => break false,
+            }
+        };
+        if !gone {
+            parts.sort();
+            out.push(UploadView {
+                key,
+                upload_id,
+                parts,
+            });
+        }
+    }
+    out
+}
+
+/// (length, MD5 hex) of an object, streamed (a GiB object is never held whole); `None`
+/// when there is no such key.
+pub async fn s3_digest(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Option<(u64, String)> {
+    let o = match c.get_object().bucket(b).key(k).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let no_such_key = e
+                .as_service_error()
+                .map(|s| s.is_no_such_key())
+                .unwrap_or(false);
+            assert!(no_such_key, "get {k}: {e:?}");
+            return None;
+        }
+    };
+    let mut body = o.body;
+    let mut h = Md5::new();
+    let mut n = 0u64;
+    while let Some(chunk) = body.try_next().await.expect("object body") {
+        n += chunk.len() as u64;
+        h.update(&chunk);
+    }
+    Some((n, hex::encode(h.finalize())))
+}
+
+/// (length, MD5 hex) of bytes.
+pub fn digest(d: &[u8]) -> (u64, String) {
+    (d.len() as u64, md5_hex(d))
+}
+
+/// Sends SIGKILL to a child and reaps it. Reaping matters: a zombie keeps its
+/// `/proc/PID`, so a lease holder killed but not reaped still looks alive. A child that
+/// had already exited is just reaped; its status is returned either way.
+pub fn kill9(child: &mut Child) -> std::process::ExitStatus {
+    let _ = child.kill(); // SIGKILL on Unix; fails only if it was already reaped
+    child.wait().expect("reap the killed child")
+}
+
+/// Deletes a MinIO bucket with everything in it, uploads included
+/// (`x-minio-force-delete: true`), as an operator or a lifecycle job deleting it under a
+/// running copy would.
+pub async fn force_delete_bucket(c: &aws_sdk_s3::Client, b: &str) {
+    c.delete_bucket()
+        .bucket(b)
+        .customize()
+        .mutate_request(|r| {
+            r.headers_mut().insert("x-minio-force-delete", "true");
+        })
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("force-delete bucket {b}: {e:?}"));
+}
+
+impl OssGateway {
+    /// The gateway's data directory (`buckets/<b>/objects/`, `buckets/<b>/uploads/<id>/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Every multipart upload in progress in a bucket with its parts, read from the
+    /// gateway's store (`uploads/<id>/upload.json`, which the gateway rewrites
+    /// atomically after each part's data is in place), not through any OSS client.
+    pub fn upload_views(&self, bucket: &str) -> Vec<UploadView> {
+        let dir = self.data_dir().join("buckets").join(bucket).join("uploads");
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return out;
+        };
+        for ent in rd.flatten() {
+            // An upload completed or aborted meanwhile is gone: left out.
+            let Ok(text) = std::fs::read_to_string(ent.path().join("upload.json")) else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).expect("upload.json");
+            let mut parts: Vec<(u32, u64)> = v["parts"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(n, p)| {
+                            (
+                                n.parse().expect("part number"),
+                                p["size"].as_u64().expect("part size"),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            parts.sort();
+            out.push(UploadView {
+                key: v["key"].as_str().expect("upload key").to_string(),
+                upload_id: v["upload_id"].as_str().expect("upload id").to_string(),
+                parts,
+            });
+        }
+        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        out
+    }
+
+    /// (length, MD5 hex) of an object, streamed from the gateway's store (the control
+    /// API would read a GiB object into memory); `None` when there is no such key.
+    pub fn object_digest(&self, bucket: &str, key: &str) -> Option<(u64, String)> {
+        let odir = self.data_dir().join("buckets").join(bucket).join("objects");
+        for _ in 0..5 {
+            let mut found = None;
+            for ent in std::fs::read_dir(&odir).ok()?.flatten() {
+                let p = ent.path();
+                if p.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&p) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue; // a sidecar being replaced
+                };
+                if v["key"].as_str() == Some(key) {
+                    found = v["data"].as_str().map(|d| odir.join(d));
+                    break;
+                }
+            }
+            let path = found?;
+            // Overwritten between the sidecar read and the open: read the sidecar again.
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let mut h = Md5::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = f.read(&mut buf).expect("read object data");
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            return Some((n, hex::encode(h.finalize())));
+        }
+        panic!("{key}: its data file kept changing while being read");
+    }
+}
+
+/// A small filesystem: a tmpfs of a given size, mounted in a private user + mount
+/// namespace (`unshare --user --map-root-user --mount`, so no root is needed) held by a
+/// waiting shell. The test and snapferry reach it from outside through that shell's
+/// `/proc/PID/root`, which resolves paths in its mount namespace: writes there fill the
+/// tmpfs and fail with ENOSPC like on any full disk. The mount disappears with the
+/// namespace when the shell ends (on drop, or when the test process dies and its stdin
+/// closes): nothing is left mounted, even after a panic.
+pub struct SmallFs {
+    child: Child,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` bytes.
+    pub fn mount(size: u64) -> SmallFs {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("mount point dir");
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir(&mp).expect("create the mount point");
+        let script = format!(
+            "mount -t tmpfs -o size={size},mode=0755 snapferry-smallfs '{}' && echo READY && read _",
+            mp.display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("setup failed: cannot run unshare (util-linux): {e}"));
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        if line.trim() != "READY" {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            let _ = child.wait();
+            panic!(
+                "setup failed: cannot mount a tmpfs in a user + mount namespace (unprivileged user namespaces disabled?): {err}"
+            );
+        }
+        let path = PathBuf::from(format!("/proc/{}/root", child.id())).join(
+            mp.strip_prefix("/")
+                .expect("the mount point is an absolute path"),
+        );
+        SmallFs {
+            child,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The mounted filesystem's root, as this process (and snapferry) reach it.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The mount point in this process's own namespace: it must stay empty (a write
+    /// that landed there went around the small filesystem).
+    pub fn host_mount_point(&self) -> PathBuf {
+        self._dir.path().join("mnt")
+    }
+
+    /// Bytes free for files (statfs of the tmpfs: available blocks × block size).
+    pub fn free_bytes(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.path)
+            .output()
+            .expect("run stat -f");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        match (it.next().flatten(), it.next().flatten()) {
+            (Some(blocks), Some(bsize)) if out.status.success() => blocks * bsize,
+            _ => panic!(
+                "stat -f {}: {text} {}",
+                self.path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // EOF: the shell ends, and the mount with it
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

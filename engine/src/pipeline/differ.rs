@@ -220,16 +220,33 @@ mod tests {
         let good32 = crate::checksum::crc32_b64(crc32fast::hash(data));
         let bad32 = crate::checksum::crc32_b64(crc32fast::hash(b"the bytes that were c0pied"));
         let skip = |d: &Decision| matches!(d, Decision::Skip(_));
-        assert!(skip(&decide(&src, Some(&held(Some(good32.clone()), None)), true)));
-        assert!(skip(&decide(&src, Some(&held(None, Some(rec.crc64.unwrap()))), true)));
-        assert!(skip(&decide(&src, Some(&held(None, None)), true)), "nothing to compare");
+        assert!(skip(&decide(
+            &src,
+            Some(&held(Some(good32.clone()), None)),
+            true
+        )));
+        assert!(skip(&decide(
+            &src,
+            Some(&held(None, Some(rec.crc64.unwrap()))),
+            true
+        )));
         assert!(
-            skip(&decide(&src, Some(&held(Some("AAAA-3".into()), None)), true)),
+            skip(&decide(&src, Some(&held(None, None)), true)),
+            "nothing to compare"
+        );
+        assert!(
+            skip(&decide(
+                &src,
+                Some(&held(Some("AAAA-3".into()), None)),
+                true
+            )),
             "a composite checksum is not compared"
         );
         for d in [held(Some(bad32), None), held(Some(good32), Some(7))] {
             match decide(&src, Some(&d), true) {
-                Decision::Copy(why) => assert!(why.contains("differs from the one recorded"), "{why}"),
+                Decision::Copy(why) => {
+                    assert!(why.contains("differs from the one recorded"), "{why}")
+                }
                 other => panic!("{other:?}"),
             }
         }

@@ -33,7 +33,7 @@ pub fn spawn(
         loop {
             let item = tokio::select! {
                 i = stream.next() => i,
-                _ = ctx.cancel.cancelled() => return,
+                _ = ctx.halt.cancelled() => return,
             };
             match item {
                 None => return,

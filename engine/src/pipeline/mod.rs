@@ -378,8 +378,11 @@ pub struct Ctx {
     pub counters: Arc<Counters>,
     /// Latencies and request counts.
     pub lat: Arc<Latencies>,
-    /// Cancels the run.
+    /// Cancels the run (Ctrl-C): requests in flight end too.
     pub cancel: CancellationToken,
+    /// Stops scheduling work (cancelled with `cancel`, or alone when a full destination
+    /// stops the run): requests in flight finish, so what they wrote is reported.
+    pub halt: CancellationToken,
     /// What preflight found at the destination (a missing directory is not listed).
     dst_presence: Mutex<Option<Presence>>,
     observer: Arc<dyn Observer>,
@@ -395,6 +398,8 @@ pub struct Ctx {
     resumable: Mutex<HashMap<String, (String, resume::ResumeRecord)>>,
     /// Request faults by kind, and bytes sent again (shared with the request layer).
     faults: Arc<crate::stats::Faults>,
+    /// The error that stopped the run mid-way (a full destination), if one did.
+    stopped: Mutex<Option<Error>>,
 }
 
 impl Ctx {
@@ -438,7 +443,27 @@ impl Ctx {
 
     fn failed(&self, key: &str, e: &Error) {
         self.counters.failed_objects.fetch_add(1, Ordering::Relaxed);
+        let stopped = self.stopped.lock().map(|s| s.is_some()).unwrap_or(false);
         let reason = match e.kind() {
+            // A full destination stops the run (every further write would fail alike):
+            // one error says so, with the place and the cause; the objects name it.
+            ErrorKind::StorageFull => {
+                if let Ok(mut s) = self.stopped.lock() {
+                    if s.is_none() {
+                        *s = Some(
+                            Error::storage_full(format!(
+                                "{}: {}",
+                                self.dst.describe(),
+                                e.message()
+                            ))
+                            .on(e.side().unwrap_or(Side::Destination)),
+                        );
+                    }
+                }
+                self.halt.cancel();
+                "not copied: the destination is out of space".to_string()
+            }
+            ErrorKind::Cancelled if stopped => "not copied: the run stopped".to_string(),
             ErrorKind::Cancelled => "interrupted before it was copied".to_string(),
             ErrorKind::SourceChanged => format!("{e}; run sync again to copy the new version"),
             _ => e.to_string(),
@@ -625,6 +650,7 @@ impl SyncRun {
                 opts,
                 counters,
                 lat,
+                halt: cancel.child_token(),
                 cancel,
                 dst_presence: Mutex::new(None),
                 observer,
@@ -635,6 +661,7 @@ impl SyncRun {
                 unverified: Mutex::new(Vec::new()),
                 resumable: Mutex::new(HashMap::new()),
                 faults,
+                stopped: Mutex::new(None),
             }),
         }
     }
@@ -739,6 +766,9 @@ impl SyncRun {
                 .on(Side::Destination),
             );
         }
+        if body.fatal.is_none() {
+            body.fatal = ctx.stopped.lock().ok().and_then(|mut s| s.take());
+        }
         let interrupted = ctx.cancel.is_cancelled() && body.fatal.is_none();
 
         let duration = start.elapsed().as_secs_f64();
@@ -811,9 +841,35 @@ async fn body(
     detected: Option<snapshot::Checked>,
 ) -> Result<Body> {
     let mut out = Body::default();
+    // Resume records listed before the uploads: a record written after this listing is
+    // not looked at, and one listed here whose upload is listed next is kept.
+    let records = if ctx.opts.dry_run {
+        Vec::new()
+    } else {
+        ctx.dst
+            .list_reserved(resume::RESUME_DIR)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "cannot list the resume records ({e}); leaving them for the next run"
+                );
+                Vec::new()
+            })
+    };
     // Uploads left by a killed run: aborted before anything else, so that no orphaned
     // upload survives a successful run; but only those no live run can own.
     let stale = ctx.dst.list_multipart_uploads().await?;
+    // Records of no pending upload (their upload completed or was aborted, and removing
+    // the record failed, or the run was killed in between) are removed.
+    let pending: std::collections::HashSet<String> = stale
+        .iter()
+        .map(|u| resume::record_key(&u.upload_id))
+        .collect();
+    for key in records.iter().filter(|k| !pending.contains(*k)) {
+        if let Err(e) = ctx.dst_cleanup.delete(key).await {
+            tracing::warn!("cannot remove the stale resume record {key} ({e})");
+        }
+    }
     let cutoff = crate::store::fs::now_ms() - ctx.opts.stale_upload_age.as_millis() as i64;
     for u in &stale {
         if !abortable(u, previous, cutoff) {
@@ -856,7 +912,7 @@ async fn body(
             out.max_held = pass.max_held;
             out.planned_deletes = pass.deletes.count;
             out.fatal = pass.fatal;
-            if ctx.opts.delete && out.fatal.is_none() && !ctx.cancel.is_cancelled() {
+            if ctx.opts.delete && out.fatal.is_none() && !ctx.halt.is_cancelled() {
                 out.deletes_refused = delete_guard(ctx, pass.deletes.count, pass.dst_objects);
                 if out.deletes_refused.is_none() {
                     run_or_plan_deletes(ctx, pass.deletes).await?;
@@ -1066,7 +1122,7 @@ async fn plan_and_schedule(
         .buffered(ctx.opts.concurrency.max(4));
     futures::pin_mut!(decided);
     while let Some(item) = decided.next().await {
-        if ctx.cancel.is_cancelled() {
+        if ctx.halt.is_cancelled() {
             break;
         }
         let (src, dest_only, dec) = item?;
@@ -1115,7 +1171,7 @@ async fn schedule(
     let acquire = || async {
         tokio::select! {
             p = permits.clone().acquire_owned() => p.ok(),
-            _ = ctx.cancel.cancelled() => None,
+            _ = ctx.halt.cancelled() => None,
         }
     };
     if !scheduler::is_multipart(src.size, ctx.opts.multipart_threshold) {
@@ -1132,6 +1188,15 @@ async fn schedule(
         return;
     }
     let opts = ctx.put_options(&src);
+    // The source's own checksum of the whole object, where its ranged GETs carry none
+    // (S3): the parts read are checked against it before the object may complete.
+    let whole = match ctx.src.whole_checksums(&src.key, src.etag.as_deref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.failed(&src.key, &e.on(Side::Source));
+            return;
+        }
+    };
     // An upload a killed run left for this very version: keep its parts.
     let mut kept: Vec<crate::store::CompletedPart> = Vec::new();
     let mut resumed = None;
@@ -1180,6 +1245,7 @@ async fn schedule(
     let ranges: Vec<_> = scheduler::part_ranges(src.size, part_size).collect();
     let total = ranges.len();
     let obj = Arc::new(MultiObject::new(src, upload_id, opts, total));
+    obj.expect_whole(&whole);
     for (i, range) in ranges.into_iter().enumerate() {
         let number = i as u32 + 1;
         let len = range.end - range.start;

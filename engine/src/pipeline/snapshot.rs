@@ -561,7 +561,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
             done(&mut out, report);
             return Ok(out);
         }
-        if ctx.cancel.is_cancelled()
+        if ctx.halt.is_cancelled()
             || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
         {
             // Never land the commit point over an incomplete phase.

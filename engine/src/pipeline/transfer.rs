@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::{CompletedPart, ObjectMeta, PutOptions, SourceRecord, Stored, VerifiedBy};
 
 /// Whether a Lucene file whose bytes but the last 8 have CRC32 `computed` and whose last 8
@@ -62,8 +62,12 @@ pub struct MultiObject {
 struct SourceCheck {
     /// The whole object's CRC-64 as the source's GETs reported it.
     crc64: Option<u64>,
-    /// The whole object's CRC32 (base64) as the source's GETs reported it.
+    /// The whole object's CRC32 (base64) as the source's GETs (or its HEAD) reported it.
     crc32: Option<String>,
+    /// The whole object's CRC-64/NVME (base64) as the source's HEAD reported it.
+    crc64nvme: Option<String>,
+    /// CRC-64/NVME of each part read, when the source stores one for the whole object.
+    part_nvme: Vec<Option<u64>>,
     /// CRC-64 of each part read (when the source reports one to compare with).
     part_crc64: Vec<Option<u64>>,
     /// Each part's CRC32 and length.
@@ -89,9 +93,21 @@ impl MultiObject {
             source: Mutex::new(SourceCheck {
                 part_crc64: vec![None; n_parts],
                 part_crc32: vec![None; n_parts],
+                part_nvme: vec![None; n_parts],
                 part_len: vec![None; n_parts],
                 ..SourceCheck::default()
             }),
+        }
+    }
+
+    /// What the source's HEAD said of the whole object (for sources whose ranged GETs say
+    /// nothing): the parts are checked against it before the object completes.
+    pub fn expect_whole(&self, stored: &Stored) {
+        if let Ok(mut s) = self.source.lock() {
+            if stored.crc32.is_some() {
+                s.crc32 = stored.crc32.clone();
+            }
+            s.crc64nvme = stored.crc64nvme.clone();
         }
     }
 
@@ -137,6 +153,11 @@ impl MultiObject {
         }
         if let Some(slot) = s.part_crc32.get_mut(i) {
             *slot = Some((crc32, data.len() as u64));
+        }
+        if s.crc64nvme.is_some() {
+            if let Some(slot) = s.part_nvme.get_mut(i) {
+                *slot = Some(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data));
+            }
         }
         if let Some(slot) = s.part_len.get_mut(i) {
             *slot = Some(data.len() as u64);
@@ -215,6 +236,27 @@ impl MultiObject {
             }
             if all {
                 by = by.or(Some(VerifiedBy::Crc32));
+            }
+        }
+        if let Some(want) = &s.crc64nvme {
+            use base64::Engine as _;
+            let alg = crc_fast::CrcAlgorithm::Crc64Nvme;
+            // Parts kept from a killed run have no CRC-64/NVME of ours: then no check.
+            let got = s
+                .part_nvme
+                .iter()
+                .zip(&s.part_len)
+                .try_fold(crc_fast::checksum(alg, b""), |acc, (c, l)| {
+                    Some(crc_fast::checksum_combine(alg, acc, (*c)?, (*l)?))
+                });
+            if let Some(g) = got {
+                let got = base64::engine::general_purpose::STANDARD.encode(g.to_be_bytes());
+                if &got != want {
+                    return Err(Error::checksum(format!(
+                        "{key}: the parts read have CRC64NVME {got}, the source stores {want}"
+                    )));
+                }
+                by = by.or(Some(VerifiedBy::Crc64));
             }
         }
         if let (Some(recorded), Some((tail_crc, tail_len, footer))) = (lucene, &s.lucene_tail) {
@@ -321,9 +363,16 @@ pub async fn fetcher(
 ) {
     while let Ok(job) = jobs.recv().await {
         let (key, range, etag) = match &job.kind {
-            JobKind::Single(m) => (m.key.clone(), 0..m.size, m.etag.clone()),
+            JobKind::Single(m) => {
+                if ctx.halt.is_cancelled() {
+                    // Queued before the run stopped: never started.
+                    ctx.failed(&m.key, &Error::cancelled());
+                    continue;
+                }
+                (m.key.clone(), 0..m.size, m.etag.clone())
+            }
             JobKind::Part { obj, range, .. } => {
-                if obj.is_failed() || ctx.cancel.is_cancelled() {
+                if obj.is_failed() || ctx.halt.is_cancelled() {
                     part_done(&commit, &job.kind, None).await;
                     continue;
                 }
@@ -475,6 +524,79 @@ async fn fail_job(commit: &mpsc::Sender<Commit>, job: Job, e: Error) {
     }
 }
 
+/// Rounds of reading a multipart copy's parts again when, assembled, they do not match
+/// the source's checksum of the whole object ("a few tries", as for any corruption).
+const REPAIR_ROUNDS: u32 = 3;
+
+/// Checks a multipart copy against the source's checksum of the whole object; on a
+/// mismatch (a bit flipped on the way), reads every part again and sends again the ones
+/// whose bytes differ from what was sent, up to [`REPAIR_ROUNDS`] times. The source
+/// gives one checksum for the whole object, so the corrupted part is found by reading
+/// again, not told. Runs in the committer: one part in memory at a time, and rare.
+async fn verify_or_repair(
+    ctx: &Ctx,
+    obj: &MultiObject,
+    parts: &mut [CompletedPart],
+    lucene: Option<&str>,
+) -> Result<Option<VerifiedBy>> {
+    let mut rounds = 0;
+    loop {
+        let mismatch = match obj.check_source(lucene) {
+            Ok(by) => {
+                if rounds > 0 {
+                    ctx.faults
+                        .record(&vec![ErrorKind::ChecksumMismatch; rounds as usize], None);
+                }
+                return Ok(by);
+            }
+            Err(e) if e.kind() == ErrorKind::ChecksumMismatch && rounds < REPAIR_ROUNDS => e,
+            Err(e) => {
+                if rounds > 0 {
+                    ctx.faults.record(
+                        &vec![ErrorKind::ChecksumMismatch; rounds as usize],
+                        Some(e.kind()),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        rounds += 1;
+        // A retry of the object's verification (counted like a request's).
+        ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("{mismatch}; reading its parts again ({rounds}/{REPAIR_ROUNDS})");
+        let n = parts.len();
+        let mut offset = 0u64;
+        for (i, p) in parts.iter_mut().enumerate() {
+            let range = offset..offset + p.size;
+            offset += p.size;
+            let (data, stored) = ctx
+                .src
+                .get_range_stored(&obj.src.key, range, obj.src.etag.as_deref())
+                .await?;
+            let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
+            obj.saw_part(
+                p.number,
+                &data,
+                crc32,
+                &stored,
+                i + 1 == n,
+                lucene.is_some(),
+            )?;
+            if crc32 != p.crc32 || data.len() as u64 != p.size {
+                let len = data.len() as u64;
+                *p = ctx
+                    .dst
+                    .upload_part(&obj.src.key, &obj.upload_id, p.number, data, crc32)
+                    .await?;
+                ctx.counters
+                    .transferred_bytes
+                    .fetch_add(len, Ordering::Relaxed);
+                ctx.faults.resent_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 async fn part_done(commit: &mpsc::Sender<Commit>, kind: &JobKind, part: Option<CompletedPart>) {
     if let JobKind::Part { obj, number, .. } = kind {
         if part.is_none() && !obj.is_failed() {
@@ -518,7 +640,9 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                 };
                 // What was read must be what the source holds before the object may appear:
                 // a mismatch aborts the upload, so no unverified object ever gets its key.
-                let by = match obj.check_source(ctx.lucene(&obj.src.key).as_deref()) {
+                let mut parts = parts;
+                let lucene = ctx.lucene(&obj.src.key);
+                let by = match verify_or_repair(&ctx, &obj, &mut parts, lucene.as_deref()).await {
                     Ok(by) => by,
                     Err(e) => {
                         ctx.abort_upload(&obj.src.key, &obj.upload_id).await;

@@ -417,6 +417,35 @@ impl Store for FsStore {
         }))
     }
 
+    async fn list_reserved(&self, dir: &str) -> Result<Vec<String>> {
+        // Listings skip reserved names, so the directory is read directly. Our own
+        // directory missing means none of our objects are there (it is made by the
+        // first write into it).
+        let path = self.path_of(dir)?;
+        let dir = dir.to_string();
+        blocking(move || {
+            let rd = match fs::read_dir(&path) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for ent in rd {
+                let ent = ent?;
+                let Ok(name) = ent.file_name().into_string() else {
+                    continue;
+                };
+                // Temp files of writes in progress are not objects.
+                if !name.starts_with(INTERNAL_PREFIX) && ent.file_type()?.is_file() {
+                    out.push(format!("{dir}/{name}"));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let path = self.path_of(key)?;
         let key = key.to_string();

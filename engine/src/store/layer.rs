@@ -27,7 +27,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store};
+use super::{
+    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store, Stored,
+};
 use crate::error::{Error, ErrorKind, Result, Side};
 use crate::limits::Limits;
 use crate::retry::{Idempotency, RetryPolicy};
@@ -524,6 +526,16 @@ impl Store for Layered {
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<CompletedPart>> {
         self.simple(Kind::ListParts, || self.inner.list_parts(key, upload_id))
+            .await
+    }
+
+    async fn whole_checksums(&self, key: &str, if_match: Option<&str>) -> Result<Stored> {
+        self.simple(Kind::Head, || self.inner.whole_checksums(key, if_match))
+            .await
+    }
+
+    async fn list_reserved(&self, dir: &str) -> Result<Vec<String>> {
+        self.simple(Kind::List, || self.inner.list_reserved(dir))
             .await
     }
 

@@ -273,6 +273,16 @@ pub trait Store: Send + Sync {
         ))
     }
 
+    /// The whole object's stored checksums, for a copy read in ranges whose GETs do not
+    /// carry them (S3 sends them only when a GET covers the whole object): one HEAD per
+    /// multipart copy, so its parts can be checked against them before it completes.
+    /// `if_match` pins the version. Stores whose ranged GETs carry them (OSS), or that
+    /// have none (a directory), answer nothing.
+    async fn whole_checksums(&self, key: &str, if_match: Option<&str>) -> Result<Stored> {
+        let _ = (key, if_match);
+        Ok(Stored::default())
+    }
+
     /// Writes a whole object atomically.
     async fn put(&self, key: &str, data: Bytes, crc32: u32, opts: &PutOptions) -> Result<()>;
 
@@ -315,6 +325,26 @@ pub trait Store: Send + Sync {
         )))
     }
 
+    /// The keys of snapferry's own objects under the reserved directory `dir` (a name
+    /// starting with [`RESERVED_PREFIX`], such as the resume records' directory), in byte
+    /// order. One listing from `dir` on, stopped at the first key past it: keys sort
+    /// before the repository's, so this costs a page, not a listing of everything.
+    async fn list_reserved(&self, dir: &str) -> Result<Vec<String>> {
+        use futures::StreamExt;
+        let under = format!("{dir}/");
+        let mut out = Vec::new();
+        let mut pages = self.list(Some(under.clone()));
+        while let Some(page) = pages.next().await {
+            for m in page? {
+                if !m.key.starts_with(&under) {
+                    return Ok(out);
+                }
+                out.push(m.key);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes one object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -331,6 +361,9 @@ pub struct Stored {
     pub crc64: Option<u64>,
     /// The whole object's CRC32 (S3 full-object `x-amz-checksum-crc32`, base64).
     pub crc32: Option<String>,
+    /// The whole object's CRC-64/NVME (S3 full-object `x-amz-checksum-crc64nvme`, base64:
+    /// what Amazon S3 stores by default for uploads that sent no checksum).
+    pub crc64nvme: Option<String>,
     /// How the store verified these very bytes against its own checksum, when the GET
     /// covered the whole object.
     pub verified_by: Option<VerifiedBy>,

@@ -492,6 +492,8 @@ where
                 }
                 (_, "SlowDown") | (429, _) | (503, _) => Error::throttled(detail, None),
                 (_, "RequestTimeTooSkewed") => Error::clock_skew(detail),
+                // 507 Insufficient Storage (MinIO's XMinioStorageFull): no retry helps.
+                (507, _) | (_, "XMinioStorageFull") => Error::storage_full(detail),
                 // Temporary credentials past their expiry (S3 documents both codes).
                 (_, "ExpiredToken") | (_, "TokenRefreshRequired") => {
                     Error::credentials_expired(detail)
@@ -684,6 +686,35 @@ impl Store for S3Store {
         if_match: Option<&str>,
     ) -> Result<Bytes> {
         Ok(self.get_range_stored(key, range, if_match).await?.0)
+    }
+
+    async fn whole_checksums(&self, key: &str, if_match: Option<&str>) -> Result<Stored> {
+        // OSS's S3-compatible endpoint stores none; `off` asks for none.
+        if self.content_md5 || self.verify_source == VerifySource::Off {
+            return Ok(Stored::default());
+        }
+        let ctx = self.ctx("head", key);
+        let mut req = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_mode(ChecksumMode::Enabled);
+        if let Some(e) = if_match {
+            req = req.if_match(format!("\"{e}\""));
+        }
+        let out = Watch::new(self.io_timeout)
+            .guard(&ctx, async {
+                req.send().await.map_err(|e| map_err(&ctx, e))
+            })
+            .await?;
+        // Composite checksums (`...-N`) are of the source's own parts, not of ours.
+        let full = |c: Option<&str>| c.filter(|c| !c.contains('-')).map(str::to_string);
+        Ok(Stored {
+            crc32: full(out.checksum_crc32()),
+            crc64nvme: full(out.checksum_crc64_nvme()),
+            ..Stored::default()
+        })
     }
 
     async fn get_range_stored(
