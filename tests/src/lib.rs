@@ -1408,6 +1408,40 @@ pub struct FlipProxy {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Accepts connections on a free loopback port for a proxy to `upstream` (`127.0.0.1:PORT`
+/// or an `http://` endpoint) until `stopped` says so, handing each with the upstream
+/// address to `handle`; returns the proxy's endpoint and the accepting thread.
+fn serve_loopback(
+    upstream: &str,
+    what: &str,
+    stopped: impl Fn() -> bool + Send + 'static,
+    handle: impl Fn(TcpStream, String) + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind the {what} proxy: {e}"));
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let thread = std::thread::spawn(move || {
+        while !stopped() {
+            match listener.accept() {
+                Ok((client, _)) => handle(client, upstream.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Polling the stop flag between accepts, not a readiness wait.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    (endpoint, thread)
+}
+
 #[derive(Default)]
 struct FlipShared {
     /// Flips still to do.
@@ -1426,32 +1460,16 @@ impl FlipProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint), disarmed.
     pub fn start(upstream: &str) -> FlipProxy {
         use std::sync::atomic::Ordering;
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the flip proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let shared = std::sync::Arc::new(FlipShared::default());
         let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
-            while !sh.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let (sh, up) = (sh.clone(), upstream.clone());
-                        std::thread::spawn(move || flip_connection(client, &up, sh));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Polling the stop flag between accepts, not a readiness wait.
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => return,
+        let (endpoint, thread) =
+            serve_loopback(upstream, "flip", move || sh.stop.load(Ordering::Relaxed), {
+                let sh = shared.clone();
+                move |client, up| {
+                    let sh = sh.clone();
+                    std::thread::spawn(move || flip_connection(client, &up, sh));
                 }
-            }
-        });
+            });
         FlipProxy {
             endpoint,
             shared,
@@ -2396,32 +2414,20 @@ impl CountingProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint).
     pub fn start(upstream: &str) -> CountingProxy {
         use std::sync::atomic::Ordering;
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the counting proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let shared = std::sync::Arc::new(CountShared::default());
         let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
-            while !sh.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let (sh, up) = (sh.clone(), upstream.clone());
-                        std::thread::spawn(move || count_connection(client, &up, sh));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Polling the stop flag between accepts, not a readiness wait.
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => return,
+        let (endpoint, thread) = serve_loopback(
+            upstream,
+            "counting",
+            move || sh.stop.load(Ordering::Relaxed),
+            {
+                let sh = shared.clone();
+                move |client, up| {
+                    let sh = sh.clone();
+                    std::thread::spawn(move || count_connection(client, &up, sh));
                 }
-            }
-        });
+            },
+        );
         CountingProxy {
             endpoint,
             shared,
