@@ -59,23 +59,48 @@ pub fn crc32_b64(crc: u32) -> String {
 /// CRCs without re-reading.
 pub fn crc32_of_parts(parts: &[CompletedPart]) -> (String, String) {
     let mut composite = crc32fast::Hasher::new();
-    let mut full = crc32fast::Hasher::new();
     for p in parts {
         composite.update(&p.crc32.to_be_bytes());
-        full.combine(&crc32fast::Hasher::new_with_initial_len(p.crc32, p.size));
     }
     (
         format!("{}-{}", crc32_b64(composite.finalize()), parts.len()),
-        crc32_b64(full.finalize()),
+        crc32_b64(crc32_concat(parts.iter().map(|p| (p.crc32, p.size)))),
     )
 }
 
 /// The CRC-64/XZ of an object completed from `parts` (OSS), when every part has one.
 pub fn crc64_of_parts(parts: &[CompletedPart]) -> Option<u64> {
-    parts.iter().try_fold(0u64, |acc, p| {
-        p.crc64
-            .map(|c| crate::store::oss::crc64_combine(acc, c, p.size))
-    })
+    parts
+        .iter()
+        .map(|p| Some((p.crc64?, p.size)))
+        .collect::<Option<Vec<_>>>()
+        .map(crc64_concat)
+}
+
+/// The CRC32 of pieces laid end to end, from each piece's CRC32 and length.
+pub fn crc32_concat(pieces: impl IntoIterator<Item = (u32, u64)>) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (c, n) in pieces {
+        h.combine(&crc32fast::Hasher::new_with_initial_len(c, n));
+    }
+    h.finalize()
+}
+
+/// The CRC-64/XZ (OSS's) of pieces laid end to end, from each piece's and its length.
+pub fn crc64_concat(pieces: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    pieces
+        .into_iter()
+        .fold(0, |acc, (c, n)| crate::store::oss::crc64_combine(acc, c, n))
+}
+
+/// The CRC-64/NVME (S3's) of pieces laid end to end, from each piece's and its length.
+pub fn crc64nvme_concat(pieces: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    let alg = crc_fast::CrcAlgorithm::Crc64Nvme;
+    pieces
+        .into_iter()
+        .fold(crc_fast::checksum(alg, b""), |acc, (c, n)| {
+            crc_fast::checksum_combine(alg, acc, c, n)
+        })
 }
 
 /// The S3-style multipart ETag (`hex(md5(md5(part1) ++ ...))-N`, normalised), when every

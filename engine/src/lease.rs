@@ -180,14 +180,9 @@ async fn read(store: &dyn Store) -> Result<Option<(Holder, Option<String>)>> {
 
 /// As [`read`], with the MD5 of the body.
 async fn read_body(store: &dyn Store) -> Result<Option<(Holder, Option<String>, String)>> {
-    let Some(m) = store.head(LEASE_KEY).await? else {
+    // Absent, or released between the HEAD and the GET: no lease.
+    let Some((m, body)) = crate::store::read_whole(store, LEASE_KEY).await? else {
         return Ok(None);
-    };
-    let body = match store.get_range(LEASE_KEY, 0..m.size, None).await {
-        Ok(b) => b,
-        // Released between the HEAD and the GET.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
     };
     let h: Holder = serde_json::from_slice(&body).map_err(|e| {
         Error::locked(format!(

@@ -358,6 +358,16 @@ pub struct Report {
     pub faults: std::collections::BTreeMap<String, crate::stats::FaultCount>,
 }
 
+/// How a copy can be verified against its source, with its name in the report's
+/// `verified_by` (`None`: nothing to check against).
+const VERIFIED_BY: [(Option<VerifiedBy>, &str); 5] = [
+    (Some(VerifiedBy::Crc64), "crc64"),
+    (Some(VerifiedBy::Crc32), "crc32"),
+    (Some(VerifiedBy::Md5), "md5"),
+    (Some(VerifiedBy::Lucene), "lucene"),
+    (None, "none"),
+];
+
 /// Shared state of one run, handed to every stage.
 pub struct Ctx {
     /// Source store, through the request layer.
@@ -390,8 +400,8 @@ pub struct Ctx {
     active_uploads: Mutex<HashMap<String, String>>,
     /// Lucene checksums of whole-file data blobs (snapshot-aware runs).
     lucene: Mutex<Option<Arc<HashMap<String, String>>>>,
-    /// Objects copied per verification: crc64, crc32, md5, lucene, none.
-    verified_counts: [AtomicU64; 5],
+    /// Objects copied per verification, in the order of [`VERIFIED_BY`].
+    verified_counts: [AtomicU64; VERIFIED_BY.len()],
     /// Copied objects the source offered nothing to verify against (listed up to a bound).
     unverified: Mutex<Vec<String>>,
     /// Uploads a gone run left, kept for resuming: key -> (upload id, record).
@@ -443,27 +453,22 @@ impl Ctx {
 
     fn failed(&self, key: &str, e: &Error) {
         self.counters.failed_objects.fetch_add(1, Ordering::Relaxed);
-        let stopped = self.stopped.lock().map(|s| s.is_some()).unwrap_or(false);
         let reason = match e.kind() {
             // A full destination stops the run (every further write would fail alike):
             // one error says so, with the place and the cause; the objects name it.
             ErrorKind::StorageFull => {
                 if let Ok(mut s) = self.stopped.lock() {
-                    if s.is_none() {
-                        *s = Some(
-                            Error::storage_full(format!(
-                                "{}: {}",
-                                self.dst.describe(),
-                                e.message()
-                            ))
-                            .on(e.side().unwrap_or(Side::Destination)),
-                        );
-                    }
+                    s.get_or_insert_with(|| {
+                        Error::storage_full(format!("{}: {}", self.dst.describe(), e.message()))
+                            .on(e.side().unwrap_or(Side::Destination))
+                    });
                 }
                 self.halt.cancel();
                 "not copied: the destination is out of space".to_string()
             }
-            ErrorKind::Cancelled if stopped => "not copied: the run stopped".to_string(),
+            ErrorKind::Cancelled if self.stopped.lock().is_ok_and(|s| s.is_some()) => {
+                "not copied: the run stopped".to_string()
+            }
             ErrorKind::Cancelled => "interrupted before it was copied".to_string(),
             ErrorKind::SourceChanged => format!("{e}; run sync again to copy the new version"),
             _ => e.to_string(),
@@ -493,14 +498,9 @@ impl Ctx {
 
     /// Counts how a copied object was verified against its source.
     fn verified(&self, key: &str, by: Option<VerifiedBy>) {
-        let i = match by {
-            Some(VerifiedBy::Crc64) => 0,
-            Some(VerifiedBy::Crc32) => 1,
-            Some(VerifiedBy::Md5) => 2,
-            Some(VerifiedBy::Lucene) => 3,
-            None => 4,
-        };
-        self.verified_counts[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = VERIFIED_BY.iter().position(|(b, _)| *b == by) {
+            self.verified_counts[i].fetch_add(1, Ordering::Relaxed);
+        }
         if by.is_none() {
             if let Ok(mut u) = self.unverified.lock() {
                 if u.len() < MAX_LISTED_FAILURES {
@@ -590,8 +590,9 @@ impl Ctx {
     /// The resume record of a pending upload, when there is a readable one for its key.
     async fn read_record(&self, u: &PendingUpload) -> Option<resume::ResumeRecord> {
         let key = resume::record_key(&u.upload_id);
-        let m = self.dst.head(&key).await.ok()??;
-        let b = self.dst.get_range(&key, 0..m.size, None).await.ok()?;
+        let (_, b) = crate::store::read_whole(self.dst.as_ref(), &key)
+            .await
+            .ok()??;
         let rec: resume::ResumeRecord = serde_json::from_slice(&b).ok()?;
         (rec.upload_id == u.upload_id && rec.key == u.key).then_some(rec)
     }
@@ -809,10 +810,10 @@ impl SyncRun {
             fatal_error: body.fatal.map(|e| e.to_string()),
             differ_max_held: body.max_held,
             snapshot: body.snapshot,
-            verified_by: ["crc64", "crc32", "md5", "lucene", "none"]
+            verified_by: VERIFIED_BY
                 .iter()
                 .zip(&ctx.verified_counts)
-                .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+                .map(|((_, k), v)| (k.to_string(), v.load(Ordering::Relaxed)))
                 .collect(),
             unverified_objects: ctx.unverified.lock().map(|u| u.clone()).unwrap_or_default(),
             transferred_bytes: c.transferred_bytes.load(Ordering::Relaxed),

@@ -323,9 +323,9 @@ async fn write_root(ctx: &Ctx, mut target: u64, bytes: &[u8]) -> Result<u64> {
         match ctx.dst.put(&key, data, crc, &once).await {
             Ok(()) => return Ok(target),
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                let there = match ctx.dst.head(&key).await? {
-                    Some(m) => ctx.dst.get_range(&key, 0..m.size, None).await?,
-                    None => continue, // removed meanwhile: try the same name again
+                let Some((_, there)) = crate::store::read_whole(ctx.dst.as_ref(), &key).await?
+                else {
+                    continue; // removed meanwhile: try the same name again
                 };
                 if there[..] == bytes[..] {
                     return Ok(target);

@@ -39,6 +39,82 @@ pub(crate) fn lucene_matches(
     )))
 }
 
+/// Which checksums to compute of a fetched buffer beyond its CRC32.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wanted {
+    /// CRC-64/XZ (OSS's).
+    crc64: bool,
+    /// CRC-64/NVME (S3's default).
+    nvme: bool,
+    /// The Lucene footer: CRC32 of all but the last 8 bytes, and those bytes.
+    tail: bool,
+}
+
+/// The checksums of one fetched buffer, computed in one pass off the reactor
+/// ([`crate::checksum::hash`]): its CRC32 always, the others as [`Wanted`].
+#[derive(Debug, Clone, Copy)]
+struct Sums {
+    crc32: u32,
+    crc64: Option<u64>,
+    nvme: Option<u64>,
+    /// CRC32 of all but the last 8 bytes, their length, and those 8 bytes.
+    tail: Option<(u32, u64, [u8; 8])>,
+}
+
+impl Sums {
+    async fn of(data: &Bytes, want: Wanted) -> Sums {
+        crate::checksum::hash(data, move |d| {
+            let tail = (want.tail && d.len() >= 16).then(|| {
+                let (body, last) = d.split_at(d.len() - 8);
+                let mut footer = [0u8; 8];
+                footer.copy_from_slice(last);
+                (crc32fast::hash(body), body.len() as u64, footer)
+            });
+            // With a tail, the whole's CRC32 continues it over the last 8 bytes.
+            let crc32 = match tail {
+                Some((c, n, footer)) => {
+                    let mut h = crc32fast::Hasher::new_with_initial_len(c, n);
+                    h.update(&footer);
+                    h.finalize()
+                }
+                None => crc32fast::hash(d),
+            };
+            Sums {
+                crc32,
+                crc64: want.crc64.then(|| crate::store::oss::crc64(d)),
+                nvme: want
+                    .nvme
+                    .then(|| crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, d)),
+                tail,
+            }
+        })
+        .await
+    }
+}
+
+/// What one part of a multipart copy holds: its length and the checksums known of it
+/// (each only where something is checked against it).
+#[derive(Debug, Clone, Copy)]
+struct PartSeen {
+    len: u64,
+    /// Unknown for a part kept from an OSS upload (OSS lists CRC-64s only).
+    crc32: Option<u32>,
+    crc64: Option<u64>,
+    nvme: Option<u64>,
+}
+
+/// Each part's checksum of one kind with its length, for combining; `None` when a part
+/// is missing or lacks it.
+fn pieces<T>(
+    parts: &[Option<PartSeen>],
+    f: impl Fn(&PartSeen) -> Option<T>,
+) -> Option<Vec<(T, u64)>> {
+    parts
+        .iter()
+        .map(|p| p.as_ref().and_then(|p| Some((f(p)?, p.len))))
+        .collect()
+}
+
 /// A multipart object in flight.
 #[derive(Debug)]
 pub struct MultiObject {
@@ -66,14 +142,8 @@ struct SourceCheck {
     crc32: Option<String>,
     /// The whole object's CRC-64/NVME (base64) as the source's HEAD reported it.
     crc64nvme: Option<String>,
-    /// CRC-64/NVME of each part read, when the source stores one for the whole object.
-    part_nvme: Vec<Option<u64>>,
-    /// CRC-64 of each part read (when the source reports one to compare with).
-    part_crc64: Vec<Option<u64>>,
-    /// Each part's CRC32 and length.
-    part_crc32: Vec<Option<(u32, u64)>>,
-    /// Each part's length.
-    part_len: Vec<Option<u64>>,
+    /// What each part (by number - 1) holds, once read or kept.
+    parts: Vec<Option<PartSeen>>,
     /// The last part's CRC32 without its last 8 bytes, and those 8 bytes (the Lucene
     /// footer's checksum), for data blobs whose recorded checksum is known.
     lucene_tail: Option<(u32, u64, [u8; 8])>,
@@ -91,10 +161,7 @@ impl MultiObject {
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             source: Mutex::new(SourceCheck {
-                part_crc64: vec![None; n_parts],
-                part_crc32: vec![None; n_parts],
-                part_nvme: vec![None; n_parts],
-                part_len: vec![None; n_parts],
+                parts: vec![None; n_parts],
                 ..SourceCheck::default()
             }),
         }
@@ -111,17 +178,25 @@ impl MultiObject {
         }
     }
 
-    /// Records what one part's GET said and what its bytes hold. A source whose reported
-    /// checksum changes between parts changed under the copy.
-    fn saw_part(
-        &self,
-        number: u32,
-        data: &Bytes,
-        crc32: u32,
-        stored: &Stored,
-        last: bool,
-        lucene: bool,
-    ) -> Result<()> {
+    /// Which checksums a part's bytes must be summed for, given what its GET said of the
+    /// whole object: the CRC-64 when the source reports one, the CRC-64/NVME when its
+    /// HEAD did, the Lucene tail for the last part of a data blob with a recorded checksum.
+    fn wanted(&self, stored: &Stored, last: bool, lucene: bool) -> Wanted {
+        Wanted {
+            crc64: stored.crc64.is_some(),
+            nvme: self
+                .source
+                .lock()
+                .map(|s| s.crc64nvme.is_some())
+                .unwrap_or(false),
+            tail: last && lucene,
+        }
+    }
+
+    /// Records what one part's GET said and what its bytes hold (`sums`, as
+    /// [`MultiObject::wanted`] asked). A source whose reported checksum changes between
+    /// parts changed under the copy.
+    fn saw_part(&self, number: u32, len: u64, sums: &Sums, stored: &Stored) -> Result<()> {
         let Ok(mut s) = self.source.lock() else {
             return Ok(());
         };
@@ -144,29 +219,20 @@ impl MultiObject {
         }
         if stored.crc64.is_some() {
             s.crc64 = stored.crc64;
-            if let Some(slot) = s.part_crc64.get_mut(i) {
-                *slot = Some(crate::store::oss::crc64(data));
-            }
         }
         if stored.crc32.is_some() {
             s.crc32 = stored.crc32.clone();
         }
-        if let Some(slot) = s.part_crc32.get_mut(i) {
-            *slot = Some((crc32, data.len() as u64));
+        if let Some(slot) = s.parts.get_mut(i) {
+            *slot = Some(PartSeen {
+                len,
+                crc32: Some(sums.crc32),
+                crc64: sums.crc64,
+                nvme: sums.nvme,
+            });
         }
-        if s.crc64nvme.is_some() {
-            if let Some(slot) = s.part_nvme.get_mut(i) {
-                *slot = Some(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data));
-            }
-        }
-        if let Some(slot) = s.part_len.get_mut(i) {
-            *slot = Some(data.len() as u64);
-        }
-        if last && lucene && data.len() >= 16 {
-            let body = &data[..data.len() - 8];
-            let mut tail = [0u8; 8];
-            tail.copy_from_slice(&data[data.len() - 8..]);
-            s.lucene_tail = Some((crc32fast::hash(body), body.len() as u64, tail));
+        if sums.tail.is_some() {
+            s.lucene_tail = sums.tail;
         }
         Ok(())
     }
@@ -176,16 +242,15 @@ impl MultiObject {
     /// True when it was the last part outstanding.
     pub fn resume_part(&self, p: CompletedPart) -> bool {
         if let Ok(mut s) = self.source.lock() {
-            let i = p.number as usize - 1;
-            if let Some(slot) = s.part_crc64.get_mut(i) {
-                *slot = p.crc64;
-            }
-            if let Some(slot) = s.part_crc32.get_mut(i) {
-                // OSS lists CRC-64s only; then the part's CRC32 is not known.
-                *slot = p.crc64.is_none().then_some((p.crc32, p.size));
-            }
-            if let Some(slot) = s.part_len.get_mut(i) {
-                *slot = Some(p.size);
+            if let Some(slot) = s.parts.get_mut(p.number as usize - 1) {
+                *slot = Some(PartSeen {
+                    len: p.size,
+                    // OSS lists CRC-64s only; then the part's CRC32 is not known.
+                    crc32: p.crc64.is_none().then_some(p.crc32),
+                    crc64: p.crc64,
+                    // Ours only, of bytes read: a kept part has none (then no check).
+                    nvme: None,
+                });
             }
         }
         let n = p.number;
@@ -200,77 +265,44 @@ impl MultiObject {
             return Ok(None);
         };
         let key = &self.src.key;
+        let mismatch = |what: &str, got: String, want: &str| {
+            Err(Error::checksum(format!(
+                "{key}: the parts read have {what} {got}, the source stores {want}"
+            )))
+        };
         let mut by = None;
-        if let Some(want) = s.crc64 {
-            let got = s
-                .part_crc64
-                .iter()
-                .zip(&s.part_len)
-                .try_fold(0u64, |acc, (c, l)| {
-                    Some(crate::store::oss::crc64_combine(acc, (*c)?, (*l)?))
-                });
-            match got {
-                Some(g) if g == want => by = Some(VerifiedBy::Crc64),
-                Some(g) => {
-                    return Err(Error::checksum(format!(
-                        "{key}: the parts read have CRC-64 {g}, the source stores {want}"
-                    )))
-                }
-                None => {}
+        if let (Some(want), Some(p)) = (s.crc64, pieces(&s.parts, |p| p.crc64)) {
+            let got = crate::checksum::crc64_concat(p);
+            if got != want {
+                return mismatch("CRC-64", got.to_string(), &want.to_string());
             }
+            by = Some(VerifiedBy::Crc64);
         }
-        if let Some(want) = &s.crc32 {
-            let mut h = crc32fast::Hasher::new();
-            let mut all = true;
-            for p in &s.part_crc32 {
-                match p {
-                    Some((c, n)) => h.combine(&crc32fast::Hasher::new_with_initial_len(*c, *n)),
-                    None => all = false,
-                }
+        if let (Some(want), Some(p)) = (&s.crc32, pieces(&s.parts, |p| p.crc32)) {
+            let got = crate::checksum::crc32_b64(crate::checksum::crc32_concat(p));
+            if &got != want {
+                return mismatch("CRC32", got, want);
             }
-            let got = crate::checksum::crc32_b64(h.finalize());
-            if all && &got != want {
-                return Err(Error::checksum(format!(
-                    "{key}: the parts read have CRC32 {got}, the source stores {want}"
-                )));
-            }
-            if all {
-                by = by.or(Some(VerifiedBy::Crc32));
-            }
+            by = by.or(Some(VerifiedBy::Crc32));
         }
-        if let Some(want) = &s.crc64nvme {
+        if let (Some(want), Some(p)) = (&s.crc64nvme, pieces(&s.parts, |p| p.nvme)) {
             use base64::Engine as _;
-            let alg = crc_fast::CrcAlgorithm::Crc64Nvme;
-            // Parts kept from a killed run have no CRC-64/NVME of ours: then no check.
-            let got = s
-                .part_nvme
-                .iter()
-                .zip(&s.part_len)
-                .try_fold(crc_fast::checksum(alg, b""), |acc, (c, l)| {
-                    Some(crc_fast::checksum_combine(alg, acc, (*c)?, (*l)?))
-                });
-            if let Some(g) = got {
-                let got = base64::engine::general_purpose::STANDARD.encode(g.to_be_bytes());
-                if &got != want {
-                    return Err(Error::checksum(format!(
-                        "{key}: the parts read have CRC64NVME {got}, the source stores {want}"
-                    )));
-                }
-                by = by.or(Some(VerifiedBy::Crc64));
+            let got = base64::engine::general_purpose::STANDARD
+                .encode(crate::checksum::crc64nvme_concat(p).to_be_bytes());
+            if &got != want {
+                return mismatch("CRC64NVME", got, want);
             }
+            by = by.or(Some(VerifiedBy::Crc64));
         }
         if let (Some(recorded), Some((tail_crc, tail_len, footer))) = (lucene, &s.lucene_tail) {
             // The footer's CRC32 covers the whole file but its last 8 bytes.
-            let n = s.part_crc32.len();
-            let mut h = crc32fast::Hasher::new();
-            for p in s.part_crc32.iter().take(n.saturating_sub(1)) {
-                let Some((c, l)) = p else { return Ok(by) };
-                h.combine(&crc32fast::Hasher::new_with_initial_len(*c, *l));
-            }
-            h.combine(&crc32fast::Hasher::new_with_initial_len(
-                *tail_crc, *tail_len,
-            ));
-            lucene_matches(key, h.finalize(), footer, recorded)?;
+            let n = s.parts.len();
+            let Some(head) = pieces(&s.parts[..n.saturating_sub(1)], |p| p.crc32) else {
+                return Ok(by);
+            };
+            let got =
+                crate::checksum::crc32_concat(head.into_iter().chain([(*tail_crc, *tail_len)]));
+            lucene_matches(key, got, footer, recorded)?;
             by = by.or(Some(VerifiedBy::Lucene));
         }
         Ok(by)
@@ -341,7 +373,7 @@ pub struct Job {
 pub struct Fetched {
     job: Job,
     data: Bytes,
-    crc32: u32,
+    sums: Sums,
     verified_by: Option<VerifiedBy>,
 }
 
@@ -385,15 +417,27 @@ pub async fn fetcher(
             .await;
         match res {
             Ok((data, stored)) => {
-                let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
                 let lucene = ctx.lucene(&key);
-                let checked = match &job.kind {
-                    JobKind::Single(_) => check_single(&key, &data, &stored, lucene.as_deref()),
-                    JobKind::Part { obj, number, .. } => {
-                        let last = range.end == obj.src.size;
-                        obj.saw_part(*number, &data, crc32, &stored, last, lucene.is_some())
-                            .map(|()| None)
+                let want = match &job.kind {
+                    // The CRC-64 goes into the copy record; a recorded Lucene checksum
+                    // (not an envelope's empty one) is checked against the tail.
+                    JobKind::Single(_) => Wanted {
+                        crc64: true,
+                        nvme: false,
+                        tail: lucene.as_deref().is_some_and(|r| !r.is_empty()),
+                    },
+                    JobKind::Part { obj, .. } => {
+                        obj.wanted(&stored, range.end == obj.src.size, lucene.is_some())
                     }
+                };
+                let sums = Sums::of(&data, want).await;
+                let checked = match &job.kind {
+                    JobKind::Single(_) => {
+                        check_single(&key, &data, &sums, &stored, lucene.as_deref())
+                    }
+                    JobKind::Part { obj, number, .. } => obj
+                        .saw_part(*number, data.len() as u64, &sums, &stored)
+                        .map(|()| None),
                 };
                 let verified_by = match checked {
                     Ok(by) => by,
@@ -405,7 +449,7 @@ pub async fn fetcher(
                 let f = Fetched {
                     job,
                     data,
-                    crc32,
+                    sums,
                     verified_by,
                 };
                 if out.send(f).await.is_err() {
@@ -428,7 +472,7 @@ pub async fn uploader(
         let Some(Fetched {
             job,
             data,
-            crc32,
+            sums,
             verified_by,
         }) = next
         else {
@@ -442,12 +486,12 @@ pub async fn uploader(
                 // checksums, so that a later run can tell when the destination holds
                 // other bytes under this record (see `SourceRecord::content_mismatch`).
                 let content = SourceRecord {
-                    crc32: Some(crc32),
-                    crc64: Some(crate::store::oss::crc64(&data)),
+                    crc32: Some(sums.crc32),
+                    crc64: sums.crc64,
                     ..Default::default()
                 };
                 opts.metadata.extend(content.to_metadata());
-                let res = ctx.dst.put(&m.key, data.clone(), crc32, &opts).await;
+                let res = ctx.dst.put(&m.key, data.clone(), sums.crc32, &opts).await;
                 if res.is_ok() {
                     ctx.counters
                         .transferred_bytes
@@ -467,7 +511,13 @@ pub async fn uploader(
                 }
                 let res = ctx
                     .dst
-                    .upload_part(&obj.src.key, &obj.upload_id, *number, data.clone(), crc32)
+                    .upload_part(
+                        &obj.src.key,
+                        &obj.upload_id,
+                        *number,
+                        data.clone(),
+                        sums.crc32,
+                    )
                     .await;
                 drop(data);
                 match res {
@@ -489,6 +539,7 @@ pub async fn uploader(
 fn check_single(
     key: &str,
     data: &Bytes,
+    sums: &Sums,
     stored: &Stored,
     lucene: Option<&str>,
 ) -> Result<Option<VerifiedBy>> {
@@ -498,14 +549,9 @@ fn check_single(
         crate::repo::blob::check_footer(key, data)?;
         return Ok(by.or(Some(VerifiedBy::Lucene)));
     }
-    if let Some(recorded) = lucene {
-        if data.len() >= 16 {
-            let body = &data[..data.len() - 8];
-            let mut footer = [0u8; 8];
-            footer.copy_from_slice(&data[data.len() - 8..]);
-            lucene_matches(key, crc32fast::hash(body), &footer, recorded)?;
-            by = by.or(Some(VerifiedBy::Lucene));
-        }
+    if let (Some(recorded), Some((crc, _, footer))) = (lucene, &sums.tail) {
+        lucene_matches(key, *crc, footer, recorded)?;
+        by = by.or(Some(VerifiedBy::Lucene));
     }
     Ok(by)
 }
@@ -541,23 +587,17 @@ async fn verify_or_repair(
 ) -> Result<Option<VerifiedBy>> {
     let mut rounds = 0;
     loop {
-        let mismatch = match obj.check_source(lucene) {
-            Ok(by) => {
-                if rounds > 0 {
-                    ctx.faults
-                        .record(&vec![ErrorKind::ChecksumMismatch; rounds as usize], None);
-                }
-                return Ok(by);
-            }
+        let checked = obj.check_source(lucene);
+        let mismatch = match checked {
             Err(e) if e.kind() == ErrorKind::ChecksumMismatch && rounds < REPAIR_ROUNDS => e,
-            Err(e) => {
+            done => {
+                // Counted like a request's retries: each round a retried attempt.
                 if rounds > 0 {
-                    ctx.faults.record(
-                        &vec![ErrorKind::ChecksumMismatch; rounds as usize],
-                        Some(e.kind()),
-                    );
+                    let retried = vec![ErrorKind::ChecksumMismatch; rounds as usize];
+                    ctx.faults
+                        .record(&retried, done.as_ref().err().map(Error::kind));
                 }
-                return Err(e);
+                return done;
             }
         };
         rounds += 1;
@@ -573,20 +613,13 @@ async fn verify_or_repair(
                 .src
                 .get_range_stored(&obj.src.key, range, obj.src.etag.as_deref())
                 .await?;
-            let crc32 = crate::checksum::hash(&data, crc32fast::hash).await;
-            obj.saw_part(
-                p.number,
-                &data,
-                crc32,
-                &stored,
-                i + 1 == n,
-                lucene.is_some(),
-            )?;
-            if crc32 != p.crc32 || data.len() as u64 != p.size {
-                let len = data.len() as u64;
+            let sums = Sums::of(&data, obj.wanted(&stored, i + 1 == n, lucene.is_some())).await;
+            let len = data.len() as u64;
+            obj.saw_part(p.number, len, &sums, &stored)?;
+            if sums.crc32 != p.crc32 || len != p.size {
                 *p = ctx
                     .dst
-                    .upload_part(&obj.src.key, &obj.upload_id, p.number, data, crc32)
+                    .upload_part(&obj.src.key, &obj.upload_id, p.number, data, sums.crc32)
                     .await?;
                 ctx.counters
                     .transferred_bytes
@@ -633,14 +666,13 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
                     .lock()
                     .ok()
                     .and_then(|p| p.iter().cloned().collect());
-                let Some(parts) = parts else {
+                let Some(mut parts) = parts else {
                     ctx.abort_upload(&obj.src.key, &obj.upload_id).await;
                     ctx.failed(&obj.src.key, &Error::other("a part is missing"));
                     continue;
                 };
                 // What was read must be what the source holds before the object may appear:
                 // a mismatch aborts the upload, so no unverified object ever gets its key.
-                let mut parts = parts;
                 let lucene = ctx.lucene(&obj.src.key);
                 let by = match verify_or_repair(&ctx, &obj, &mut parts, lucene.as_deref()).await {
                     Ok(by) => by,

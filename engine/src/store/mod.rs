@@ -354,6 +354,19 @@ pub trait Store: Send + Sync {
     async fn preflight(&self) -> Result<Presence>;
 }
 
+/// Reads a small object whole: a HEAD for its size (its metadata is returned too), then
+/// one GET. `None` when it is not there, also when it went between the two.
+pub async fn read_whole(store: &dyn Store, key: &str) -> Result<Option<(ObjectMeta, Bytes)>> {
+    let Some(m) = store.head(key).await? else {
+        return Ok(None);
+    };
+    match store.get_range(key, 0..m.size, None).await {
+        Ok(b) => Ok(Some((m, b))),
+        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What a store's GET says of the whole object's stored checksum.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
