@@ -168,6 +168,11 @@ fn apply_options(path: &Path, opts: &PutOptions) -> Result<()> {
 }
 
 fn crc_of_file(path: &Path) -> Result<(u32, u64)> {
+    crc_copy(path, &mut std::io::sink())
+}
+
+/// Copies a file's bytes to `out`, returning their CRC32 and length.
+fn crc_copy(path: &Path, out: &mut impl Write) -> Result<(u32, u64)> {
     let mut f = File::open(path)?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -178,6 +183,7 @@ fn crc_of_file(path: &Path) -> Result<(u32, u64)> {
             break;
         }
         h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
         n_total += n as u64;
     }
     Ok((h.finalize(), n_total))
@@ -221,8 +227,9 @@ fn verify_file(tmp: &Path, crc32: u32, len: u64, what: &str) -> Result<()> {
 /// Assembles an upload's parts into one file inside its directory, without needing
 /// twice the object's size free: the first part is the file, each later part is checked
 /// (CRC32 and size), appended, fsynced and only then deleted — at most one part's size
-/// more than the object is ever held. Every part is read once and checked against what
-/// the caller recorded for it. A run killed half-way leaves an upload whose appended
+/// more than the object is ever held. Every part is checked against what the caller
+/// recorded for it before anything is consumed, and again as it is appended (a part
+/// after the first is read twice: the price of never needing twice the space). A run killed half-way leaves an upload whose appended
 /// parts are gone: the next run lists the parts left (`list_parts`), sends the missing
 /// ones again and assembles afresh; the partial file is never under a key.
 fn assemble_in_place(dir: &Path, parts: &[CompletedPart], key: &str) -> Result<PathBuf> {
@@ -248,22 +255,10 @@ fn assemble_in_place(dir: &Path, parts: &[CompletedPart], key: &str) -> Result<P
     let assembled = dir.join("assembled");
     fs::rename(part_path(first.number), &assembled)?;
     let mut out = OpenOptions::new().append(true).open(&assembled)?;
-    let mut buf = vec![0u8; 1 << 20];
     for p in rest {
         let path = part_path(p.number);
-        let mut f = File::open(&path)?;
-        let mut h = crc32fast::Hasher::new();
-        let mut n_total = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            n_total += n as u64;
-        }
-        if h.finalize() != p.crc32 || n_total != p.size {
+        let (crc, n) = crc_copy(&path, &mut out)?;
+        if crc != p.crc32 || n != p.size {
             return Err(Error::checksum(format!(
                 "{key} part {} changed while it was assembled",
                 p.number

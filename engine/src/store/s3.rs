@@ -282,13 +282,13 @@ impl S3Store {
             )))
         };
         let mut by = None;
-        if let Some(want) = out.checksum_crc32().filter(|c| !c.contains('-')) {
+        if let Some(want) = full_object(out.checksum_crc32()) {
             let got = crc_b64(crate::checksum::hash(body, crc32fast::hash).await);
             if got != want {
                 return mismatch("CRC32", got, want);
             }
             by = Some(VerifiedBy::Crc32);
-        } else if let Some(want) = out.checksum_crc64_nvme().filter(|c| !c.contains('-')) {
+        } else if let Some(want) = full_object(out.checksum_crc64_nvme()) {
             let got = crate::checksum::hash(body, |d| {
                 base64::engine::general_purpose::STANDARD
                     .encode(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, d).to_be_bytes())
@@ -341,6 +341,48 @@ impl S3Store {
         }
     }
 
+    /// HEADs an object (pinned to `if_match` when given) with its stored checksums (the
+    /// CRC32, composite for multipart objects, confirms a completed upload whose response
+    /// was lost; OSS's S3-compatible endpoint has none). `None` when it does not exist.
+    async fn head_object(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        let ctx = self.ctx("head", key);
+        let mut req = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled));
+        if let Some(e) = if_match {
+            req = req.if_match(format!("\"{e}\""));
+        }
+        let res = Watch::new(self.io_timeout)
+            .guard(&ctx, async { Ok(req.send().await) })
+            .await?;
+        match res {
+            Ok(out) => Ok(Some(out)),
+            Err(SdkError::ServiceError(se))
+                if self.chain.is_some()
+                    && se.raw().status().as_u16() == 400
+                    && se.err().code().is_none() =>
+            {
+                // A HEAD answer has no body, so S3 cannot say `ExpiredToken` there; with
+                // temporary credentials a bare 400 is most likely that. One retry with
+                // fresh ones tells (the kind's retry limit).
+                Err(Error::credentials_expired(format!(
+                    "{ctx}: HTTP 400 without a reason (S3 gives none for HEAD); retried with fresh credentials"
+                )))
+            }
+            Err(e) => match map_err(&ctx, e) {
+                e if e.kind() == ErrorKind::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Runs one small request (no body to speak of) under the idle limit.
     async fn io<T, E>(
         &self,
@@ -352,9 +394,7 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        Watch::new(self.io_timeout)
-            .guard(ctx, async { fut.await.map_err(|e| map_err(ctx, e)) })
-            .await
+        io_within(self.io_timeout, ctx, fut).await
     }
 
     /// One ListObjectsV2 page as our entries, and the continuation token when the listing
@@ -525,6 +565,28 @@ where
     e.with_source(err)
 }
 
+/// Runs one request whose answer may take up to `idle` to start, its error mapped.
+async fn io_within<T, E>(
+    idle: Duration,
+    ctx: &str,
+    fut: impl std::future::Future<
+        Output = std::result::Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    >,
+) -> Result<T>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    Watch::new(idle)
+        .guard(ctx, async { fut.await.map_err(|e| map_err(ctx, e)) })
+        .await
+}
+
+/// A stored checksum of the whole object's bytes: not a composite one (`...-N`, of the
+/// uploader's own parts), which no other cut of the object can be checked against.
+fn full_object(c: Option<&str>) -> Option<&str> {
+    c.filter(|c| !c.contains('-'))
+}
+
 /// Keeps error texts to one readable line.
 fn short(s: &str) -> String {
     let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -633,50 +695,21 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        let ctx = self.ctx("head", key);
-        let req = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            // The stored CRC32 (composite for multipart objects) confirms a completed
-            // upload whose response was lost; OSS's S3-compatible endpoint has none.
-            .set_checksum_mode((!self.content_md5).then_some(ChecksumMode::Enabled));
-        let res = Watch::new(self.io_timeout)
-            .guard(&ctx, async { Ok(req.send().await) })
-            .await?;
-        match res {
-            Ok(out) => {
-                let record = out.metadata().and_then(|m| {
-                    SourceRecord::from_metadata(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                });
-                Ok(Some(ObjectMeta {
-                    key: key.to_string(),
-                    size: out.content_length().unwrap_or(0).max(0) as u64,
-                    mtime_ms: dt_ms(out.last_modified()),
-                    etag: out.e_tag().map(normalize_etag),
-                    record,
-                    crc32: out.checksum_crc32().map(str::to_string),
-                    ..Default::default()
-                }))
-            }
-            Err(SdkError::ServiceError(se))
-                if self.chain.is_some()
-                    && se.raw().status().as_u16() == 400
-                    && se.err().code().is_none() =>
-            {
-                // A HEAD answer has no body, so S3 cannot say `ExpiredToken` there; with
-                // temporary credentials a bare 400 is most likely that. One retry with
-                // fresh ones tells (the kind's retry limit).
-                Err(Error::credentials_expired(format!(
-                    "{ctx}: HTTP 400 without a reason (S3 gives none for HEAD); retried with fresh credentials"
-                )))
-            }
-            Err(e) => match map_err(&ctx, e) {
-                e if e.kind() == ErrorKind::NotFound => Ok(None),
-                other => Err(other),
-            },
-        }
+        let Some(out) = self.head_object(key, None).await? else {
+            return Ok(None);
+        };
+        let record = out.metadata().and_then(|m| {
+            SourceRecord::from_metadata(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        });
+        Ok(Some(ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            mtime_ms: dt_ms(out.last_modified()),
+            etag: out.e_tag().map(normalize_etag),
+            record,
+            crc32: out.checksum_crc32().map(str::to_string),
+            ..Default::default()
+        }))
     }
 
     async fn get_range(
@@ -693,26 +726,15 @@ impl Store for S3Store {
         if self.content_md5 || self.verify_source == VerifySource::Off {
             return Ok(Stored::default());
         }
-        let ctx = self.ctx("head", key);
-        let mut req = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .checksum_mode(ChecksumMode::Enabled);
-        if let Some(e) = if_match {
-            req = req.if_match(format!("\"{e}\""));
-        }
-        let out = Watch::new(self.io_timeout)
-            .guard(&ctx, async {
-                req.send().await.map_err(|e| map_err(&ctx, e))
-            })
-            .await?;
-        // Composite checksums (`...-N`) are of the source's own parts, not of ours.
-        let full = |c: Option<&str>| c.filter(|c| !c.contains('-')).map(str::to_string);
+        let Some(out) = self.head_object(key, if_match).await? else {
+            return Err(Error::not_found(format!(
+                "{}: the object is gone",
+                self.ctx("head", key)
+            )));
+        };
         Ok(Stored {
-            crc32: full(out.checksum_crc32()),
-            crc64nvme: full(out.checksum_crc64_nvme()),
+            crc32: full_object(out.checksum_crc32()).map(str::to_string),
+            crc64nvme: full_object(out.checksum_crc64_nvme()).map(str::to_string),
             ..Stored::default()
         })
     }
@@ -787,12 +809,8 @@ impl Store for S3Store {
             .and_then(|r| r.rsplit('/').next())
             .and_then(|t| t.parse::<u64>().ok());
         let whole = range.start == 0 && total.is_none_or(|t| t == want);
-        let full_crc32 = out
-            .checksum_crc32()
-            .filter(|c| !c.contains('-'))
-            .map(str::to_string);
         let mut stored = Stored {
-            crc32: full_crc32.clone(),
+            crc32: full_object(out.checksum_crc32()).map(str::to_string),
             ..Stored::default()
         };
         if whole && self.verify_source != VerifySource::Off {
@@ -956,11 +974,7 @@ impl Store for S3Store {
             .upload_id(upload_id)
             .multipart_upload(completed);
         // The server assembles the object before it answers: a long idle allowance.
-        let out = Watch::new(COMPLETE_TIMEOUT)
-            .guard(&ctx, async {
-                req.send().await.map_err(|e| map_err(&ctx, e))
-            })
-            .await?;
+        let out = io_within(COMPLETE_TIMEOUT, &ctx, req.send()).await?;
         // The server's whole-object checksum: either composite ("crc-of-crcs-N") or a
         // full-object CRC32. Both are derived from the part CRCs without re-reading.
         if let Some(got) = out.checksum_crc32() {
@@ -1123,10 +1137,7 @@ impl Store for S3Store {
             .prefix(&self.prefix)
             .max_keys(3);
         // An endpoint that accepts connections and answers nothing fails fast here.
-        let out = Watch::new(PREFLIGHT_TIMEOUT.min(self.io_timeout))
-            .guard(&ctx, async {
-                req.send().await.map_err(|e| map_err(&ctx, e))
-            })
+        let out = io_within(PREFLIGHT_TIMEOUT.min(self.io_timeout), &ctx, req.send())
             .await
             .map_err(|e| match e {
                 e if e.kind() == ErrorKind::LocationNotFound => Error::location_not_found(format!(

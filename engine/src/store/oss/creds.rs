@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use super::sign::OssCredentials;
 use crate::credentials::{Expiring, Fetch, Refreshing};
-use crate::error::{root_cause, Error, Result};
+use crate::error::{Error, Result};
 
 /// The ECS instance metadata service.
 pub const ECS_METADATA: &str = "http://100.100.100.200";
@@ -257,24 +257,16 @@ fn parse_expiration(s: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-fn fetch_error(what: &str, e: reqwest::Error) -> Error {
-    let err = if e.is_connect() {
-        Error::unreachable(format!("cannot reach {what}: {}", root_cause(&e)))
-    } else if e.is_timeout() {
-        Error::timeout(format!("{what} did not answer: {}", root_cause(&e)))
-    } else {
-        Error::access_denied(format!("{what}: {}", root_cause(&e)))
-    };
-    err.with_source(e)
-}
-
 async fn read(
     what: &str,
     r: std::result::Result<reqwest::Response, reqwest::Error>,
 ) -> Result<bytes::Bytes> {
-    let r = r.map_err(|e| fetch_error(what, e))?;
+    let r = r.map_err(|e| super::transport_error(what, e))?;
     let status = r.status();
-    let body = r.bytes().await.map_err(|e| fetch_error(what, e))?;
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| super::transport_error(what, e))?;
     if !status.is_success() {
         return Err(Error::access_denied(format!(
             "{what} answered HTTP {}",
@@ -324,7 +316,7 @@ async fn ecs_role(
     {
         Ok(r) if r.status().is_success() => r.text().await.ok(),
         Ok(_) => None,
-        Err(e) => return Err(fetch_error(what, e)),
+        Err(e) => return Err(super::transport_error(what, e)),
     };
     let get = |url: String| {
         let mut req = client.get(url);
