@@ -1442,6 +1442,97 @@ fn serve_loopback(
     (endpoint, thread)
 }
 
+/// The connections of a loopback proxy: a stop flag, and both sockets of every open
+/// connection so that dropping the proxy can shut them down.
+#[derive(Default)]
+struct Conns {
+    stop: std::sync::atomic::AtomicBool,
+    next_id: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, (TcpStream, TcpStream)>>,
+}
+
+/// One proxied connection: its id and a second handle on each socket, for the pump of
+/// the other direction.
+struct Proxied {
+    id: u64,
+    client: TcpStream,
+    server: TcpStream,
+    client2: TcpStream,
+    server2: TcpStream,
+}
+
+impl Conns {
+    fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> u64 {
+        self.next_id.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    fn open_count(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Connects `client` to `upstream` and registers the pair; `None` when the upstream
+    /// is down (dropping the client closes it).
+    fn connect(&self, client: TcpStream, upstream: &str) -> Option<Proxied> {
+        use std::sync::atomic::Ordering;
+        let _ = client.set_nonblocking(false);
+        let server = TcpStream::connect(upstream).ok()?;
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (Ok(client2), Ok(server2), Ok(c3), Ok(s3)) = (
+            client.try_clone(),
+            server.try_clone(),
+            client.try_clone(),
+            server.try_clone(),
+        ) else {
+            return None;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (c3, s3));
+        if self.stopped() {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+        Some(Proxied {
+            id,
+            client,
+            server,
+            client2,
+            server2,
+        })
+    }
+
+    /// The connection `id` ended.
+    fn close(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Stops the proxy: `accepting` (its accept loop) is joined, then every open
+    /// connection is shut down.
+    fn stop(&self, accepting: Option<std::thread::JoinHandle<()>>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = accepting {
+            let _ = t.join();
+        }
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for (a, b) in open.values() {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 #[derive(Default)]
 struct FlipShared {
     /// Flips still to do.
@@ -1450,26 +1541,21 @@ struct FlipShared {
     flips: std::sync::atomic::AtomicUsize,
     /// Only bodies of at least this many bytes (by Content-Length) are flipped.
     min_body: std::sync::atomic::AtomicU64,
-    stop: std::sync::atomic::AtomicBool,
-    next_id: std::sync::atomic::AtomicU64,
-    /// Both sockets of every open connection, to shut them down on drop.
-    conns: std::sync::Mutex<std::collections::HashMap<u64, (TcpStream, TcpStream)>>,
+    conns: Conns,
 }
 
 impl FlipProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint), disarmed.
     pub fn start(upstream: &str) -> FlipProxy {
-        use std::sync::atomic::Ordering;
         let shared = std::sync::Arc::new(FlipShared::default());
         let sh = shared.clone();
-        let (endpoint, thread) =
-            serve_loopback(upstream, "flip", move || sh.stop.load(Ordering::Relaxed), {
-                let sh = shared.clone();
-                move |client, up| {
-                    let sh = sh.clone();
-                    std::thread::spawn(move || flip_connection(client, &up, sh));
-                }
-            });
+        let (endpoint, thread) = serve_loopback(upstream, "flip", move || sh.conns.stopped(), {
+            let sh = shared.clone();
+            move |client, up| {
+                let sh = sh.clone();
+                std::thread::spawn(move || flip_connection(client, &up, sh));
+            }
+        });
         FlipProxy {
             endpoint,
             shared,
@@ -1505,64 +1591,28 @@ impl FlipProxy {
 
     /// Connections accepted and forwarded to the upstream so far.
     pub fn connections(&self) -> u64 {
-        self.shared
-            .next_id
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.conns.accepted()
     }
 }
 
 impl Drop for FlipProxy {
     fn drop(&mut self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let conns =
-            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        for (a, b) in conns.values() {
-            let _ = a.shutdown(std::net::Shutdown::Both);
-            let _ = b.shutdown(std::net::Shutdown::Both);
-        }
+        self.shared.conns.stop(self.thread.take());
     }
 }
 
 /// One proxied connection: requests pumped on a second thread, responses on this one.
 fn flip_connection(client: TcpStream, upstream: &str, sh: std::sync::Arc<FlipShared>) {
-    use std::sync::atomic::Ordering;
-    let _ = client.set_nonblocking(false);
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return; // dropping the client closes it: the upstream is down
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
-        client.try_clone(),
-        server.try_clone(),
-        client.try_clone(),
-        server.try_clone(),
-    ) else {
+    let Some(c) = sh.conns.connect(client, upstream) else {
         return;
     };
-    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    sh.conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, (c3, s3));
-    if sh.stop.load(Ordering::Relaxed) {
-        let _ = client.shutdown(std::net::Shutdown::Both);
-        let _ = server.shutdown(std::net::Shutdown::Both);
-    }
     let conn = std::sync::Arc::new(FlipConn::default());
     let requests = HttpFramer::new(false, conn.clone(), sh.clone());
+    let (c2, s2) = (c.client2, c.server2);
     let up = std::thread::spawn(move || flip_pump(c2, s2, requests));
-    flip_pump(server, client, HttpFramer::new(true, conn, sh.clone()));
+    flip_pump(c.server, c.client, HttpFramer::new(true, conn, sh.clone()));
     let _ = up.join();
-    sh.conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    sh.conns.close(c.id);
 }
 
 /// Copies `from` to `to` through a framer until either side ends; then half-closes `to`.
@@ -2306,6 +2356,40 @@ impl OssGateway {
 // so the harness needs no dependency beyond what it has; `sha256_hex` is checked against
 // the standard's test vectors in chaos.rs.
 
+/// Copies the directory tree `from` to `to` (created), as a fixture for a test to change.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` (relative, sorted), snapferry's own names included.
+pub fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                // `p` was found under `root`, so the prefix is there.
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
 /// SHA-256 of `d`, lower-case hex.
 pub fn sha256_hex(d: &[u8]) -> String {
     const K: [u32; 64] = [
@@ -2405,29 +2489,22 @@ struct CountShared {
     down: std::sync::atomic::AtomicU64,
     /// Client → upstream rate of each connection, bytes per second (0: unlimited).
     rate: std::sync::atomic::AtomicU64,
-    stop: std::sync::atomic::AtomicBool,
-    next_id: std::sync::atomic::AtomicU64,
-    conns: std::sync::Mutex<std::collections::HashMap<u64, (TcpStream, TcpStream)>>,
+    conns: Conns,
 }
 
 impl CountingProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT` or an `http://` endpoint).
     pub fn start(upstream: &str) -> CountingProxy {
-        use std::sync::atomic::Ordering;
         let shared = std::sync::Arc::new(CountShared::default());
         let sh = shared.clone();
-        let (endpoint, thread) = serve_loopback(
-            upstream,
-            "counting",
-            move || sh.stop.load(Ordering::Relaxed),
-            {
+        let (endpoint, thread) =
+            serve_loopback(upstream, "counting", move || sh.conns.stopped(), {
                 let sh = shared.clone();
                 move |client, up| {
                     let sh = sh.clone();
                     std::thread::spawn(move || count_connection(client, &up, sh));
                 }
-            },
-        );
+            });
         CountingProxy {
             endpoint,
             shared,
@@ -2456,11 +2533,7 @@ impl CountingProxy {
 
     /// Connections open through the proxy.
     pub fn open_connections(&self) -> usize {
-        self.shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.shared.conns.open_count()
     }
 
     /// Waits until no connection is open through the proxy: after its client was killed,
@@ -2481,50 +2554,20 @@ impl CountingProxy {
 
 impl Drop for CountingProxy {
     fn drop(&mut self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let conns =
-            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        for (a, b) in conns.values() {
-            let _ = a.shutdown(std::net::Shutdown::Both);
-            let _ = b.shutdown(std::net::Shutdown::Both);
-        }
+        self.shared.conns.stop(self.thread.take());
     }
 }
 
 fn count_connection(client: TcpStream, upstream: &str, sh: std::sync::Arc<CountShared>) {
-    use std::sync::atomic::Ordering;
-    let _ = client.set_nonblocking(false);
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return; // dropping the client closes it: the upstream is down
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
-        client.try_clone(),
-        server.try_clone(),
-        client.try_clone(),
-        server.try_clone(),
-    ) else {
+    let Some(c) = sh.conns.connect(client, upstream) else {
         return;
     };
-    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    sh.conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, (c3, s3));
     let sh2 = sh.clone();
+    let (c2, s2) = (c.client2, c.server2);
     let up = std::thread::spawn(move || count_pump(c2, s2, &sh2.up, Some(&sh2.rate)));
-    count_pump(server, client, &sh.down, None);
+    count_pump(c.server, c.client, &sh.down, None);
     let _ = up.join();
-    sh.conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    sh.conns.close(c.id);
 }
 
 /// Copies `from` to `to`, counting what was written, until either side ends; paced to

@@ -857,117 +857,124 @@ fn slicer_on_every_link_ends_identical_without_retries() {
     }
 }
 
+/// Starts both runs with the source paced to `pace` KB/s, applies `fault` once both have
+/// observably landed objects (transfers are in flight then), and checks that each rode
+/// it out as `expect` says. Returns the finished runs for checks of the scenario's own.
+fn ride_out_mid_run(tag: &str, pace: u64, fault: impl FnOnce(&Rig), expect: &Retries) -> Vec<Done> {
+    let rig = Rig::start();
+    rig.pace(pace);
+    let mut runs = rig.spawn(&BOTH, tag, &["--retry-budget", TRANSIENT_BUDGET]);
+    rig.wait_in_progress(&mut runs, 2);
+    fault(&rig);
+    let done = wait_all(runs, HANG);
+    for d in &done {
+        assert_rode_out(&rig, d, expect);
+    }
+    done
+}
+
 #[test]
 fn reset_peer_at_random_mid_run_is_retried_and_ends_identical() {
-    let rig = Rig::start();
-    rig.pace(2000);
-    let mut runs = rig.spawn(&BOTH, "reset", &["--retry-budget", TRANSIENT_BUDGET]);
-    rig.wait_in_progress(&mut runs, 2);
-    // One reset of every open connection now (parts are in flight: certain to be seen),
-    // then resets at random for the rest of the run: a quarter of the connections each
-    // reset 300 ms, another quarter 1 s, after they open.
-    rig.everywhere(
-        "reset_now",
-        Stream::Upstream,
-        1.0,
-        Toxic::ResetPeer { timeout_ms: 0 },
-    );
-    std::thread::sleep(Duration::from_millis(100)); // the burst's length, not a readiness wait
-    for p in rig.proxies() {
-        p.remove_toxic("reset_now");
-    }
-    rig.everywhere(
-        "reset_300",
-        Stream::Upstream,
-        0.25,
-        Toxic::ResetPeer { timeout_ms: 300 },
-    );
-    rig.everywhere(
-        "reset_1000",
-        Stream::Downstream,
-        0.25,
-        Toxic::ResetPeer { timeout_ms: 1000 },
-    );
     let expect = Retries::Some {
         max: 400,
         kinds: NETWORK,
         must: &["Timeout"],
     };
-    for d in wait_all(runs, HANG) {
-        assert_rode_out(&rig, &d, &expect);
-    }
+    ride_out_mid_run(
+        "reset",
+        2000,
+        |rig| {
+            // One reset of every open connection now (parts are in flight: certain to be seen),
+            // then resets at random for the rest of the run: a quarter of the connections each
+            // reset 300 ms, another quarter 1 s, after they open.
+            rig.everywhere(
+                "reset_now",
+                Stream::Upstream,
+                1.0,
+                Toxic::ResetPeer { timeout_ms: 0 },
+            );
+            std::thread::sleep(Duration::from_millis(100)); // the burst's length, not a readiness wait
+            for p in rig.proxies() {
+                p.remove_toxic("reset_now");
+            }
+            rig.everywhere(
+                "reset_300",
+                Stream::Upstream,
+                0.25,
+                Toxic::ResetPeer { timeout_ms: 300 },
+            );
+            rig.everywhere(
+                "reset_1000",
+                Stream::Downstream,
+                0.25,
+                Toxic::ResetPeer { timeout_ms: 1000 },
+            );
+        },
+        &expect,
+    );
 }
 
 #[test]
 fn stalled_connections_at_random_mid_run_time_out_and_end_identical() {
-    let rig = Rig::start();
-    rig.pace(2000);
-    let mut runs = rig.spawn(&BOTH, "stall", &["--retry-budget", TRANSIENT_BUDGET]);
-    rig.wait_in_progress(&mut runs, 2);
-    // Half of the connections, open ones included, stop carrying bytes: the source's
-    // forever (only --io-timeout gets a request out of one), the destinations' for 10 s,
-    // then closed (a stalled CompleteMultipartUpload may wait 15 minutes for its answer).
-    for s in [Stream::Downstream, Stream::Upstream] {
-        rig.src_p.add_toxic(
-            &format!("stall_{s:?}"),
-            s,
-            0.5,
-            Toxic::Timeout { timeout_ms: 0 },
-        );
-        for p in rig.dst_proxies() {
-            p.add_toxic(
-                &format!("stall_{s:?}"),
-                s,
-                0.5,
-                Toxic::Timeout { timeout_ms: 10_000 },
-            );
-        }
-    }
     let expect = Retries::Some {
         max: 400,
         kinds: NETWORK,
         must: &["Timeout"],
     };
-    for d in wait_all(runs, HANG) {
-        assert_rode_out(&rig, &d, &expect);
-    }
+    ride_out_mid_run(
+        "stall",
+        2000,
+        |rig| {
+            // Half of the connections, open ones included, stop carrying bytes: the source's
+            // forever (only --io-timeout gets a request out of one), the destinations' for 10 s,
+            // then closed (a stalled CompleteMultipartUpload may wait 15 minutes for its answer).
+            for s in [Stream::Downstream, Stream::Upstream] {
+                rig.src_p.add_toxic(
+                    &format!("stall_{s:?}"),
+                    s,
+                    0.5,
+                    Toxic::Timeout { timeout_ms: 0 },
+                );
+                for p in rig.dst_proxies() {
+                    p.add_toxic(
+                        &format!("stall_{s:?}"),
+                        s,
+                        0.5,
+                        Toxic::Timeout { timeout_ms: 10_000 },
+                    );
+                }
+            }
+        },
+        &expect,
+    );
 }
 
 #[test]
 fn limit_data_cuts_mid_run_are_retried_and_end_identical() {
-    let rig = Rig::start();
-    rig.pace(2000);
-    let mut runs = rig.spawn(&BOTH, "limit", &["--retry-budget", TRANSIENT_BUDGET]);
-    rig.wait_in_progress(&mut runs, 2);
-    // Half of the connections are cut after 1 MiB more: parts (5 MiB) on them break.
-    let cut = Toxic::LimitData { bytes: MIB as u64 };
-    rig.src_p
-        .add_toxic("limit", Stream::Downstream, 0.5, cut.clone());
-    for p in rig.dst_proxies() {
-        p.add_toxic("limit", Stream::Upstream, 0.5, cut.clone());
-    }
     let expect = Retries::Some {
         max: 400,
         kinds: NETWORK,
         must: &["Timeout"],
     };
-    for d in wait_all(runs, HANG) {
-        assert_rode_out(&rig, &d, &expect);
-    }
+    ride_out_mid_run(
+        "limit",
+        2000,
+        |rig| {
+            // Half of the connections are cut after 1 MiB more: parts (5 MiB) on them break.
+            let cut = Toxic::LimitData { bytes: MIB as u64 };
+            rig.src_p
+                .add_toxic("limit", Stream::Downstream, 0.5, cut.clone());
+            for p in rig.dst_proxies() {
+                p.add_toxic("limit", Stream::Upstream, 0.5, cut.clone());
+            }
+        },
+        &expect,
+    );
 }
 
 #[test]
 fn both_servers_unreachable_for_10s_mid_run_ends_identical_exit_0() {
-    let rig = Rig::start();
-    rig.pace(2000);
-    let mut runs = rig.spawn(&BOTH, "outage", &["--retry-budget", TRANSIENT_BUDGET]);
-    rig.wait_in_progress(&mut runs, 2);
     let outage = Duration::from_secs(10);
-    let t = Instant::now();
-    let over: Vec<_> = rig.proxies().iter().map(|p| p.outage(outage)).collect();
-    for h in over {
-        h.join().expect("outage thread");
-    }
     let expect = Retries::Some {
         // Each request in flight (16 per run) retries with a backoff doubling from
         // 200 ms to 10 s: about 7 attempts in 10 s, 15 with unlucky jitter.
@@ -975,65 +982,78 @@ fn both_servers_unreachable_for_10s_mid_run_ends_identical_exit_0() {
         kinds: NETWORK,
         must: &["Unreachable"],
     };
-    for d in wait_all(runs, HANG) {
+    let mut t = None;
+    let done = ride_out_mid_run(
+        "outage",
+        2000,
+        |rig| {
+            t = Some(Instant::now());
+            let over: Vec<_> = rig.proxies().iter().map(|p| p.outage(outage)).collect();
+            for h in over {
+                h.join().expect("outage thread");
+            }
+        },
+        &expect,
+    );
+    let t = t.expect("the outage started");
+    for d in done {
         assert!(d.ended - t >= outage, "{}", d.context());
-        assert_rode_out(&rig, &d, &expect);
     }
 }
 
 #[test]
 fn every_fault_at_once_at_low_toxicity_with_a_10s_outage_ends_identical() {
-    let rig = Rig::start();
-    rig.pace(3000);
-    let mut runs = rig.spawn(&BOTH, "all", &["--retry-budget", TRANSIENT_BUDGET]);
-    rig.wait_in_progress(&mut runs, 2);
-    let low = 0.15;
-    for s in [Stream::Downstream, Stream::Upstream] {
-        let n = |t: &str| format!("{t}_{s:?}");
-        rig.everywhere(
-            &n("latency"),
-            s,
-            low,
-            Toxic::Latency {
-                latency_ms: 50,
-                jitter_ms: 30,
-            },
-        );
-        rig.everywhere(&n("bandwidth"), s, low, Toxic::Bandwidth { kb_per_s: 2000 });
-        rig.everywhere(&n("reset"), s, low, Toxic::ResetPeer { timeout_ms: 700 });
-        rig.everywhere(
-            &n("slicer"),
-            s,
-            low,
-            Toxic::Slicer {
-                average_size: 2000,
-                size_variation: 1500,
-                delay_us: 50,
-            },
-        );
-        rig.everywhere(&n("limit"), s, low, Toxic::LimitData { bytes: MIB as u64 });
-        rig.src_p
-            .add_toxic(&n("stall"), s, low, Toxic::Timeout { timeout_ms: 0 });
-        for p in rig.dst_proxies() {
-            p.add_toxic(&n("stall"), s, low, Toxic::Timeout { timeout_ms: 10_000 });
-        }
-    }
-    let over: Vec<_> = rig
-        .proxies()
-        .iter()
-        .map(|p| p.outage(Duration::from_secs(10)))
-        .collect();
-    for h in over {
-        h.join().expect("outage thread");
-    }
     let expect = Retries::Some {
         max: 600,
         kinds: NETWORK,
         must: &["Unreachable"],
     };
-    for d in wait_all(runs, HANG) {
-        assert_rode_out(&rig, &d, &expect);
-    }
+    ride_out_mid_run(
+        "all",
+        3000,
+        |rig| {
+            let low = 0.15;
+            for s in [Stream::Downstream, Stream::Upstream] {
+                let n = |t: &str| format!("{t}_{s:?}");
+                rig.everywhere(
+                    &n("latency"),
+                    s,
+                    low,
+                    Toxic::Latency {
+                        latency_ms: 50,
+                        jitter_ms: 30,
+                    },
+                );
+                rig.everywhere(&n("bandwidth"), s, low, Toxic::Bandwidth { kb_per_s: 2000 });
+                rig.everywhere(&n("reset"), s, low, Toxic::ResetPeer { timeout_ms: 700 });
+                rig.everywhere(
+                    &n("slicer"),
+                    s,
+                    low,
+                    Toxic::Slicer {
+                        average_size: 2000,
+                        size_variation: 1500,
+                        delay_us: 50,
+                    },
+                );
+                rig.everywhere(&n("limit"), s, low, Toxic::LimitData { bytes: MIB as u64 });
+                rig.src_p
+                    .add_toxic(&n("stall"), s, low, Toxic::Timeout { timeout_ms: 0 });
+                for p in rig.dst_proxies() {
+                    p.add_toxic(&n("stall"), s, low, Toxic::Timeout { timeout_ms: 10_000 });
+                }
+            }
+            let over: Vec<_> = rig
+                .proxies()
+                .iter()
+                .map(|p| p.outage(Duration::from_secs(10)))
+                .collect();
+            for h in over {
+                h.join().expect("outage thread");
+            }
+        },
+        &expect,
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -24,25 +24,6 @@ fn fill(dir: &Path, n: usize) -> Vec<String> {
     v
 }
 
-/// Every file under `dir` (relative, sorted), snapferry's own names included.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
 fn sync(args: &[&str]) -> Command {
     let mut c = snapferry();
     c.arg("sync").args(args).args(["--progress", "never"]);

@@ -50,19 +50,6 @@ fn build(src: &Path, names: &[&str], dst: &Path) -> Filtered {
     f
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to);
-        } else {
-            std::fs::create_dir_all(dst).unwrap();
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
-}
-
 /// snapferry's deep verify of a repository directory: (snapshot names, problems).
 fn verify(dir: &Path) -> (BTreeSet<String>, Vec<String>) {
     rt().block_on(async {

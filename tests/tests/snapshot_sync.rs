@@ -237,19 +237,6 @@ fn snapshot_aware_sync_copies_in_phases_and_only_referenced_blobs() {
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn source_generation_moving_during_the_copy_is_reported_and_the_pinned_one_finished() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,25 +12,6 @@ use snapferry_e2e::*;
 
 const MIB: usize = 1 << 20;
 
-/// Every file under `dir` (relative, sorted), snapferry's own names included.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
 /// Files that are objects (not snapferry's own `.snapferry-*` names).
 fn objects_in(dir: &Path) -> Vec<String> {
     tree(dir)
