@@ -75,6 +75,96 @@ pub struct Layered {
 }
 
 impl Layered {
+    /// One listing (of everything, or under a prefix) with the run's limits, retries
+    /// (resuming after the last key seen) and accounting.
+    fn list_from(&self, prefix: Option<String>, start_after: Option<String>) -> ListStream<'_> {
+        let st = ListState {
+            stream: None,
+            prefix,
+            last: start_after,
+            attempt: 1,
+            started: Instant::now(),
+            done: false,
+        };
+        Box::pin(futures::stream::unfold(st, move |mut st| async move {
+            let p = &self.policy;
+            let never = CancellationToken::new();
+            let cancel = p.cancel.as_ref().unwrap_or(&never);
+            loop {
+                if st.done {
+                    return None;
+                }
+                if cancel.is_cancelled() {
+                    st.done = true;
+                    return Some((Err(Error::cancelled().on(self.side)), st));
+                }
+                let last = st.last.clone();
+                let stream = match &st.prefix {
+                    Some(pre) => {
+                        let pre = pre.clone();
+                        st.stream
+                            .get_or_insert_with(|| self.inner.list_prefix(&pre, last))
+                    }
+                    None => st.stream.get_or_insert_with(|| self.inner.list(last)),
+                };
+                p.limits.request().await;
+                let t = Instant::now();
+                let item = tokio::select! {
+                    i = stream.next() => i,
+                    _ = cancel.cancelled() => Some(Err(Error::cancelled())),
+                };
+                match item {
+                    None => return None,
+                    Some(Ok(page)) => {
+                        p.lat.record(Kind::List, t.elapsed());
+                        match check_page(
+                            &page,
+                            st.last.clone(),
+                            &format!("list {}", self.inner.describe()),
+                        ) {
+                            Ok(last) => {
+                                st.last = last;
+                                // The retry budget is per page, not per listing: a
+                                // listing of millions of keys takes longer than it.
+                                st.attempt = 1;
+                                st.started = Instant::now();
+                                return Some((Ok(page), st));
+                            }
+                            Err(e) => {
+                                st.done = true;
+                                return Some((Err(e.on(self.side)), st));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        p.lat.record(Kind::List, t.elapsed());
+                        let retry = &p.retry;
+                        let wait = retry.backoff(st.attempt, e.retry_after());
+                        if e.is_retryable()
+                            && st.attempt < retry.max_attempts
+                            && st.started.elapsed() + wait <= retry.max_elapsed
+                        {
+                            tracing::debug!(
+                                "listing {} failed ({e}); resuming after {wait:?}",
+                                self.inner.describe()
+                            );
+                            p.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            st.attempt += 1;
+                            st.stream = None;
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = cancel.cancelled() => {}
+                            }
+                            continue;
+                        }
+                        st.done = true;
+                        return Some((Err(e.on(self.side)), st));
+                    }
+                }
+            }
+        }))
+    }
+
     /// Wraps `inner`; errors are tagged with `side`.
     pub fn new(inner: Arc<dyn Store>, side: Side, policy: Policy) -> Self {
         Layered {
@@ -259,6 +349,8 @@ fn check_page(page: &[ObjectMeta], mut last: Option<String>, what: &str) -> Resu
 /// Listing state of [`Layered::list`].
 struct ListState<'a> {
     stream: Option<ListStream<'a>>,
+    /// Only keys under this prefix (`list_prefix`).
+    prefix: Option<String>,
     last: Option<String>,
     attempt: u32,
     started: Instant,
@@ -277,83 +369,11 @@ impl Store for Layered {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        let st = ListState {
-            stream: None,
-            last: start_after,
-            attempt: 1,
-            started: Instant::now(),
-            done: false,
-        };
-        Box::pin(futures::stream::unfold(st, move |mut st| async move {
-            let p = &self.policy;
-            let never = CancellationToken::new();
-            let cancel = p.cancel.as_ref().unwrap_or(&never);
-            loop {
-                if st.done {
-                    return None;
-                }
-                if cancel.is_cancelled() {
-                    st.done = true;
-                    return Some((Err(Error::cancelled().on(self.side)), st));
-                }
-                let last = st.last.clone();
-                let stream = st.stream.get_or_insert_with(|| self.inner.list(last));
-                p.limits.request().await;
-                let t = Instant::now();
-                let item = tokio::select! {
-                    i = stream.next() => i,
-                    _ = cancel.cancelled() => Some(Err(Error::cancelled())),
-                };
-                match item {
-                    None => return None,
-                    Some(Ok(page)) => {
-                        p.lat.record(Kind::List, t.elapsed());
-                        match check_page(
-                            &page,
-                            st.last.clone(),
-                            &format!("list {}", self.inner.describe()),
-                        ) {
-                            Ok(last) => {
-                                st.last = last;
-                                // The retry budget is per page, not per listing: a
-                                // listing of millions of keys takes longer than it.
-                                st.attempt = 1;
-                                st.started = Instant::now();
-                                return Some((Ok(page), st));
-                            }
-                            Err(e) => {
-                                st.done = true;
-                                return Some((Err(e.on(self.side)), st));
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        p.lat.record(Kind::List, t.elapsed());
-                        let retry = &p.retry;
-                        let wait = retry.backoff(st.attempt, e.retry_after());
-                        if e.is_retryable()
-                            && st.attempt < retry.max_attempts
-                            && st.started.elapsed() + wait <= retry.max_elapsed
-                        {
-                            tracing::debug!(
-                                "listing {} failed ({e}); resuming after {wait:?}",
-                                self.inner.describe()
-                            );
-                            p.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            st.attempt += 1;
-                            st.stream = None;
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = cancel.cancelled() => {}
-                            }
-                            continue;
-                        }
-                        st.done = true;
-                        return Some((Err(e.on(self.side)), st));
-                    }
-                }
-            }
-        }))
+        self.list_from(None, start_after)
+    }
+
+    fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
+        self.list_from(Some(prefix.to_string()), start_after)
     }
 
     fn listing_has_records(&self) -> bool {
