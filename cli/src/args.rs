@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use snapferry_engine::location::Location;
-use snapferry_engine::pipeline::{MaxDelete, SnapshotAware, SyncOptions};
+use snapferry_engine::pipeline::{
+    MaxDelete, PlanFrom, SnapshotAware, SyncOptions, VerifyDestination,
+};
 use snapferry_engine::size::{parse_rate, parse_size};
 use snapferry_engine::store::oss::creds::OssCredentialSource;
 use snapferry_engine::store::oss::sign::OssCredentials;
@@ -253,6 +255,25 @@ pub enum SnapshotAwareArg {
     Off,
 }
 
+/// `--verify-destination`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyDestinationArg {
+    /// List the shard directories whose generation changed; trust what the last
+    /// generation snapferry committed references elsewhere.
+    Changed,
+    /// List the whole destination once and check every referenced blob against it.
+    Full,
+}
+
+/// `--plan-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFromArg {
+    /// The repository's metadata (root index-N, shard generations).
+    Metadata,
+    /// Full listings of both sides and every shard snapshot (a cross-check).
+    Listing,
+}
+
 /// `snapferry sync SRC DST [options]`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = SYNC_AFTER_HELP)]
@@ -299,6 +320,15 @@ pub struct SyncArgs {
     /// then holds a repository of just them, as if the others had been deleted.
     #[arg(long, value_name = "NAME")]
     pub snapshot: Vec<String>,
+    /// Snapshot-aware rounds: what is checked of the destination before a blob is
+    /// skipped (changed: the shard directories whose generation changed, trusting the
+    /// generation snapferry committed last; full: one listing of the whole destination).
+    #[arg(long, value_enum, default_value_t = VerifyDestinationArg::Changed)]
+    pub verify_destination: VerifyDestinationArg,
+    /// Snapshot-aware rounds: plan from the repository's metadata (default), or from full
+    /// listings of both sides and every shard snapshot (slower; a cross-check).
+    #[arg(long, value_enum, default_value_t = PlanFromArg::Metadata)]
+    pub plan_from: PlanFromArg,
     /// Accept a source that does not exist or holds no object (by default that is an
     /// error: it is usually a typo in the URL or prefix).
     #[arg(long)]
@@ -621,6 +651,14 @@ impl SyncArgs {
             replace_repository: self.replace_repository,
             lease_ttl: parse_duration("--lease-ttl", &self.lease_ttl)?,
             stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
+            verify_destination: match self.verify_destination {
+                VerifyDestinationArg::Changed => VerifyDestination::Changed,
+                VerifyDestinationArg::Full => VerifyDestination::Full,
+            },
+            plan_from: match self.plan_from {
+                PlanFromArg::Metadata => PlanFrom::Metadata,
+                PlanFromArg::Listing => PlanFrom::Listing,
+            },
             retry: snapferry_engine::retry::RetryPolicy::with_budget(parse_duration(
                 "--retry-budget",
                 &self.retry_budget,

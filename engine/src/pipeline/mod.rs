@@ -88,6 +88,34 @@ pub struct SyncOptions {
     /// Uploads younger than this on the destination may belong to a live run and are
     /// left alone, unless the lease shows their writer is gone.
     pub stale_upload_age: Duration,
+    /// How much of a snapshot-aware destination is checked before blobs are skipped.
+    pub verify_destination: VerifyDestination,
+    /// How a snapshot-aware round finds what to copy.
+    pub plan_from: PlanFrom,
+}
+
+/// `--verify-destination`: what a snapshot-aware round checks of the destination before
+/// it skips a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyDestination {
+    /// The shard directories whose generation changed are listed; what the destination's
+    /// last committed generation references elsewhere is trusted.
+    #[default]
+    Changed,
+    /// The whole destination is listed once, and every blob the source generation
+    /// references is checked against it (catches loss outside snapferry).
+    Full,
+}
+
+/// `--plan-from`: how a snapshot-aware round finds what to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlanFrom {
+    /// From the repository's metadata: the root `index-N` and the shard generations.
+    #[default]
+    Metadata,
+    /// From full listings of both sides and every shard snapshot of the source (the
+    /// planner of earlier versions; kept as a cross-check, and used by `--snapshot`).
+    Listing,
 }
 
 /// `--max-delete`: a bound on the deletes of one run.
@@ -164,6 +192,8 @@ impl Default for SyncOptions {
             replace_repository: false,
             lease_ttl: crate::lease::DEFAULT_TTL,
             stale_upload_age: Duration::from_secs(3600),
+            verify_destination: VerifyDestination::default(),
+            plan_from: PlanFrom::default(),
         }
     }
 }
@@ -398,8 +428,10 @@ pub struct Ctx {
     observer: Arc<dyn Observer>,
     failures: Mutex<Vec<Failure>>,
     active_uploads: Mutex<HashMap<String, String>>,
-    /// Lucene checksums of whole-file data blobs (snapshot-aware runs).
-    lucene: Mutex<Option<Arc<HashMap<String, String>>>>,
+    /// Lucene checksums of whole-file data blobs, and "" for checksummed metadata
+    /// envelopes (snapshot-aware runs): entered by the planner for the objects it
+    /// schedules, removed when they are decided, so it holds what is in flight.
+    lucene: Mutex<HashMap<String, String>>,
     /// Objects copied per verification, in the order of [`VERIFIED_BY`].
     verified_counts: [AtomicU64; VERIFIED_BY.len()],
     /// Copied objects the source offered nothing to verify against (listed up to a bound).
@@ -441,6 +473,7 @@ impl Ctx {
     }
 
     fn copied(&self, m: &ObjectMeta) {
+        self.forget_lucene(&m.key);
         self.counters.copied_objects.fetch_add(1, Ordering::Relaxed);
         self.counters
             .copied_bytes
@@ -452,6 +485,7 @@ impl Ctx {
     }
 
     fn failed(&self, key: &str, e: &Error) {
+        self.forget_lucene(key);
         self.counters.failed_objects.fetch_add(1, Ordering::Relaxed);
         let reason = match e.kind() {
             // A full destination stops the run (every further write would fail alike):
@@ -490,10 +524,23 @@ impl Ctx {
 
     /// The Lucene checksum the snapshot recorded for a data blob that is a whole file.
     fn lucene(&self, key: &str) -> Option<String> {
-        self.lucene
-            .lock()
-            .ok()
-            .and_then(|m| m.as_ref().and_then(|m| m.get(key).cloned()))
+        self.lucene.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Records what a planned object is checked against (see `lucene`).
+    pub(crate) fn expect_lucene(&self, key: &str, checksum: String) {
+        if let Ok(mut m) = self.lucene.lock() {
+            m.insert(key.to_string(), checksum);
+        }
+    }
+
+    /// Forgets it once the object is decided (copied, failed, skipped or planned).
+    fn forget_lucene(&self, key: &str) {
+        if let Ok(mut m) = self.lucene.lock() {
+            if !m.is_empty() {
+                m.remove(key);
+            }
+        }
     }
 
     /// Counts how a copied object was verified against its source.
@@ -657,7 +704,7 @@ impl SyncRun {
                 observer,
                 failures: Mutex::new(Vec::new()),
                 active_uploads: Mutex::new(HashMap::new()),
-                lucene: Mutex::new(None),
+                lucene: Mutex::new(HashMap::new()),
                 verified_counts: Default::default(),
                 unverified: Mutex::new(Vec::new()),
                 resumable: Mutex::new(HashMap::new()),
@@ -1010,7 +1057,20 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<Pa
     let ds = diff_stats.clone();
     let differ =
         tokio::spawn(async move { differ::merge_join(src_rx, dst_rx, join_tx, &ds).await });
+    let mut out = pass_fed(ctx, join_rx, differ).await?;
+    out.max_held = diff_stats.max_held();
+    Ok(out)
+}
 
+/// The stages after the merge-join: decide, schedule, copy, and wait until every copy
+/// has landed (or failed). `feed` is the task sending the joined entries (the differ,
+/// or a planner's stage in front of it); its error is the pass's.
+pub(crate) async fn pass_fed(
+    ctx: &Arc<Ctx>,
+    join_rx: mpsc::Receiver<Joined>,
+    feed: tokio::task::JoinHandle<Result<()>>,
+) -> Result<PassOutcome> {
+    let differ = feed;
     let conc = ctx.opts.concurrency;
     let (commit_tx, commit_rx) = mpsc::channel::<Commit>(conc * 2);
     let (job_tx, job_rx) = async_channel::bounded::<Job>(conc);
@@ -1073,7 +1133,7 @@ pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<Pa
             .or(differ_result.err())
             .filter(|e| e.kind() != ErrorKind::Cancelled),
         deletes,
-        max_held: diff_stats.max_held(),
+        max_held: 0,
         dst_objects: dst_objects.load(Ordering::Relaxed),
     })
 }
@@ -1138,6 +1198,7 @@ async fn plan_and_schedule(
         };
         match dec {
             Decision::Skip(_) => {
+                ctx.forget_lucene(&src.key);
                 ctx.counters.skipped_objects.fetch_add(1, Ordering::Relaxed);
             }
             Decision::NeedHead => unreachable!("decide(.., true) never asks for a HEAD"),
@@ -1147,6 +1208,7 @@ async fn plan_and_schedule(
                     .planned_bytes
                     .fetch_add(src.size, Ordering::Relaxed);
                 if ctx.opts.dry_run {
+                    ctx.forget_lucene(&src.key);
                     ctx.observer.event(&Event::PlanCopy {
                         key: src.key.clone(),
                         size: src.size,

@@ -308,6 +308,41 @@ async fn read_all(store: &dyn Store, key: &str, size: u64) -> Result<Vec<u8>> {
     Ok(store.get_range(key, 0..size, None).await?.to_vec())
 }
 
+/// Reads the current root the cheap way, without listing: `index.latest` names N, and
+/// `index-N` is read (and `index-{N+1}` must be absent: readers take the largest root
+/// they list, so a newer one means `index.latest` lags). `None` when that does not hold
+/// (no `index.latest`, or it names a root that is not the newest), so that the caller
+/// falls back to [`Repository::load`]. Refuses hashed shard paths (OpenSearch remote
+/// store), which a listing of `snapshot_shard_paths/` shows.
+pub async fn read_root(store: &dyn Store) -> Result<Option<(RepositoryData, Vec<u8>)>> {
+    let Some((m, latest)) = crate::store::read_whole(store, "index.latest").await? else {
+        return Ok(None);
+    };
+    let Ok(raw) = <[u8; 8]>::try_from(&latest[..]) else {
+        tracing::debug!("index.latest is {} bytes, not 8; listing instead", m.size);
+        return Ok(None);
+    };
+    let n = u64::from_be_bytes(raw);
+    let Some((_, root)) = crate::store::read_whole(store, &format!("index-{n}")).await? else {
+        return Ok(None);
+    };
+    if store.head(&format!("index-{}", n + 1)).await?.is_some() {
+        return Ok(None);
+    }
+    let mut hashed = store.list_prefix("snapshot_shard_paths/", None);
+    if let Some(page) = hashed.next().await {
+        if let Some(k) = page?.into_iter().find(|m| m.key != "snapshot_shard_paths/") {
+            return Err(Error::invalid_input(format!(
+                "{}: the repository uses OpenSearch remote-store features ({}); shallow snapshots and hashed shard paths are not supported",
+                store.describe(),
+                k.key
+            )));
+        }
+    }
+    let data = RepositoryData::parse(n, &root)?;
+    Ok(Some((data, root.to_vec())))
+}
+
 impl Repository {
     /// Lists the store and reads the current generation. Fails with a clear message when
     /// the store holds no repository or one of a layout this version does not support.

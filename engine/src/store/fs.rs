@@ -68,10 +68,12 @@ impl FsStore {
                     "key {key:?} has an empty, '.' or '..' path segment and cannot be stored as a file"
                 )));
             }
-            // The lease (the last component, for stores seen under a prefix) and resume
-            // records are the reserved names a caller may write; listings skip them like
+            // The lease and the commit state (the last component, for stores seen under a
+            // prefix) and resume records are the reserved names a caller may write; listings skip them like
             // every internal name.
-            let own = (comp == super::LEASE_KEY && std::ptr::eq(comp, last))
+            let own = ((comp == super::LEASE_KEY
+                || comp == crate::pipeline::snapshot::state::STATE_KEY)
+                && std::ptr::eq(comp, last))
                 || comp == crate::pipeline::resume::RESUME_DIR;
             if comp.starts_with(INTERNAL_PREFIX) && !own {
                 return Err(Error::invalid_input(format!(

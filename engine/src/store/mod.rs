@@ -47,7 +47,7 @@ pub const META_CRC64: &str = "snapferry-crc64";
 /// recorded in the destination's user metadata at copy time, and (for single PUTs) the
 /// checksums of the bytes written — a later run compares them with the checksum the
 /// destination reports for what it holds, where it reports one at no extra cost.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SourceRecord {
     /// The source ETag (normalised: no quotes, lower-case), if the source had one.
     pub etag: Option<String>,
@@ -128,7 +128,7 @@ impl SourceRecord {
 }
 
 /// What a listing or HEAD says about one object.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ObjectMeta {
     /// Key relative to the store root, `/`-separated.
     pub key: String,
