@@ -80,7 +80,7 @@ pub struct MigrateArgs {
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// List the snapshots of the repository at URL.
-    Ls(RepoArgs),
+    Ls(LsArgs),
     /// Check that every blob the snapshots need exists with its exact length and that
     /// every metadata checksum holds; with --deep, also every data file's checksum.
     /// Exit 1 on any problem.
@@ -128,6 +128,20 @@ pub struct RepoArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `repo ls`.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also total each snapshot's files (reads one shard-level index per shard; without
+    /// it, ls reads only the root index-N and the snapshots' own metadata).
+    #[arg(long)]
+    pub sizes: bool,
+    /// Concurrent reads.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 /// `repo verify`.
@@ -329,6 +343,11 @@ pub struct SyncArgs {
     /// listings of both sides and every shard snapshot (slower; a cross-check).
     #[arg(long, value_enum, default_value_t = PlanFromArg::Metadata)]
     pub plan_from: PlanFromArg,
+    /// Snapshot-aware rounds: before the commit point, list the changed shards at the
+    /// destination and confirm every blob they and the new snapshots need is there with
+    /// its size (migrate's cutover round does this).
+    #[arg(long)]
+    pub confirm_before_commit: bool,
     /// Accept a source that does not exist or holds no object (by default that is an
     /// error: it is usually a typo in the URL or prefix).
     #[arg(long)]
@@ -655,6 +674,7 @@ impl SyncArgs {
                 VerifyDestinationArg::Changed => VerifyDestination::Changed,
                 VerifyDestinationArg::Full => VerifyDestination::Full,
             },
+            confirm_before_commit: self.confirm_before_commit,
             plan_from: match self.plan_from {
                 PlanFromArg::Metadata => PlanFrom::Metadata,
                 PlanFromArg::Listing => PlanFrom::Listing,

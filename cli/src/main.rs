@@ -28,8 +28,8 @@ use snapferry_engine::store::Store;
 use snapferry_engine::Error;
 
 use args::{
-    Cli, Command, MigrateArgs, PhaseArg, RepoArgs, RepoCommand, RepoDiffArgs, SideArgs, SyncArgs,
-    VerifyArgs,
+    Cli, Command, LsArgs, MigrateArgs, PhaseArg, RepoArgs, RepoCommand, RepoDiffArgs, SideArgs,
+    SyncArgs, VerifyArgs,
 };
 
 use exit::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as EXIT_USAGE};
@@ -511,13 +511,13 @@ async fn repo_diff(a: RepoDiffArgs) -> u8 {
     }
 }
 
-async fn repo_ls(a: RepoArgs) -> u8 {
-    let store = match open_repo(&a).await {
+async fn repo_ls(a: LsArgs) -> u8 {
+    let store = match open_repo(&a.repo).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match snapferry_engine::repo::verify::list(store.as_ref()).await {
-        Ok(l) if a.json => {
+    match snapferry_engine::repo::verify::list(store.as_ref(), a.sizes, a.concurrency).await {
+        Ok(l) if a.repo.json => {
             out!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
             EXIT_OK
         }

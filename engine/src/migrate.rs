@@ -632,10 +632,14 @@ impl Migration {
         for i in &indices {
             counts.insert(i.clone(), (self.src.count(i).await?, 0));
         }
+        let mut opts = self.job.sync_options()?;
+        // The cutover round is the downtime: what it copied is confirmed at the
+        // destination before its commit point, at a listing per changed shard.
+        opts.confirm_before_commit = phase == Phase::Cutover;
         let run = SyncRun::new(
             self.src_store.clone(),
             self.dst_store.clone(),
-            self.job.sync_options()?,
+            opts,
             Arc::new(NoObserver),
         );
         run.preflight().await?;

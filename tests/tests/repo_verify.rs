@@ -71,7 +71,13 @@ fn repo_ls_agrees_with_the_engine_that_wrote_the_repository() {
             serde_json::from_str(&std::fs::read_to_string(fx.join("manifest.json")).unwrap())
                 .unwrap();
         let mut c = snapferry();
-        c.args(["repo", "ls", fx.join("repo").to_str().unwrap(), "--json"]);
+        c.args([
+            "repo",
+            "ls",
+            fx.join("repo").to_str().unwrap(),
+            "--json",
+            "--sizes",
+        ]);
         let out = run(c);
         assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
         let ls: serde_json::Value = serde_json::from_str(&texts(&out).0).unwrap();

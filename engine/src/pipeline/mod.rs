@@ -92,6 +92,10 @@ pub struct SyncOptions {
     pub verify_destination: VerifyDestination,
     /// How a snapshot-aware round finds what to copy.
     pub plan_from: PlanFrom,
+    /// Snapshot-aware rounds: before the commit point, confirm that the destination holds
+    /// every blob of the changed shards and new snapshots with its recorded size (the
+    /// cutover round of `migrate`).
+    pub confirm_before_commit: bool,
 }
 
 /// `--verify-destination`: what a snapshot-aware round checks of the destination before
@@ -194,6 +198,7 @@ impl Default for SyncOptions {
             stale_upload_age: Duration::from_secs(3600),
             verify_destination: VerifyDestination::default(),
             plan_from: PlanFrom::default(),
+            confirm_before_commit: false,
         }
     }
 }

@@ -80,93 +80,153 @@ pub struct RepositoryData {
     pub index_metadata_identifiers: HashMap<String, String>,
 }
 
-fn s(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// A string or a number (written as either by different versions), or anything else.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    S(String),
+    N(serde_json::Number),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Scalar {
+    fn text(self) -> Option<String> {
+        match self {
+            Scalar::S(s) => Some(s),
+            Scalar::N(n) => Some(n.to_string()),
+            Scalar::Other(_) => None,
+        }
     }
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.and_then(Scalar::text))
+}
+
+/// A snapshot in `indices.*.snapshots`: its uuid, or (before 5.4.1) `{name, uuid}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SnapshotRef {
+    Uuid(String),
+    Object {
+        #[serde(default, deserialize_with = "text")]
+        uuid: Option<String>,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct RawSnapshot {
+    #[serde(default, deserialize_with = "text")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    uuid: Option<String>,
+    #[serde(default)]
+    state: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "text")]
+    version: Option<String>,
+    #[serde(default)]
+    start_time_millis: Option<serde_json::Value>,
+    #[serde(default)]
+    end_time_millis: Option<serde_json::Value>,
+    #[serde(default)]
+    index_metadata_lookup: Option<HashMap<String, Scalar>>,
+}
+
+#[derive(Deserialize)]
+struct RawIndex {
+    #[serde(default, deserialize_with = "text")]
+    id: Option<String>,
+    #[serde(default)]
+    snapshots: Option<Vec<SnapshotRef>>,
+    #[serde(default)]
+    shard_generations: Option<Vec<Option<Scalar>>>,
+}
+
+/// The root `index-N`, as far as snapferry reads it: typed, so that a root of tens of
+/// thousands of indices is read without building a JSON tree of it first.
+#[derive(Deserialize)]
+struct RawRoot {
+    #[serde(default)]
+    snapshots: Option<Vec<RawSnapshot>>,
+    #[serde(default)]
+    indices: Option<BTreeMap<String, RawIndex>>,
+    #[serde(default, deserialize_with = "text")]
+    uuid: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    min_version: Option<String>,
+    #[serde(default)]
+    index_metadata_identifiers: Option<HashMap<String, Scalar>>,
+}
+
+fn strings(m: Option<HashMap<String, Scalar>>) -> HashMap<String, String> {
+    m.unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Scalar::S(s) => Some((k, s)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl RepositoryData {
     /// Parses a root `index-N` blob.
     pub fn parse(generation: u64, json: &[u8]) -> Result<Self> {
-        let v: Value = serde_json::from_slice(json)
+        let raw: RawRoot = serde_json::from_slice(json)
             .map_err(|e| Error::repository(format!("index-{generation}: not valid JSON: {e}")))?;
-        let snapshots = v["snapshots"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|sn| {
-                        Some(SnapshotEntry {
-                            name: sn["name"].as_str()?.to_string(),
-                            uuid: sn["uuid"].as_str()?.to_string(),
-                            state: sn["state"].as_u64(),
-                            version: s(&sn["version"]),
-                            start_ms: sn["start_time_millis"].as_i64(),
-                            end_ms: sn["end_time_millis"].as_i64(),
-                            index_metadata_lookup: sn["index_metadata_lookup"]
-                                .as_object()
-                                .map(|m| {
-                                    m.iter()
-                                        .filter_map(|(k, v)| {
-                                            Some((k.clone(), v.as_str()?.to_string()))
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        })
-                    })
-                    .collect()
+        let snapshots = raw
+            .snapshots
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|sn| {
+                Some(SnapshotEntry {
+                    name: sn.name?,
+                    uuid: sn.uuid?,
+                    state: sn.state.as_ref().and_then(Value::as_u64),
+                    version: sn.version,
+                    start_ms: sn.start_time_millis.as_ref().and_then(Value::as_i64),
+                    end_ms: sn.end_time_millis.as_ref().and_then(Value::as_i64),
+                    index_metadata_lookup: strings(sn.index_metadata_lookup),
+                })
             })
-            .unwrap_or_default();
-        let indices = v["indices"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(name, ix)| {
-                        Some(IndexEntry {
-                            name: name.clone(),
-                            id: ix["id"].as_str()?.to_string(),
-                            snapshots: ix["snapshots"]
-                                .as_array()
-                                .map(|a| {
-                                    a.iter()
-                                        .filter_map(|e| {
-                                            e.as_str()
-                                                .map(str::to_string)
-                                                .or_else(|| e["uuid"].as_str().map(str::to_string))
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            shard_generations: ix["shard_generations"]
-                                .as_array()
-                                .map(|a| {
-                                    a.iter()
-                                        .map(|g| s(g).filter(|g| g != "_new" && g != "_deleted"))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
+            .collect();
+        let indices = raw
+            .indices
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, ix)| {
+                Some(IndexEntry {
+                    name,
+                    id: ix.id?,
+                    snapshots: ix
+                        .snapshots
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|e| match e {
+                            SnapshotRef::Uuid(u) => Some(u),
+                            SnapshotRef::Object { uuid } => uuid,
+                            SnapshotRef::Other(_) => None,
                         })
-                    })
-                    .collect()
+                        .collect(),
+                    shard_generations: ix
+                        .shard_generations
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|g| {
+                            g.and_then(Scalar::text)
+                                .filter(|g| g != "_new" && g != "_deleted")
+                        })
+                        .collect(),
+                })
             })
-            .unwrap_or_default();
+            .collect();
         Ok(RepositoryData {
             generation,
-            uuid: s(&v["uuid"]),
-            min_version: s(&v["min_version"]),
+            uuid: raw.uuid,
+            min_version: raw.min_version,
             snapshots,
             indices,
-            index_metadata_identifiers: v["index_metadata_identifiers"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            index_metadata_identifiers: strings(raw.index_metadata_identifiers),
         })
     }
 }
@@ -290,6 +350,8 @@ pub fn classify(key: &str) -> Option<BlobKind> {
         1 if (last.starts_with("snap-") || last.starts_with("meta-")) && last.ends_with(".dat") => {
             Some(BlobKind::RootMeta)
         }
+        // 5.x/6.x: the snapshots this version cannot read (rewritten in place).
+        1 if key == INCOMPATIBLE_SNAPSHOTS => Some(BlobKind::RootMeta),
         3 if parts[0] == "indices" && last.starts_with("meta-") => Some(BlobKind::IndexMeta),
         4 if parts[0] == "indices" && last.starts_with("snap-") => Some(BlobKind::ShardSnapshot),
         4 if parts[0] == "indices" && last.starts_with("index-") => Some(BlobKind::ShardIndex),
@@ -297,6 +359,10 @@ pub fn classify(key: &str) -> Option<BlobKind> {
         _ => None,
     }
 }
+
+/// The root blob where Elasticsearch 5.x/6.x list snapshots written by a version they
+/// cannot read; part of the repository, but not named by the root `index-N`.
+pub const INCOMPATIBLE_SNAPSHOTS: &str = "incompatible-snapshots";
 
 /// Keys a copier must never copy: repository verification and 5.x temporaries.
 pub fn is_transient(key: &str) -> bool {
@@ -314,12 +380,25 @@ async fn read_all(store: &dyn Store, key: &str, size: u64) -> Result<Vec<u8>> {
 /// (no `index.latest`, or it names a root that is not the newest), so that the caller
 /// falls back to [`Repository::load`]. Refuses hashed shard paths (OpenSearch remote
 /// store), which a listing of `snapshot_shard_paths/` shows.
-pub async fn read_root(store: &dyn Store) -> Result<Option<(RepositoryData, Vec<u8>)>> {
-    let Some((m, latest)) = crate::store::read_whole(store, "index.latest").await? else {
-        return Ok(None);
+///
+/// `latest` is what a HEAD of `index.latest` already returned, when the caller made one.
+pub async fn read_root(
+    store: &dyn Store,
+    latest: Option<crate::store::ObjectMeta>,
+) -> Result<Option<(RepositoryData, Vec<u8>)>> {
+    let latest = match latest {
+        Some(m) if m.size == 8 => store.get_range("index.latest", 0..8, None).await?,
+        Some(_) => return Ok(None),
+        None => match crate::store::read_whole(store, "index.latest").await? {
+            Some((_, b)) => b,
+            None => return Ok(None),
+        },
     };
     let Ok(raw) = <[u8; 8]>::try_from(&latest[..]) else {
-        tracing::debug!("index.latest is {} bytes, not 8; listing instead", m.size);
+        tracing::debug!(
+            "index.latest is {} bytes, not 8; listing instead",
+            latest.len()
+        );
         return Ok(None);
     };
     let n = u64::from_be_bytes(raw);
@@ -491,6 +570,14 @@ impl Repository {
             BlobKind::RootIndex,
             None,
         );
+        if self.listing.contains_key(INCOMPATIBLE_SNAPSHOTS) {
+            add(
+                &mut refs,
+                INCOMPATIBLE_SNAPSHOTS.to_string(),
+                BlobKind::RootMeta,
+                None,
+            );
+        }
         for s in snapshots {
             add(
                 &mut refs,
@@ -605,7 +692,8 @@ mod tests {
             ("indices/id/0/index-Zx_y", Some(BlobKind::ShardIndex)),
             ("indices/id/0/__abc", Some(BlobKind::Data)),
             ("indices/id/0/__abc.part3", Some(BlobKind::Data)),
-            ("incompatible-snapshots", None),
+            ("incompatible-snapshots", Some(BlobKind::RootMeta)),
+            ("tests-x", None),
         ];
         for (k, want) in cases {
             assert_eq!(classify(k), want, "{k}");

@@ -1,13 +1,17 @@
 //! `repo ls` and `repo verify`: what a repository holds, and whether every byte it needs
 //! is there and intact, judged from the repository's own metadata and checksums.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::blob;
-use super::model::{classify, state_name, BlobKind, DataFile, FileInfo, Repository};
+use super::model::{
+    classify, read_root, state_name, BlobKind, DataFile, FileInfo, Repository, RepositoryData,
+    ShardSnapshot, INCOMPATIBLE_SNAPSHOTS,
+};
+use crate::pipeline::snapshot::planner::is_numeric;
 
 /// The `files` of a shard-level `index-<gen>` (BlobStoreIndexShardSnapshots).
 #[derive(serde::Deserialize)]
@@ -36,8 +40,9 @@ pub struct SnapshotSummary {
     pub start_time_ms: Option<i64>,
     /// End time, ms since the epoch.
     pub end_time_ms: Option<i64>,
-    /// Total size of the Lucene files the snapshot references.
-    pub total_size_bytes: u64,
+    /// Total size of the Lucene files the snapshot references (with `--sizes`; null
+    /// without, which reads only the root and the snapshots' own metadata).
+    pub total_size_bytes: Option<u64>,
 }
 
 /// `repo ls`.
@@ -51,40 +56,180 @@ pub struct Listing {
     pub snapshots: Vec<SnapshotSummary>,
 }
 
-/// Lists the snapshots of the repository at `store`.
-pub async fn list(store: &dyn Store) -> Result<Listing> {
-    let repo = Repository::load(store).await?;
+/// The part of a root `snap-<uuid>.dat` (`SnapshotInfo`) `repo ls` reads.
+#[derive(serde::Deserialize)]
+struct SnapshotInfoBlob {
+    snapshot: SnapshotTimes,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotTimes {
+    #[serde(default)]
+    start_time: Option<i64>,
+    #[serde(default)]
+    end_time: Option<i64>,
+}
+
+/// The shard-level `index-<gen>` as `repo ls --sizes` reads it: every file's length, and
+/// which files each snapshot of the shard holds.
+#[derive(serde::Deserialize)]
+struct ShardIndexSizes {
+    #[serde(default)]
+    files: Vec<FileInfo>,
+    #[serde(default)]
+    snapshots: HashMap<String, ShardIndexSnapshot>,
+}
+
+#[derive(serde::Deserialize)]
+struct ShardIndexSnapshot {
+    #[serde(default)]
+    files: Vec<String>,
+}
+
+/// Lists the snapshots of the repository at `store`, from its root `index-N` (found
+/// through `index.latest`, without a listing) and, for the snapshots whose times the
+/// root does not record, their root `snap-<uuid>.dat`, read in parallel. `sizes` also
+/// reads one shard-level `index-<gen>` per shard (or each snapshot's shard `snap-*.dat`
+/// for numeric generations) to total every snapshot's files.
+pub async fn list(store: &dyn Store, sizes: bool, concurrency: usize) -> Result<Listing> {
+    let data = match read_root(store, None).await? {
+        Some((d, _)) => d,
+        None => Repository::load(store).await?.data,
+    };
+    let conc = concurrency.max(1);
+    let times: HashMap<String, (Option<i64>, Option<i64>)> = futures::stream::iter(
+        data.snapshots
+            .iter()
+            .filter(|s| s.start_ms.is_none() || s.end_ms.is_none())
+            .map(|s| s.uuid.clone()),
+    )
+    .map(|uuid| async move {
+        let key = format!("snap-{uuid}.dat");
+        let Some((_, bytes)) = crate::store::read_whole(store, &key).await? else {
+            return Ok::<_, Error>((uuid, (None, None)));
+        };
+        let env = blob::parse_envelope(&key, &bytes)?;
+        let info: SnapshotInfoBlob = blob::decode(&key, &env)?;
+        Ok((uuid, (info.snapshot.start_time, info.snapshot.end_time)))
+    })
+    .buffer_unordered(conc)
+    .try_collect()
+    .await?;
+    let totals = if sizes {
+        Some(snapshot_sizes(store, &data, conc).await?)
+    } else {
+        None
+    };
     let mut snapshots = Vec::new();
-    for s in &repo.data.snapshots {
-        let (refs, _) = repo.references(store, &[s]).await?;
-        let total = refs
-            .values()
-            .filter(|r| r.kind == BlobKind::Data)
-            .filter_map(|r| r.size)
-            .sum();
-        let mut indices: Vec<String> = repo
-            .data
+    for s in &data.snapshots {
+        let mut indices: Vec<String> = data
             .indices
             .iter()
             .filter(|ix| ix.snapshots.contains(&s.uuid))
             .map(|ix| ix.name.clone())
             .collect();
         indices.sort();
+        let (start, end) = times.get(&s.uuid).copied().unwrap_or((None, None));
         snapshots.push(SnapshotSummary {
             name: s.name.clone(),
             uuid: s.uuid.clone(),
             state: state_name(s.state).to_string(),
             indices,
-            start_time_ms: s.start_ms,
-            end_time_ms: s.end_ms,
-            total_size_bytes: total,
+            start_time_ms: s.start_ms.or(start),
+            end_time_ms: s.end_ms.or(end),
+            total_size_bytes: totals
+                .as_ref()
+                .map(|t| t.get(&s.name).copied().unwrap_or(0)),
         });
     }
     Ok(Listing {
-        generation: repo.data.generation,
-        repository_uuid: repo.data.uuid.clone(),
+        generation: data.generation,
+        repository_uuid: data.uuid.clone(),
         snapshots,
     })
+}
+
+/// Total bytes of the Lucene files of every snapshot, by name: one shard-level
+/// `index-<gen>` per shard (UUID generations), or the shard `snap-*.dat` of each snapshot
+/// (numeric ones, found by listing the index), streamed with bounded concurrency.
+async fn snapshot_sizes(
+    store: &dyn Store,
+    data: &RepositoryData,
+    conc: usize,
+) -> Result<HashMap<String, u64>> {
+    let names: HashMap<&str, &str> = data
+        .snapshots
+        .iter()
+        .map(|s| (s.uuid.as_str(), s.name.as_str()))
+        .collect();
+    let mut reads: Vec<(String, bool)> = Vec::new(); // (key or index prefix, is_shard_index)
+    for ix in &data.indices {
+        if ix.shard_generations.is_empty()
+            || ix.shard_generations.iter().flatten().any(|g| is_numeric(g))
+        {
+            reads.push((format!("indices/{}/", ix.id), false));
+            continue;
+        }
+        for (position, g) in ix.shard_generations.iter().enumerate() {
+            if let Some(g) = g {
+                reads.push((format!("indices/{}/{position}/index-{g}", ix.id), true));
+            }
+        }
+    }
+    let names = &names;
+    let parts: Vec<Vec<(String, u64)>> = futures::stream::iter(reads)
+        .map(|(key, shard_index)| async move {
+            let mut out = Vec::new();
+            if shard_index {
+                let Some((_, bytes)) = crate::store::read_whole(store, &key).await? else {
+                    return Ok::<_, Error>(out);
+                };
+                let env = blob::parse_envelope(&key, &bytes)?;
+                let idx: ShardIndexSizes = blob::decode(&key, &env)?;
+                let len: HashMap<&str, u64> = idx
+                    .files
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.length))
+                    .collect();
+                for (snap, s) in &idx.snapshots {
+                    let total = s.files.iter().filter_map(|f| len.get(f.as_str())).sum();
+                    out.push((snap.clone(), total));
+                }
+                return Ok(out);
+            }
+            // Numeric generations: every shard snap-<uuid>.dat under the index.
+            let mut pages = store.list_prefix(&key, None);
+            let mut snaps = Vec::new();
+            while let Some(page) = pages.next().await {
+                for m in page? {
+                    let rest = &m.key[key.len()..];
+                    let Some((_, file)) = rest.split_once('/') else {
+                        continue;
+                    };
+                    let uuid = file
+                        .strip_prefix("snap-")
+                        .and_then(|f| f.strip_suffix(".dat"));
+                    if let Some(name) = uuid.and_then(|u| names.get(u)) {
+                        snaps.push((m.key.clone(), m.size, name.to_string()));
+                    }
+                }
+            }
+            for (k, size, name) in snaps {
+                let b = store.get_range(&k, 0..size, None).await?;
+                let env = blob::parse_envelope(&k, &b)?;
+                let snap: ShardSnapshot = blob::decode(&k, &env)?;
+                out.push((name, snap.files.iter().map(|f| f.length).sum()));
+            }
+            Ok(out)
+        })
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+    let mut totals: HashMap<String, u64> = HashMap::new();
+    for (name, n) in parts.into_iter().flatten() {
+        *totals.entry(name).or_default() += n;
+    }
+    Ok(totals)
 }
 
 /// One problem found.
@@ -194,13 +339,16 @@ pub async fn verify_loaded(
                         });
                     }
                 }
+                // Every metadata blob is a checksummed envelope, but for the plain JSON
+                // list of incompatible snapshots (5.x/6.x).
                 if matches!(
                     r.kind,
                     BlobKind::RootMeta
                         | BlobKind::IndexMeta
                         | BlobKind::ShardSnapshot
                         | BlobKind::ShardIndex
-                ) {
+                ) && key != INCOMPATIBLE_SNAPSHOTS
+                {
                     metadata.push((key.clone(), actual));
                 }
             }
@@ -404,7 +552,8 @@ pub fn table(l: &Listing) -> String {
             s.indices.join(","),
             fmt_t(s.start_time_ms),
             fmt_t(s.end_time_ms),
-            s.total_size_bytes.to_string(),
+            s.total_size_bytes
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
         ]);
     }
     let widths: Vec<usize> = (0..7)

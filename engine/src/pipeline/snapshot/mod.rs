@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use super::differ::{DiffStats, Joined};
 use super::{pass_fed, Ctx, PlanFrom, SnapshotAware, VerifyDestination};
 use crate::error::{Error, ErrorKind, Result};
-use crate::repo::model::{read_root, BlobKind, Repository, RepositoryData};
+use crate::repo::model::{read_root, BlobKind, Repository, RepositoryData, INCOMPATIBLE_SNAPSHOTS};
 
 mod commit;
 pub mod legacy;
@@ -142,15 +142,17 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         }
         return Ok(None);
     }
+    let mut latest = None;
     if mode == SnapshotAware::Auto && !selecting {
         // Cheap detection: fs, s3 and oss repositories always carry index.latest.
-        if ctx.src.head("index.latest").await?.is_none() {
+        latest = ctx.src.head("index.latest").await?;
+        if latest.is_none() {
             return Ok(None);
         }
     }
     let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
     if !by_listing {
-        if let Some((data, root)) = read_root(ctx.src.as_ref()).await? {
+        if let Some((data, root)) = read_root(ctx.src.as_ref(), latest).await? {
             let snapshots = data.snapshots.iter().map(|s| s.name.clone()).collect();
             tracing::info!(
                 "snapshot-aware sync of generation {} ({} snapshots, {} indices)",
@@ -221,7 +223,7 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         .filter_map(|f| Some((f.blobs.into_iter().next()?.0, f.checksum?)))
         .collect();
     // Metadata blobs are checksummed envelopes: their own footer checks them ("").
-    for (k, r) in &refs {
+    for (k, r) in refs.iter().filter(|(k, _)| *k != INCOMPATIBLE_SNAPSHOTS) {
         if matches!(
             r.kind,
             BlobKind::ShardSnapshot
@@ -284,8 +286,9 @@ pub struct Checked {
     /// Whether the destination holds a repository at all.
     has_root: bool,
     /// The destination's root, when it is the one snapferry committed last (and the
-    /// round may trust it); else why not, when it has one.
-    trusted: std::result::Result<RepositoryData, Option<String>>,
+    /// round may trust it; `None`: it is the very root this round commits, so nothing
+    /// is missing); else why not, when it has one.
+    trusted: std::result::Result<Option<RepositoryData>, Option<String>>,
 }
 
 /// Reads the destination's current root: refuses another repository's, decides the
@@ -298,15 +301,28 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Chec
     let mut committed = false;
     let mut trusted = Err(None);
     if let Some((n, bytes)) = &dst_root {
+        let same = *bytes == plan.root;
+        let recorded = state::read(ctx.dst.as_ref()).await?;
+        let distrust = state::distrust(recorded.as_ref(), *n, bytes);
+        if same && distrust.is_none() && ctx.opts.verify_destination == VerifyDestination::Changed {
+            // The very root this round would commit, committed by snapferry: every blob
+            // it references is there (the commit point is written last).
+            return Ok(Checked {
+                plan,
+                target: *n,
+                committed: true,
+                has_root: true,
+                trusted: Ok(None),
+            });
+        }
         match RepositoryData::parse(*n, bytes) {
             Ok(d) => {
                 commit::check_identity(&plan.data, &d, ctx.opts.replace_repository)?;
-                let recorded = state::read(ctx.dst.as_ref()).await?;
-                trusted = match state::distrust(recorded.as_ref(), *n, bytes) {
+                trusted = match distrust {
                     None if ctx.opts.verify_destination == VerifyDestination::Full => Err(Some(
                         "--verify-destination full".to_string(),
                     )),
-                    None => Ok(d),
+                    None => Ok(Some(d)),
                     Some(why) => Err(Some(why)),
                 };
             }
@@ -319,7 +335,7 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Chec
             }
             Err(e) => trusted = Err(Some(format!("its root cannot be read ({})", e.message()))),
         }
-        if *bytes == plan.root {
+        if same {
             target = *n;
             committed = true;
         } else if *n >= generation {
@@ -381,7 +397,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
                 .iter()
                 .map(|i| i.shard_generations.iter().flatten().count().max(1))
                 .sum();
-            let units = planner::units(&src, Some(d));
+            let units = match d {
+                Some(d) => planner::units(&src, Some(d)),
+                None => Vec::new(),
+            };
             report.unchanged_units = all.saturating_sub(units.len()) as u64;
             report.planned_from = "metadata".into();
             (units, true)
@@ -405,6 +424,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     // spilled.
     let (tx, rx) = mpsc::channel::<Joined>(super::lister::LIST_CHANNEL);
     let stats = Arc::new(DiffStats::default());
+    let confirm_units = if ctx.opts.confirm_before_commit {
+        units.clone()
+    } else {
+        Vec::new()
+    };
     let work = planner::unit_stream(ctx.clone(), src.clone(), units, by_prefix, held.clone());
     let found = {
         let (ctx2, src2, stats2) = (ctx.clone(), src.clone(), stats.clone());
@@ -424,10 +448,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
             }
         });
         let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
+        let before_copied = ctx.counters.copied_objects.load(Ordering::Relaxed);
         let pass_out = pass_fed(ctx, rx, feed).await?;
         report.phases.push(PhaseReport {
             phase: phase_name(BlobKind::Data).into(),
-            copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed),
+            copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
         });
         out.max_held = stats.max_held();
         report.planner_max_units_held = held.max_units();
@@ -455,7 +480,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     report.examined_units = found.units;
     report.referenced_blobs = found.referenced as usize;
     let mut deferred = found.deferred;
-    if let Ok(d) = &trusted {
+    if let Ok(Some(d)) = &trusted {
         let n = planner::metadata_not_held(ctx, &src, d, &mut deferred).await?;
         report.referenced_blobs += n as usize;
     }
@@ -491,6 +516,25 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         if ctx.halt.is_cancelled()
             || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
         {
+            out.report = report;
+            return Ok(out);
+        }
+    }
+    if ctx.opts.confirm_before_commit && !ctx.opts.dry_run {
+        // The cutover round: every blob of what changed is confirmed at the destination,
+        // with its size, before the root that references it is written.
+        let metadata = match &trusted {
+            Ok(Some(d)) => planner::new_metadata(&src, d),
+            _ => Vec::new(),
+        };
+        let bad = planner::confirm(ctx, src.clone(), confirm_units, metadata).await?;
+        for (key, why) in &bad {
+            ctx.failed(
+                key,
+                &Error::other(format!("not committing: {why}")).at_key(key),
+            );
+        }
+        if !bad.is_empty() {
             out.report = report;
             return Ok(out);
         }

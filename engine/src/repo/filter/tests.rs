@@ -129,6 +129,21 @@ async fn each_selection_yields_exactly_those_snapshots_and_verifies_clean() {
             let what = format!("{} {names:?}", src.display());
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
             let selected = repo.select(&names).expect("select");
+            let numeric = repo
+                .data
+                .indices
+                .iter()
+                .all(|i| i.shard_generations.is_empty());
+            if numeric {
+                // Before 7.6 a shard that needs a rewrite cannot get a name of its own
+                // (copying every snapshot needs none); the checks below read the
+                // root's shard generations, which such roots do not have.
+                if let Err(e) = filter(&store, &repo, &selected).await {
+                    assert_eq!(e.message(), NUMERIC_GENERATIONS, "{what}");
+                    assert!(names.len() < repo.data.snapshots.len(), "{what}");
+                }
+                continue;
+            }
             let f = filter(&store, &repo, &selected).await.expect(&what);
             assert_eq!(
                 f,
