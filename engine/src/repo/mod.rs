@@ -6,3 +6,4 @@ pub mod blob;
 pub mod filter;
 pub mod model;
 pub mod verify;
+pub mod verify_stream;

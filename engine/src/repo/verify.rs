@@ -272,7 +272,13 @@ pub struct VerifyOptions {
 }
 
 /// Verifies the repository at `store`.
+/// Reads the root through `index.latest` and checks shard by shard
+/// ([`super::verify_stream`]); a missing or lagging `index.latest` is checked from a
+/// listing instead (which reports it).
 pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> Result<VerifyReport> {
+    if let Some((data, _)) = read_root(store, None).await? {
+        return super::verify_stream::verify(store, &data, opts).await;
+    }
     let repo = Repository::load(store).await?;
     verify_loaded(store, &repo, opts).await
 }
@@ -436,7 +442,7 @@ pub async fn verify_loaded(
 
 /// Streams one data file (all its parts) and checks its Lucene footer against the
 /// checksum the repository recorded — the check Elasticsearch runs on restore.
-async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
+pub(crate) async fn deep_check(store: &dyn Store, f: &DataFile) -> (u64, Result<()>) {
     let what = &f.blobs[0].0;
     let mut hasher = crc32fast::Hasher::new();
     let mut tail: Vec<u8> = Vec::with_capacity(16);
