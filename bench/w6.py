@@ -70,7 +70,6 @@ def run(name, cmd, env=None, report=None):
         for k in ("planned_from", "examined_units", "unchanged_units", "planner_max_units_held"):
             if k in s:
                 r[k] = s[k]
-    print(f"w6: {name}: {json.dumps(r)}", file=sys.stderr)
     return r
 
 
@@ -81,6 +80,7 @@ def timed(name, cmd, env=None, report=None):
     r = run(name, ["/usr/bin/time", "-f", "%M", "-o", tf] + cmd, env, report)
     r["peak_rss_mib"] = round(int(open(tf).read().split()[-1]) / 1024, 1)
     os.unlink(tf)
+    print(f"w6: {name}: {json.dumps(r)}", file=sys.stderr)
     return r
 
 
@@ -145,17 +145,77 @@ def new_snapshot(home, repo_dir, work):
     p.wait(timeout=120)
 
 
+def req(r, kind):
+    return r.get("requests", {}).get(kind, 0)
+
+
+def total_requests(r):
+    return sum(r.get("requests", {}).values())
+
+
+def markdown(out):
+    """The W6 tables and target verdicts, from the measured figures."""
+    runs = out["runs"]
+    fsr, mr = out["fs_repository"], out["minio_repository"]
+    lines = [
+        f"Repository: the OpenSearch 2.19.6 fixture cloned into {fsr['indices']:,} indices, "
+        f"{fsr['blobs']:,} blobs (file://), and into {mr['indices']:,} indices, {mr['blobs']:,} blobs (MinIO).",
+        "",
+        "| run | wall s | CPU s | peak RSS MiB | LIST | GET | HEAD | PUT | copied | planned from | shards examined |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in runs.items():
+        lines.append(
+            f"| {r['name']} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | {req(r, 'list')} | "
+            f"{req(r, 'get')} | {req(r, 'head')} | {req(r, 'put')} | {r.get('copied_objects', '')} | "
+            f"{r.get('planned_from', '')} | {r.get('examined_units', '')} |"
+        )
+    t = []
+    noop, plain = runs["fs_noop"], runs["fs_plain_noop"]
+    ratio = noop["wall_s"] / plain["wall_s"]
+    t.append(("1M-blob no-op round ≤ 0.2× the wall of a plain no-op sync of the same tree",
+              f"{ratio:.3f}× ({noop['wall_s']} s vs {plain['wall_s']} s)", ratio <= 0.2))
+    t.append(("1M-blob no-op round peak RSS ≤ 64 MiB", f"{noop['peak_rss_mib']} MiB", noop["peak_rss_mib"] <= 64))
+    t.append(("1M-blob no-op round ≤ 100 LIST requests", f"{req(noop, 'list')}", req(noop, "list") <= 100))
+    inc = runs["fs_incremental"]
+    changed = inc.get("examined_units", 0)
+    new_blobs = inc.get("copied_objects", 0)
+    budget = 20 + 3 * changed + new_blobs
+    # Requests of the copy itself (a GET and a PUT per new blob) are not planning.
+    planning = total_requests(inc) - req(inc, "put") - new_blobs
+    t.append((f"incremental round's requests ≤ 20 + 3 × changed shards + new blobs "
+              f"(= {budget}: {changed} shards, {new_blobs} blobs copied; copies' own PUTs and GETs not counted)",
+              f"{planning} (all requests: {total_requests(inc)})", planning <= budget))
+    mn, rn = runs["minio_noop"], runs["minio_rclone_noop"]
+    speed = rn["wall_s"] / mn["wall_s"]
+    t.append(("100k-blob MinIO no-op round ≥ 20× faster than rclone's",
+              f"{speed:.1f}× ({mn['wall_s']} s vs {rn['wall_s']} s)", speed >= 20))
+    first = runs["fs_first"]
+    t.append(("first round of the 1M repository ≤ 128 MiB peak RSS", f"{first['peak_rss_mib']} MiB",
+              first["peak_rss_mib"] <= 128))
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    for name, got, ok in t:
+        lines.append(f"| {name} | {got} | **{'MET' if ok else 'MISSED'}** |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--snapferry", required=True)
-    ap.add_argument("--minio", required=True)
-    ap.add_argument("--rclone", required=True)
-    ap.add_argument("--opensearch", required=True)
+    ap.add_argument("--render", help="print the Markdown of a results JSON and exit")
+    ap.add_argument("--snapferry")
+    ap.add_argument("--minio")
+    ap.add_argument("--rclone")
+    ap.add_argument("--opensearch")
     ap.add_argument("--copies", type=int, default=8200)
     ap.add_argument("--minio-copies", type=int, default=820)
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "w6.json"))
     a = ap.parse_args()
+    if a.render:
+        print(markdown(json.load(open(a.render))), end="")
+        return
+    if not (a.snapferry and a.minio and a.rclone and a.opensearch):
+        sys.exit("w6: --snapferry, --minio, --rclone and --opensearch are needed")
     work = a.work or tempfile.mkdtemp(prefix="w6.")
     sf = a.snapferry
     fixture = os.path.join(ROOT, "fixtures/repos/opensearch-2.19.6/repo")
@@ -217,7 +277,7 @@ def main():
     shutil.rmtree(os.path.join(work, "m"))
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
-    print(a.out)
+    print(markdown(out), end="")
 
 
 if __name__ == "__main__":
