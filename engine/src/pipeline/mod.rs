@@ -1003,8 +1003,17 @@ pub(crate) type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// One pass of the pipeline: list both sides (filtered), diff, copy, and wait until every
 /// copy has landed (or failed).
 pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<PassOutcome> {
-    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone(), false);
-    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), filter, ctx.dst_missing());
+    // A plain sync (no filter) lists both sides fanned out over their directories; a
+    // snapshot-aware pass lists flat, as it always has.
+    let fan_out = filter.is_none();
+    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone(), false, fan_out);
+    let dst_rx = lister::spawn(
+        ctx.clone(),
+        ctx.dst.clone(),
+        filter,
+        ctx.dst_missing(),
+        fan_out,
+    );
     let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
     let diff_stats = Arc::new(DiffStats::default());
     let ds = diff_stats.clone();
