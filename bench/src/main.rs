@@ -151,6 +151,10 @@ struct RunArgs {
     /// Requests in flight while writing the workloads.
     #[arg(long, default_value_t = 64)]
     gen_concurrency: usize,
+    /// Index directories of W4, 5 shard directories each (default: one per 1,000 blobs,
+    /// 100 at full scale).
+    #[arg(long)]
+    w4_indices: Option<u64>,
     /// The command line RESULTS.md names as the way to regenerate it.
     #[arg(long, default_value = "bash bench/run.sh")]
     regenerate: String,
@@ -208,6 +212,7 @@ fn run(a: RunArgs) -> Result<()> {
         profile: a.profile,
         diff_keys: a.diff_keys,
         gen_concurrency: a.gen_concurrency,
+        w4_indices: a.w4_indices,
     };
     let mut results = run::run(&cfg)?;
     results.machine = report::machine(&a.work_dir);

@@ -50,6 +50,8 @@ pub struct Config {
     pub diff_keys: u64,
     /// Requests in flight while writing the workloads.
     pub gen_concurrency: usize,
+    /// Index directories of W4 (5 shard directories each); default one per 1,000 blobs.
+    pub w4_indices: Option<u64>,
 }
 
 /// One measured run of one tool on one workload.
@@ -365,7 +367,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
     let want = |id: &str| cfg.workloads.iter().any(|w| w.eq_ignore_ascii_case(id));
     let mut ws = Vec::new();
     if want("W4") {
-        ws.push(workloads::w4(cfg.scale));
+        ws.push(workloads::w4(cfg.scale, cfg.w4_indices));
     }
     if want("W1") {
         ws.push(workloads::w1(cfg.scale));

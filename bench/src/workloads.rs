@@ -85,7 +85,12 @@ pub fn w1(scale: f64) -> Workload {
 
 /// Small blobs spread over indices and shards like a repository's.
 fn small_blobs(rng: &mut rand::rngs::StdRng, n: u64, min: u64, max: u64) -> Vec<Obj> {
-    let indices: Vec<String> = (0..(n / 1000).max(1)).map(|_| uuid(rng)).collect();
+    blobs_in(rng, n, (n / 1000).max(1), min, max)
+}
+
+/// Small blobs spread over `indices` indices of 5 shards each.
+fn blobs_in(rng: &mut rand::rngs::StdRng, n: u64, indices: u64, min: u64, max: u64) -> Vec<Obj> {
+    let indices: Vec<String> = (0..indices).map(|_| uuid(rng)).collect();
     (0..n)
         .map(|i| {
             let idx = &indices[(i as usize) % indices.len()];
@@ -112,15 +117,21 @@ pub fn w2(scale: f64) -> Workload {
     }
 }
 
-/// W4: 100,000 blobs of 1–4 KiB, written identically to both sides beforehand.
-pub fn w4(scale: f64) -> Workload {
+/// W4: 100,000 blobs of 1–4 KiB, written identically to both sides beforehand, under
+/// `indices` index directories of 5 shard directories each (default: one index per
+/// 1,000 blobs).
+pub fn w4(scale: f64, indices: Option<u64>) -> Workload {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let n = ((100_000.0 * scale).round() as u64).max(10);
+    let objects = match indices {
+        None => small_blobs(&mut rng, n, 1 << 10, 4 << 10),
+        Some(i) => blobs_in(&mut rng, n, i.max(1), 1 << 10, 4 << 10),
+    };
     Workload {
         id: "W4",
         title: format!("no-op re-sync of {n} objects already in sync"),
         bucket: "bench-w4".into(),
-        objects: sorted(small_blobs(&mut rng, n, 1 << 10, 4 << 10)),
+        objects: sorted(objects),
         noop: true,
         note: String::new(),
     }
@@ -273,7 +284,7 @@ mod tests {
         let w2 = w2(1.0);
         assert_eq!(w2.objects.len(), 20_000);
         assert!(w2.objects.iter().all(|o| (4096..=65536).contains(&o.size)));
-        let w4 = w4(1.0);
+        let w4 = w4(1.0, None);
         assert_eq!(w4.objects.len(), 100_000);
         let mut keys: Vec<&str> = w4.objects.iter().map(|o| o.key.as_str()).collect();
         keys.dedup();

@@ -330,6 +330,11 @@ pub struct SyncArgs {
     /// source has index.latest).
     #[arg(long, value_enum, default_value_t = SnapshotAwareArg::Auto)]
     pub snapshot_aware: SnapshotAwareArg,
+    /// A plain sync lists both sides one directory level per request, up to
+    /// --concurrency LIST requests at once, instead of one flat listing each (more
+    /// requests; faster only where listing is latency-bound).
+    #[arg(long)]
+    pub list_fan_out: bool,
     /// Copy exactly these snapshots (repeatable; snapshot-aware mode): the destination
     /// then holds a repository of just them, as if the others had been deleted.
     #[arg(long, value_name = "NAME")]
@@ -666,6 +671,7 @@ impl SyncArgs {
             },
             snapshots: self.snapshot.clone(),
             allow_empty_source: self.allow_empty_source,
+            list_fan_out: self.list_fan_out,
             max_delete: MaxDelete::parse(&self.max_delete).map_err(|e| e.to_string())?,
             replace_repository: self.replace_repository,
             lease_ttl: parse_duration("--lease-ttl", &self.lease_ttl)?,

@@ -12,7 +12,7 @@ use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
-use snapferry_engine::store::{Presence, PutOptions, SourceRecord, Store};
+use snapferry_engine::store::{LevelEntry, Presence, PutOptions, SourceRecord, Store};
 
 async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -25,6 +25,102 @@ async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
         );
     }
     out
+}
+
+async fn list_prefix_all(s: &dyn Store, prefix: &str, after: Option<&str>) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut st = s.list_prefix(prefix, after.map(str::to_string));
+    while let Some(page) = st.next().await {
+        out.extend(
+            page.unwrap_or_else(|e| panic!("list_prefix {prefix:?} page: {e}"))
+                .into_iter()
+                .map(|m| (m.key, m.size)),
+        );
+    }
+    out
+}
+
+/// One level as `name` for objects (with the size) and `name/` for common prefixes; a
+/// common prefix equal to `after` (which servers may list again) is dropped.
+async fn list_level_all(s: &dyn Store, prefix: &str, after: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut st = s.list_level(prefix, after.map(str::to_string));
+    while let Some(page) = st.next().await {
+        for e in page.unwrap_or_else(|e| panic!("list_level {prefix:?} page: {e}")) {
+            match e {
+                LevelEntry::Object(m) => out.push(format!("{} {}", m.key, m.size)),
+                LevelEntry::Prefix(p) if Some(p.as_str()) == after && out.is_empty() => {}
+                LevelEntry::Prefix(p) => out.push(p),
+            }
+        }
+    }
+    out
+}
+
+/// The first item of a listing that must fail (a root that does not exist).
+async fn first_error(
+    mut l: impl futures::Stream<Item = snapferry_engine::error::Result<Vec<impl std::fmt::Debug>>>
+        + Unpin,
+) -> ErrorKind {
+    match l.next().await {
+        Some(Err(e)) => e.kind(),
+        other => panic!("a missing root listed {other:?}"),
+    }
+}
+
+/// `list_prefix` and `list_level` over the keys [`conformance`] wrote.
+async fn prefix_conformance(s: &dyn Store, want: &[(String, u64)]) {
+    let under = |p: &str| -> Vec<(String, u64)> {
+        want.iter()
+            .filter(|w| w.0.starts_with(p))
+            .cloned()
+            .collect()
+    };
+    // Only keys under the prefix, in byte order; a prefix not ending in '/' is a name
+    // prefix (`a` holds `a-c`, `a/b`, `a/b0`, `a0`).
+    for p in [
+        "a/", "a", "a/b", "sp ace/", "z", "nope/", "nope", "a/b/", "",
+    ] {
+        assert_eq!(
+            list_prefix_all(s, p, None).await,
+            under(p),
+            "{} {p:?}",
+            s.describe()
+        );
+    }
+    assert_eq!(under("a").len(), 4);
+    // Resuming with start_after, inside the prefix and before it.
+    let a = under("a");
+    assert_eq!(list_prefix_all(s, "a", Some("a-c")).await, a[1..].to_vec());
+    assert_eq!(list_prefix_all(s, "a", Some("a/b")).await, a[2..].to_vec());
+    assert_eq!(list_prefix_all(s, "a/", Some("a/b0")).await, Vec::new());
+    assert_eq!(list_prefix_all(s, "a/", Some("0")).await, under("a/"));
+    assert_eq!(list_prefix_all(s, "a", Some("a0")).await, Vec::new());
+
+    // One level: objects and common prefixes in byte order ('-' < '/' < '0').
+    assert!(s.lists_levels(), "{}", s.describe());
+    let size = |k: &str| want.iter().find(|w| w.0 == k).map(|w| w.1).unwrap();
+    let obj = |k: &str| format!("{k} {}", size(k));
+    let root = vec![
+        obj("a-c"),
+        "a/".to_string(),
+        obj("a0"),
+        obj("empty"),
+        "sp ace/".to_string(),
+        obj("z"),
+    ];
+    assert_eq!(list_level_all(s, "", None).await, root, "{}", s.describe());
+    assert_eq!(list_level_all(s, "", Some("a/")).await, root[2..].to_vec());
+    assert_eq!(list_level_all(s, "", Some("a-c")).await, root[1..].to_vec());
+    assert_eq!(
+        list_level_all(s, "a/", None).await,
+        vec![obj("a/b"), obj("a/b0")]
+    );
+    assert_eq!(
+        list_level_all(s, "sp ace/", None).await,
+        vec![obj("sp ace/ünï+cødé%20.txt")]
+    );
+    assert!(list_level_all(s, "nope/", None).await.is_empty());
 }
 
 async fn conformance(s: Arc<dyn Store>) {
@@ -40,6 +136,19 @@ async fn conformance(s: Arc<dyn Store>) {
                 ErrorKind::LocationNotFound,
                 "{}",
                 s.describe()
+            );
+            // Absent is not empty under a prefix or one level either.
+            assert_eq!(
+                first_error(s.list_prefix("a/", None)).await,
+                ErrorKind::LocationNotFound
+            );
+            assert_eq!(
+                first_error(s.list_level("", None)).await,
+                ErrorKind::LocationNotFound
+            );
+            assert_eq!(
+                first_error(s.list_level("a/", None)).await,
+                ErrorKind::LocationNotFound
             );
         }
         Presence::NotEmpty => panic!("{}: a fresh location holds objects", s.describe()),
@@ -84,6 +193,7 @@ async fn conformance(s: Arc<dyn Store>) {
         after,
         want[want.iter().position(|w| w.0 == "a/b").unwrap() + 1..].to_vec()
     );
+    prefix_conformance(s.as_ref(), &want).await;
 
     // HEAD returns the recorded source version; a missing key is None.
     let h = s.head("a/b").await.expect("head").expect("exists");
@@ -263,14 +373,98 @@ async fn conformance(s: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    conformance(Arc::new(FsStore::new(dir.path().join("root")))).await;
+    let root = dir.path().join("root");
+    conformance(Arc::new(FsStore::new(&root))).await;
+    // An empty directory holds no key: an empty listing under it, and one level of it;
+    // the level above lists it as a common prefix (a directory), under which nothing is.
+    std::fs::create_dir_all(root.join("hollow/deeper")).unwrap();
+    let s = FsStore::new(&root);
+    assert!(list_prefix_all(&s, "hollow/", None).await.is_empty());
+    assert!(list_prefix_all(&s, "hollow/deeper/", None).await.is_empty());
+    assert_eq!(
+        list_level_all(&s, "hollow/", None).await,
+        vec!["hollow/deeper/".to_string()]
+    );
+    assert!(list_level_all(&s, "hollow/deeper/", None).await.is_empty());
+    // Reserved directories and temp files are never listed, under a prefix either.
+    std::fs::create_dir_all(root.join(".snapferry-uploads/u")).unwrap();
+    std::fs::write(root.join(".snapferry-uploads/u/1"), b"part").unwrap();
+    std::fs::write(root.join("a/.snapferry-tmp-0123456789abcdef"), b"tmp").unwrap();
+    assert!(list_prefix_all(&s, ".snapferry-uploads/", None)
+        .await
+        .is_empty());
+    assert!(list_prefix_all(&s, ".snapferry", None).await.is_empty());
+    assert!(list_level_all(&s, ".snapferry-uploads/", None)
+        .await
+        .is_empty());
+    assert!(!list_prefix_all(&s, "a/", None)
+        .await
+        .iter()
+        .any(|(k, _)| k.contains(".snapferry")));
+    assert!(!list_level_all(&s, "", None)
+        .await
+        .iter()
+        .any(|k| k.contains(".snapferry")));
+    assert!(!list_level_all(&s, "a/", None)
+        .await
+        .iter()
+        .any(|k| k.contains(".snapferry")));
 }
 
-async fn s3_conformance(content_md5: bool) {
-    let m = Minio::start();
-    create_bucket(&m.client(), "conf").await;
-    let s = S3Store::connect(S3Config {
-        bucket: "conf".into(),
+/// A listing under a prefix only reads that prefix's directory: a sibling directory
+/// the walk cannot list (it holds a dangling symlink, whose metadata cannot be read)
+/// fails the whole listing, never one under another prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_list_prefix_reads_only_the_prefix_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for k in [
+        "indices/a/0/x",
+        "indices/a/0/y",
+        "indices/a/1/z",
+        "indices/b/0/w",
+    ] {
+        let p = root.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, k).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        dir.path().join("nowhere"),
+        root.join("indices/b/0/dangling"),
+    )
+    .unwrap();
+    let s = FsStore::new(&root);
+    let mut l = s.list(None);
+    let mut failed = false;
+    while let Some(p) = l.next().await {
+        failed |= p.is_err();
+    }
+    assert!(failed, "the whole listing reads the broken sibling");
+    let got = list_prefix_all(&s, "indices/a/0/", None).await;
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["indices/a/0/x", "indices/a/0/y"]
+    );
+    assert_eq!(
+        list_prefix_all(&s, "indices/a/", Some("indices/a/0/x"))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(list_prefix_all(&s, "indices/a", None).await.len(), 3);
+    assert_eq!(
+        list_level_all(&s, "indices/a/", None).await,
+        ["indices/a/0/", "indices/a/1/"]
+    );
+    assert_eq!(
+        list_level_all(&s, "indices/", None).await,
+        ["indices/a/", "indices/b/"]
+    );
+}
+
+async fn s3_store(m: &Minio, bucket: &str, content_md5: bool) -> S3Store {
+    S3Store::connect(S3Config {
+        bucket: bucket.into(),
         prefix: "some/prefix/".into(),
         endpoint: Some(m.endpoint.clone()),
         region: None,
@@ -285,8 +479,43 @@ async fn s3_conformance(content_md5: bool) {
         verify_source: Default::default(),
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Absent is not empty: every listing of a bucket that does not exist fails so.
+async fn missing_root(s: &dyn Store) {
+    assert_eq!(
+        first_error(s.list(None)).await,
+        ErrorKind::LocationNotFound,
+        "{}",
+        s.describe()
+    );
+    assert_eq!(
+        first_error(s.list_prefix("a/", None)).await,
+        ErrorKind::LocationNotFound,
+        "{}",
+        s.describe()
+    );
+    assert_eq!(
+        first_error(s.list_level("", None)).await,
+        ErrorKind::LocationNotFound,
+        "{}",
+        s.describe()
+    );
+    assert_eq!(
+        first_error(s.list_level("a/", None)).await,
+        ErrorKind::LocationNotFound,
+        "{}",
+        s.describe()
+    );
+}
+
+async fn s3_conformance(content_md5: bool) {
+    let m = Minio::start();
+    create_bucket(&m.client(), "conf").await;
+    let s = s3_store(&m, "conf", content_md5).await;
     conformance(Arc::new(s)).await;
+    missing_root(&s3_store(&m, "absent", content_md5).await).await;
     // The prefix isolates: nothing outside it was touched.
     let all = keys(&m.client(), "conf", "").await;
     assert!(all.iter().all(|k| k.starts_with("some/prefix/")), "{all:?}");
@@ -306,21 +535,24 @@ async fn s3_store_conforms_in_content_md5_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oss_store_conforms() {
     let gw = OssGateway::start(&["conf"]);
-    let s = OssStore::new(OssConfig {
-        bucket: "conf".into(),
-        prefix: "some/prefix/".into(),
-        endpoint: Endpoint::parse(&gw.endpoint, Some("cn-hangzhou")).unwrap(),
-        credentials: OssCredentials {
-            access_key_id: OSS_AK.into(),
-            access_key_secret: OSS_SK.into(),
-            security_token: None,
-        }
-        .into(),
-        io_timeout: None,
-        verify_source: Default::default(),
-    })
-    .unwrap();
-    conformance(Arc::new(s)).await;
+    let oss = |bucket: &str| {
+        OssStore::new(OssConfig {
+            bucket: bucket.into(),
+            prefix: "some/prefix/".into(),
+            endpoint: Endpoint::parse(&gw.endpoint, Some("cn-hangzhou")).unwrap(),
+            credentials: OssCredentials {
+                access_key_id: OSS_AK.into(),
+                access_key_secret: OSS_SK.into(),
+                security_token: None,
+            }
+            .into(),
+            io_timeout: None,
+            verify_source: Default::default(),
+        })
+        .unwrap()
+    };
+    conformance(Arc::new(oss("conf"))).await;
+    missing_root(&oss("absent")).await;
     assert!(gw
         .keys("conf")
         .iter()

@@ -78,6 +78,11 @@ pub struct SyncOptions {
     pub snapshots: Vec<String>,
     /// Accept a source location that does not exist or holds nothing.
     pub allow_empty_source: bool,
+    /// A plain sync lists both sides fanned out over their directories (one level per
+    /// request, up to `concurrency` LIST requests in flight) instead of one flat listing
+    /// each. Off by default: it costs one request per directory instead of one per 1,000
+    /// keys, and on MinIO it was not faster (bench/RESULTS.md, "Listing fan-out").
+    pub list_fan_out: bool,
     /// The most objects one run may delete from the destination.
     pub max_delete: MaxDelete,
     /// Write over a destination that holds another repository (another repository
@@ -192,6 +197,7 @@ impl Default for SyncOptions {
             snapshot_aware: SnapshotAware::Auto,
             snapshots: Vec::new(),
             allow_empty_source: false,
+            list_fan_out: false,
             max_delete: MaxDelete::Percent(50.0),
             replace_repository: false,
             lease_ttl: crate::lease::DEFAULT_TTL,
@@ -1055,8 +1061,17 @@ pub(crate) type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// One pass of the pipeline: list both sides (filtered), diff, copy, and wait until every
 /// copy has landed (or failed).
 pub(crate) async fn pass(ctx: &Arc<Ctx>, filter: Option<KeyFilter>) -> Result<PassOutcome> {
-    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone(), false);
-    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), filter, ctx.dst_missing());
+    // A plain sync (no filter) lists both sides fanned out over their directories when
+    // asked to; a snapshot-aware pass lists flat, as it always has.
+    let fan_out = filter.is_none() && ctx.opts.list_fan_out;
+    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), filter.clone(), false, fan_out);
+    let dst_rx = lister::spawn(
+        ctx.clone(),
+        ctx.dst.clone(),
+        filter,
+        ctx.dst_missing(),
+        fan_out,
+    );
     let (join_tx, join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
     let diff_stats = Arc::new(DiffStats::default());
     let ds = diff_stats.clone();

@@ -27,7 +27,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, SourceRecord, Store,
+    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    PutOptions, SourceRecord, Store,
 };
 use crate::error::{Error, Result};
 
@@ -323,8 +324,70 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, bool)>> {
 /// the index of the next entry.
 type Level = (String, Vec<(String, bool)>, usize);
 
-/// The blocking walk behind [`FsStore::list`]; sends entries into `tx` in key order.
-fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Vec<ObjectMeta>>>) {
+/// Where a walk starts: the whole tree, or the part of it under a key prefix.
+#[derive(Debug, Clone, Default)]
+struct From {
+    /// The directory (relative, `""` or ending in `/`) whose entries are walked.
+    dir: String,
+    /// Only the entries of `dir` whose names start with this.
+    name: String,
+}
+
+impl From {
+    /// The directory a key prefix names, and the name prefix in it: `a/b/` is the
+    /// directory `a/b/` (every name), `a/b` the names starting with `b` in `a/`. A prefix
+    /// with an empty, `.` or `..` segment cannot name a directory (no key is under it),
+    /// and one through a reserved directory names nothing a listing shows.
+    fn prefix(prefix: &str) -> Option<From> {
+        let (dir, name) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let bad = dir.split('/').rev().skip(1).any(|c| {
+            c.is_empty()
+                || c == "."
+                || c == ".."
+                || c.contains('\0')
+                || c.starts_with(INTERNAL_PREFIX)
+        });
+        (!bad).then(|| From {
+            dir: dir.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The sorted entries of the directory `from` names, filtered by its name prefix; `None`
+/// when that directory does not exist (or is not a directory): nothing is under it.
+fn start_entries(root: &Path, from: &From) -> std::io::Result<Option<Vec<(String, bool)>>> {
+    let dir = root.join(&from.dir);
+    match sorted_entries(&dir) {
+        Ok(mut v) => {
+            v.retain(|(n, _)| n.starts_with(from.name.as_str()));
+            Ok(Some(v))
+        }
+        Err(e)
+            if !from.dir.is_empty()
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The blocking walk behind [`FsStore::list`] (from the root) and
+/// [`FsStore::list_prefix`] (from the prefix's directory only: siblings of that directory
+/// are never read); sends entries into `tx` in key order.
+fn walk(
+    root: PathBuf,
+    from: From,
+    start_after: Option<String>,
+    tx: mpsc::Sender<Result<Vec<ObjectMeta>>>,
+) {
     if !root.exists() {
         // Absent is not empty: the caller decides whether a missing directory is a
         // destination not created yet or a mistyped source.
@@ -336,8 +399,9 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Vec<
     }
     // Stack of (relative dir prefix, entries, next index).
     let mut stack: Vec<Level> = Vec::new();
-    match sorted_entries(&root) {
-        Ok(v) => stack.push((String::new(), v, 0)),
+    match start_entries(&root, &from) {
+        Ok(Some(v)) => stack.push((from.dir, v, 0)),
+        Ok(None) => return,
         Err(e) => {
             let _ = tx.blocking_send(Err(e.into()));
             return;
@@ -391,6 +455,67 @@ fn walk(root: PathBuf, start_after: Option<String>, tx: mpsc::Sender<Result<Vec<
     }
 }
 
+/// One directory of [`FsStore::list_level`], sent into `tx` as pages: its files as
+/// objects (with their metadata) and its subdirectories as common prefixes, in key order,
+/// after `start_after`. Only that directory is read.
+fn level(
+    root: PathBuf,
+    prefix: String,
+    start_after: Option<String>,
+    tx: mpsc::Sender<Result<Vec<LevelEntry>>>,
+) {
+    let fail = |e: Error| {
+        let _ = tx.blocking_send(Err(e));
+    };
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        return fail(Error::invalid_input(format!(
+            "a one-level listing needs a directory prefix (ending in '/'), not {prefix:?}"
+        )));
+    }
+    if !root.exists() {
+        return fail(Error::location_not_found(format!(
+            "directory {} does not exist",
+            root.display()
+        )));
+    }
+    let Some(from) = From::prefix(&prefix) else {
+        return;
+    };
+    let entries = match start_entries(&root, &from) {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
+        Err(e) => return fail(e.into()),
+    };
+    let mut page = Vec::with_capacity(super::LIST_PAGE.min(entries.len()));
+    for (name, is_dir) in entries {
+        let rel = if is_dir {
+            format!("{prefix}{name}/")
+        } else {
+            format!("{prefix}{name}")
+        };
+        if start_after.as_deref().is_some_and(|a| rel.as_str() <= a) {
+            continue;
+        }
+        if is_dir {
+            page.push(LevelEntry::Prefix(rel));
+        } else {
+            let path = root.join(&rel);
+            match fs::metadata(&path) {
+                Ok(md) => page.push(LevelEntry::Object(meta_of(rel, &path, &md))),
+                Err(e) => return fail(e.into()),
+            }
+        }
+        if page.len() >= super::LIST_PAGE
+            && tx.blocking_send(Ok(std::mem::take(&mut page))).is_err()
+        {
+            return; // the consumer went away
+        }
+    }
+    if !page.is_empty() {
+        let _ = tx.blocking_send(Ok(page));
+    }
+}
+
 #[async_trait]
 impl Store for FsStore {
     fn describe(&self) -> String {
@@ -408,7 +533,33 @@ impl Store for FsStore {
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
         let (tx, rx) = mpsc::channel(2);
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk(root, start_after, tx));
+        tokio::task::spawn_blocking(move || walk(root, From::default(), start_after, tx));
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
+        let Some(from) = From::prefix(prefix) else {
+            return Box::pin(futures::stream::empty());
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || walk(root, from, start_after, tx));
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    fn lists_levels(&self) -> bool {
+        true
+    }
+
+    fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
+        let (tx, rx) = mpsc::channel(2);
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || level(root, prefix, start_after, tx));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }))

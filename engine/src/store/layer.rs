@@ -28,7 +28,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store, Stored,
+    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    PutOptions, Store, Stored,
 };
 use crate::error::{Error, ErrorKind, Result, Side};
 use crate::limits::Limits;
@@ -75,12 +76,16 @@ pub struct Layered {
 }
 
 impl Layered {
-    /// One listing (of everything, or under a prefix) with the run's limits, retries
-    /// (resuming after the last key seen) and accounting.
-    fn list_from(&self, prefix: Option<String>, start_after: Option<String>) -> ListStream<'_> {
+    /// One listing (of everything, under a prefix, or one level) with the run's limits,
+    /// retries (reopened by `open` after the last key seen) and accounting.
+    fn paged<'a, T, F>(&'a self, open: F, start_after: Option<String>) -> Paged<'a, T>
+    where
+        T: Keyed + Send + 'a,
+        F: Fn(Option<String>) -> Paged<'a, T> + Send + 'a,
+    {
         let st = ListState {
             stream: None,
-            prefix,
+            open,
             last: start_after,
             attempt: 1,
             started: Instant::now(),
@@ -99,14 +104,8 @@ impl Layered {
                     return Some((Err(Error::cancelled().on(self.side)), st));
                 }
                 let last = st.last.clone();
-                let stream = match &st.prefix {
-                    Some(pre) => {
-                        let pre = pre.clone();
-                        st.stream
-                            .get_or_insert_with(|| self.inner.list_prefix(&pre, last))
-                    }
-                    None => st.stream.get_or_insert_with(|| self.inner.list(last)),
-                };
+                let open = &st.open;
+                let stream = st.stream.get_or_insert_with(|| open(last));
                 p.limits.request().await;
                 let t = Instant::now();
                 let item = tokio::select! {
@@ -115,10 +114,10 @@ impl Layered {
                 };
                 match item {
                     None => return None,
-                    Some(Ok(page)) => {
+                    Some(Ok(mut page)) => {
                         p.lat.record(Kind::List, t.elapsed());
                         match check_page(
-                            &page,
+                            &mut page,
                             st.last.clone(),
                             &format!("list {}", self.inner.describe()),
                         ) {
@@ -325,32 +324,71 @@ pub fn confirms(
     Err("offers no checksum to confirm it by".into())
 }
 
-/// Checks one listing page against the order invariant; returns the new last key.
-fn check_page(page: &[ObjectMeta], mut last: Option<String>, what: &str) -> Result<Option<String>> {
-    for m in page {
-        if m.key.is_empty() {
+/// A listing entry as far as the order check is concerned.
+trait Keyed {
+    fn key(&self) -> &str;
+    /// A common prefix of a one-level listing: a resumed listing may list it again.
+    fn is_prefix(&self) -> bool;
+}
+
+impl Keyed for ObjectMeta {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn is_prefix(&self) -> bool {
+        false
+    }
+}
+
+impl Keyed for LevelEntry {
+    fn key(&self) -> &str {
+        LevelEntry::key(self)
+    }
+    fn is_prefix(&self) -> bool {
+        matches!(self, LevelEntry::Prefix(_))
+    }
+}
+
+/// A page stream of some entry type.
+type Paged<'a, T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<T>>> + Send + 'a>>;
+
+/// Checks one listing page against the order invariant; returns the new last key. A
+/// common prefix equal to the resume point (a one-level listing resumed after it: the
+/// servers roll the keys under it up again) is dropped, not an error.
+fn check_page<T: Keyed>(
+    page: &mut Vec<T>,
+    mut last: Option<String>,
+    what: &str,
+) -> Result<Option<String>> {
+    if let (Some(first), Some(l)) = (page.first(), &last) {
+        if first.is_prefix() && first.key() == l.as_str() {
+            page.remove(0);
+        }
+    }
+    for m in page.iter() {
+        if m.key().is_empty() {
             return Err(Error::protocol(format!(
                 "{what}: the listing holds an empty key"
             )));
         }
         if let Some(l) = &last {
-            if m.key.as_str() <= l.as_str() {
+            if m.key() <= l.as_str() {
                 return Err(Error::protocol(format!(
                     "{what}: the listing is not in key order ({:?} after {l:?})",
-                    m.key
+                    m.key()
                 )));
             }
         }
-        last = Some(m.key.clone());
+        last = Some(m.key().to_string());
     }
     Ok(last)
 }
 
-/// Listing state of [`Layered::list`].
-struct ListState<'a> {
-    stream: Option<ListStream<'a>>,
-    /// Only keys under this prefix (`list_prefix`).
-    prefix: Option<String>,
+/// Listing state of [`Layered::paged`].
+struct ListState<'a, T, F> {
+    stream: Option<Paged<'a, T>>,
+    /// Opens the listing after a key (the start, or the last key seen).
+    open: F,
     last: Option<String>,
     attempt: u32,
     started: Instant,
@@ -369,11 +407,27 @@ impl Store for Layered {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        self.list_from(None, start_after)
+        self.paged(move |after| self.inner.list(after), start_after)
     }
 
     fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
-        self.list_from(Some(prefix.to_string()), start_after)
+        let prefix = prefix.to_string();
+        self.paged(
+            move |after| self.inner.list_prefix(&prefix, after),
+            start_after,
+        )
+    }
+
+    fn lists_levels(&self) -> bool {
+        self.inner.lists_levels()
+    }
+
+    fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
+        let prefix = prefix.to_string();
+        self.paged(
+            move |after| self.inner.list_level(&prefix, after),
+            start_after,
+        )
     }
 
     fn listing_has_records(&self) -> bool {
@@ -786,13 +840,26 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let e = check_page(&page, None, "list x").unwrap_err();
+        let e = check_page(&mut page.clone(), None, "list x").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
-        let e = check_page(&page[..1], Some("c".into()), "list x").unwrap_err();
+        let e = check_page(&mut page[..1].to_vec(), Some("c".into()), "list x").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
         assert_eq!(
-            check_page(&page[..1], Some("a".into()), "list x").unwrap(),
+            check_page(&mut page[..1].to_vec(), Some("a".into()), "list x").unwrap(),
             Some("b".into())
         );
+        // An object equal to the resume point is out of order; a common prefix equal to
+        // it (a one-level listing resumed after it) is dropped.
+        let e = check_page(&mut page[..1].to_vec(), Some("b".into()), "list x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        let mut level = vec![
+            LevelEntry::Prefix("a/".into()),
+            LevelEntry::Prefix("a0/".into()),
+        ];
+        assert_eq!(
+            check_page(&mut level, Some("a/".into()), "list x").unwrap(),
+            Some("a0/".into())
+        );
+        assert_eq!(level, vec![LevelEntry::Prefix("a0/".into())]);
     }
 }

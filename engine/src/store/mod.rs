@@ -214,6 +214,37 @@ pub struct PendingUpload {
 /// are in byte order of their relative keys.
 pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<Vec<ObjectMeta>>> + Send + 'a>>;
 
+/// One entry of a one-level listing ([`Store::list_level`]): an object directly under the
+/// listed prefix, or a common prefix (a "directory", ending in `/`) standing for every
+/// key under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LevelEntry {
+    /// An object whose relative key has no `/` after the listed prefix.
+    Object(ObjectMeta),
+    /// A relative key prefix ending in `/` under which at least one key is (on fs, a
+    /// directory, possibly empty).
+    Prefix(String),
+}
+
+impl LevelEntry {
+    /// The relative key (object) or prefix (common prefix) this entry sorts by.
+    pub fn key(&self) -> &str {
+        match self {
+            LevelEntry::Object(m) => &m.key,
+            LevelEntry::Prefix(p) => p,
+        }
+    }
+}
+
+/// A stream of one-level listing pages; entries across pages are in byte order of their
+/// keys (a common prefix sorts where its keys do: `a.b` < `a/` < `a0`).
+pub type LevelStream<'a> = Pin<Box<dyn Stream<Item = Result<Vec<LevelEntry>>> + Send + 'a>>;
+
+/// Listing pages as a server answers them: objects and common prefixes (relative keys),
+/// each in byte order; what S3 and OSS build [`ListStream`] and [`LevelStream`] from.
+pub(crate) type RawPages<'a> =
+    Pin<Box<dyn Stream<Item = Result<(Vec<ObjectMeta>, Vec<String>)>> + Send + 'a>>;
+
 /// Entries per page for stores that choose their own page size (fs).
 pub const LIST_PAGE: usize = 1000;
 
@@ -278,6 +309,31 @@ pub trait Store: Send + Sync {
                 }
             },
         ))
+    }
+
+    /// Whether [`Store::list_level`] is native (a listing with delimiter `/`). Callers
+    /// that walk a tree level by level fall back to [`Store::list`] when it is not.
+    fn lists_levels(&self) -> bool {
+        false
+    }
+
+    /// Lists one level under `prefix` (`""` for the root, else a prefix ending in `/`):
+    /// the objects directly under it and the common prefixes (`prefix` + name + `/`) of
+    /// everything deeper, in byte order, resuming after `start_after` (a common prefix
+    /// equal to `start_after` may be listed again; the request layer drops it). Keys
+    /// under a common prefix are contiguous in a whole listing and sort exactly where
+    /// the prefix sorts among its siblings, so a level can be merged as one sorted
+    /// sequence. A prefix under which nothing is lists as empty; a root that does not
+    /// exist is `LocationNotFound`, as for [`Store::list`].
+    ///
+    /// The default fails: only stores that answer [`Store::lists_levels`] implement it.
+    fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
+        let _ = (prefix, start_after);
+        let e = crate::Error::other(format!(
+            "{} cannot list one level (no delimiter listing)",
+            self.describe()
+        ));
+        Box::pin(futures::stream::once(async move { Err(e) }))
     }
 
     /// Whether listing entries carry the recorded source version ([`ObjectMeta::record`]).
@@ -393,6 +449,27 @@ pub trait Store: Send + Sync {
     /// and says whether the location holds anything. A bucket that does not exist is
     /// `LocationNotFound`; a directory that does not exist (yet) is [`Presence::Missing`].
     async fn preflight(&self) -> Result<Presence>;
+}
+
+/// A one-level listing page from its objects and common prefixes (each in byte order, as
+/// ListObjectsV2 answers them), merged into one sequence in byte order.
+pub(crate) fn merge_level(objects: Vec<ObjectMeta>, prefixes: Vec<String>) -> Vec<LevelEntry> {
+    let mut out = Vec::with_capacity(objects.len() + prefixes.len());
+    let mut objects = objects.into_iter().peekable();
+    let mut prefixes = prefixes.into_iter().peekable();
+    loop {
+        let take_object = match (objects.peek(), prefixes.peek()) {
+            (Some(o), Some(p)) => o.key.as_str() < p.as_str(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        if take_object {
+            out.extend(objects.next().map(LevelEntry::Object));
+        } else {
+            out.extend(prefixes.next().map(LevelEntry::Prefix));
+        }
+    }
 }
 
 /// Reads a small object whole: a HEAD for its size (its metadata is returned too), then

@@ -29,8 +29,8 @@ use md5::{Digest, Md5};
 
 use super::watch::{ProgressBody, Watch};
 use super::{
-    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
-    SourceRecord, Store, Stored, VerifiedBy, VerifySource,
+    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{find_source, io_kind, root_cause, Error, ErrorKind, Result};
@@ -39,6 +39,7 @@ use aws_credential_types::provider::{
     future::ProvideCredentials as CredentialsFuture, ProvideCredentials,
 };
 use aws_sdk_s3::config::IdentityCache;
+use futures::StreamExt;
 use std::sync::Arc;
 
 use crate::credentials::{Expiring, Fetch, Refreshing};
@@ -397,18 +398,21 @@ impl S3Store {
         io_within(self.io_timeout, ctx, fut).await
     }
 
-    /// One ListObjectsV2 page as our entries, and the continuation token when the listing
-    /// goes on. Anything that breaks the API's invariants (a key outside the prefix, no
-    /// size, truncated without a token) is a protocol error, never a shorter listing.
+    /// One ListObjectsV2 page under `sub` (relative) as our entries and common prefixes
+    /// (relative), and the continuation token when the listing goes on. Anything that
+    /// breaks the API's invariants (a key outside the prefix, no size, a common prefix not
+    /// ending in the delimiter, truncated without a token) is a protocol error, never a
+    /// shorter listing.
     fn page(
         &self,
         ctx: &str,
+        sub: &str,
         out: aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
-    ) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+    ) -> Result<ListPage> {
         let mut page = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
             let full = o.key().unwrap_or("");
-            let Some(key) = self.rel_key(full) else {
+            let Some(key) = self.rel_key(full).filter(|k| k.starts_with(sub)) else {
                 return Err(Error::protocol(format!(
                     "{ctx}: the server listed {full:?}, outside the prefix asked for"
                 )));
@@ -429,6 +433,20 @@ impl S3Store {
                 ..Default::default()
             });
         }
+        let mut prefixes = Vec::with_capacity(out.common_prefixes().len());
+        for cp in out.common_prefixes() {
+            let full = cp.prefix().unwrap_or("");
+            match self.rel_key(full) {
+                Some(p) if p.starts_with(sub) && p.len() > sub.len() && p.ends_with('/') => {
+                    prefixes.push(p)
+                }
+                _ => {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the server listed the common prefix {full:?}, not one level under the prefix asked for"
+                    )))
+                }
+            }
+        }
         let token = match (
             out.is_truncated().unwrap_or(false),
             out.next_continuation_token(),
@@ -441,8 +459,76 @@ impl S3Store {
                 )))
             }
         };
-        Ok((page, token))
+        Ok(ListPage {
+            objects: page,
+            prefixes,
+            token,
+        })
     }
+
+    /// The ListObjectsV2 pages of the keys under `sub` (relative to the root), one level
+    /// (delimiter `/`) or all, after `start_after`.
+    fn pages(
+        &self,
+        sub: String,
+        delimiter: bool,
+        start_after: Option<String>,
+    ) -> super::RawPages<'_> {
+        struct St {
+            token: Option<String>,
+            done: bool,
+            start_after: Option<String>,
+            sub: String,
+        }
+        let init = St {
+            start_after,
+            token: None,
+            done: false,
+            sub,
+        };
+        Box::pin(futures::stream::unfold(init, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(&st.sub))
+                .max_keys(1000);
+            if delimiter {
+                req = req.delimiter("/");
+            }
+            if let Some(t) = &st.token {
+                req = req.continuation_token(t);
+            } else if let Some(a) = &st.start_after {
+                req = req.start_after(self.full_key(a));
+            }
+            let ctx = self.ctx("list", &st.sub);
+            let res = self
+                .io(&ctx, req.send())
+                .await
+                .and_then(|out| self.page(&ctx, &st.sub, out));
+            match res {
+                Ok(p) => {
+                    st.done = p.token.is_none();
+                    st.token = p.token;
+                    Some((Ok((p.objects, p.prefixes)), st))
+                }
+                Err(e) => {
+                    st.done = true;
+                    Some((Err(e), st))
+                }
+            }
+        }))
+    }
+}
+
+/// One listing page: objects, common prefixes (relative), and the continuation token.
+struct ListPage {
+    objects: Vec<ObjectMeta>,
+    prefixes: Vec<String>,
+    token: Option<String>,
 }
 
 use crate::checksum::crc32_b64 as crc_b64;
@@ -650,48 +736,28 @@ impl Store for S3Store {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        struct St {
-            token: Option<String>,
-            done: bool,
-            start_after: Option<String>,
-        }
-        let init = St {
-            start_after,
-            token: None,
-            done: false,
-        };
-        Box::pin(futures::stream::unfold(init, move |mut st| async move {
-            if st.done {
-                return None;
-            }
-            let mut req = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&self.prefix)
-                .max_keys(1000);
-            if let Some(t) = &st.token {
-                req = req.continuation_token(t);
-            } else if let Some(a) = &st.start_after {
-                req = req.start_after(self.full_key(a));
-            }
-            let ctx = self.ctx("list", "");
-            let res = self
-                .io(&ctx, req.send())
-                .await
-                .and_then(|out| self.page(&ctx, out));
-            match res {
-                Ok((page, token)) => {
-                    st.done = token.is_none();
-                    st.token = token;
-                    Some((Ok(page), st))
-                }
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
-        }))
+        Box::pin(
+            self.pages(String::new(), false, start_after)
+                .map(|r| r.map(|(objects, _)| objects)),
+        )
+    }
+
+    fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
+        Box::pin(
+            self.pages(prefix.to_string(), false, start_after)
+                .map(|r| r.map(|(objects, _)| objects)),
+        )
+    }
+
+    fn lists_levels(&self) -> bool {
+        true
+    }
+
+    fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
+        Box::pin(
+            self.pages(prefix.to_string(), true, start_after)
+                .map(|r| r.map(|(objects, prefixes)| super::merge_level(objects, prefixes))),
+        )
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -1150,9 +1216,9 @@ impl Store for S3Store {
                 )),
                 other => other,
             })?;
-        let (page, token) = self.page(&ctx, out)?;
-        let data = page.iter().any(|m| !super::is_reserved(&m.key));
-        Ok(if data || token.is_some() {
+        let page = self.page(&ctx, "", out)?;
+        let data = page.objects.iter().any(|m| !super::is_reserved(&m.key));
+        Ok(if data || page.token.is_some() {
             Presence::NotEmpty
         } else {
             Presence::Empty

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
+use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -32,8 +33,8 @@ use self::creds::OssCredentialSource;
 use self::sign::{encode_path, encode_query, SignInput};
 use super::watch::{ProgressBody, Watch};
 use super::{
-    normalize_etag, CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions,
-    SourceRecord, Store, Stored, VerifiedBy, VerifySource,
+    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{root_cause, Error, ErrorKind, Result};
@@ -488,15 +489,20 @@ impl OssStore {
         Ok(out)
     }
 
-    /// One ListObjectsV2 page as our entries, and the continuation token when the listing
-    /// goes on. A document that is not a `<ListBucketResult>`, a key outside the prefix,
-    /// or a truncated page without a token is a protocol error, never a shorter listing.
-    fn page(&self, ctx: &str, body: &[u8]) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+    /// One ListObjectsV2 page under `sub` (relative) as our entries and common prefixes
+    /// (relative), and the continuation token when the listing goes on. A document that
+    /// is not a `<ListBucketResult>`, a key outside the prefix, a common prefix not one
+    /// level under it, or a truncated page without a token is a protocol error, never a
+    /// shorter listing.
+    fn page(&self, ctx: &str, sub: &str, body: &[u8]) -> Result<ListPage> {
         let out: xml::ListBucketResult = xml::parse(ctx, body, "ListBucketResult")?;
         let mut page = Vec::with_capacity(out.contents.len());
         for c in out.contents {
             let full = url_decode(&c.key);
-            let Some(key) = full.strip_prefix(self.cfg.prefix.as_str()) else {
+            let Some(key) = full
+                .strip_prefix(self.cfg.prefix.as_str())
+                .filter(|k| k.starts_with(sub))
+            else {
                 return Err(Error::protocol(format!(
                     "{ctx}: the server listed {full:?}, outside the prefix asked for"
                 )));
@@ -517,6 +523,20 @@ impl OssStore {
                 ..Default::default()
             });
         }
+        let mut prefixes = Vec::with_capacity(out.common_prefixes.len());
+        for cp in out.common_prefixes {
+            let full = url_decode(&cp.prefix);
+            match full.strip_prefix(self.cfg.prefix.as_str()) {
+                Some(p) if p.starts_with(sub) && p.len() > sub.len() && p.ends_with('/') => {
+                    prefixes.push(p.to_string())
+                }
+                _ => {
+                    return Err(Error::protocol(format!(
+                        "{ctx}: the server listed the common prefix {full:?}, not one level under the prefix asked for"
+                    )))
+                }
+            }
+        }
         let token = match (out.is_truncated, out.next_continuation_token) {
             (false, _) => None,
             (true, Some(t)) if !t.is_empty() => Some(url_decode(&t)),
@@ -526,7 +546,69 @@ impl OssStore {
                 )))
             }
         };
-        Ok((page, token))
+        Ok(ListPage {
+            objects: page,
+            prefixes,
+            token,
+        })
+    }
+
+    /// The ListObjectsV2 pages of the keys under `sub` (relative to the root), one level
+    /// (delimiter `/`) or all, after `start_after`.
+    fn pages(
+        &self,
+        sub: String,
+        delimiter: bool,
+        start_after: Option<String>,
+    ) -> super::RawPages<'_> {
+        struct St {
+            token: Option<String>,
+            start_after: Option<String>,
+            done: bool,
+            sub: String,
+        }
+        let init = St {
+            token: None,
+            start_after,
+            done: false,
+            sub,
+        };
+        Box::pin(futures::stream::unfold(init, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let full = self.full_key(&st.sub);
+            let mut query = q(&[
+                ("list-type", "2"),
+                ("prefix", &full),
+                ("max-keys", "1000"),
+                ("encoding-type", "url"),
+            ]);
+            if delimiter {
+                query.push(("delimiter".into(), "/".into()));
+            }
+            if let Some(t) = &st.token {
+                query.push(("continuation-token".into(), t.clone()));
+            } else if let Some(a) = &st.start_after {
+                query.push(("start-after".into(), self.full_key(a)));
+            }
+            let ctx = self.ctx("list", &st.sub);
+            let res = self
+                .send(&ctx, Method::GET, "", &query, &[], None)
+                .await
+                .and_then(|r| self.page(&ctx, &st.sub, &r.body));
+            match res {
+                Ok(p) => {
+                    st.done = p.token.is_none();
+                    st.token = p.token;
+                    Some((Ok((p.objects, p.prefixes)), st))
+                }
+                Err(e) => {
+                    st.done = true;
+                    Some((Err(e), st))
+                }
+            }
+        }))
     }
 
     fn check_crc(ctx: &str, h: &HeaderMap, want: u64) -> Result<()> {
@@ -540,6 +622,13 @@ impl OssStore {
             ))),
         }
     }
+}
+
+/// One listing page: objects, common prefixes (relative), and the continuation token.
+struct ListPage {
+    objects: Vec<ObjectMeta>,
+    prefixes: Vec<String>,
+    token: Option<String>,
 }
 
 /// A request that got no answer, classified by reqwest's own error kinds.
@@ -579,48 +668,28 @@ impl Store for OssStore {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        struct St {
-            token: Option<String>,
-            start_after: Option<String>,
-            done: bool,
-        }
-        let init = St {
-            token: None,
-            start_after,
-            done: false,
-        };
-        Box::pin(futures::stream::unfold(init, move |mut st| async move {
-            if st.done {
-                return None;
-            }
-            let mut query = q(&[
-                ("list-type", "2"),
-                ("prefix", &self.cfg.prefix),
-                ("max-keys", "1000"),
-                ("encoding-type", "url"),
-            ]);
-            if let Some(t) = &st.token {
-                query.push(("continuation-token".into(), t.clone()));
-            } else if let Some(a) = &st.start_after {
-                query.push(("start-after".into(), self.full_key(a)));
-            }
-            let ctx = self.ctx("list", "");
-            let res = self
-                .send(&ctx, Method::GET, "", &query, &[], None)
-                .await
-                .and_then(|r| self.page(&ctx, &r.body));
-            match res {
-                Ok((page, token)) => {
-                    st.done = token.is_none();
-                    st.token = token;
-                    Some((Ok(page), st))
-                }
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
-        }))
+        Box::pin(
+            self.pages(String::new(), false, start_after)
+                .map(|r| r.map(|(objects, _)| objects)),
+        )
+    }
+
+    fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
+        Box::pin(
+            self.pages(prefix.to_string(), false, start_after)
+                .map(|r| r.map(|(objects, _)| objects)),
+        )
+    }
+
+    fn lists_levels(&self) -> bool {
+        true
+    }
+
+    fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
+        Box::pin(
+            self.pages(prefix.to_string(), true, start_after)
+                .map(|r| r.map(|(objects, prefixes)| super::merge_level(objects, prefixes))),
+        )
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -1006,7 +1075,8 @@ impl Store for OssStore {
             }
             Err(e) => return Err(e),
         };
-        let (page, token) = self.page(&ctx, &r.body)?;
+        let page = self.page(&ctx, "", &r.body)?;
+        let (page, token) = (page.objects, page.token);
         let data = page.iter().any(|m| !super::is_reserved(&m.key));
         Ok(if data || token.is_some() {
             Presence::NotEmpty

@@ -64,6 +64,14 @@ pub struct ListBucketResult {
     pub next_continuation_token: Option<String>,
     #[serde(default)]
     pub contents: Vec<Contents>,
+    #[serde(default)]
+    pub common_prefixes: Vec<CommonPrefix>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CommonPrefix {
+    pub prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
