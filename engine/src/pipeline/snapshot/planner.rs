@@ -282,6 +282,7 @@ async fn unit_refs(
     src: &RepositoryData,
     by_id: &HashMap<String, usize>,
     unit: Unit,
+    listing: Option<Vec<ObjectMeta>>,
     held: &Arc<Held>,
 ) -> Result<UnitRefs> {
     let ix = by_id
@@ -298,11 +299,22 @@ async fn unit_refs(
         return numeric_refs(store, ix, unit, held).await;
     };
     let key = format!("{}index-{generation}", unit.prefix);
-    let Some((_, bytes)) = crate::store::read_whole(store, &key).await? else {
-        return Err(Error::repository(format!(
+    let missing = || {
+        Error::repository(format!(
             "{key}: the source root names this shard generation, but it is missing (see `snapferry repo verify`)"
         ))
-        .at_key(&key));
+        .at_key(&key)
+    };
+    // With the directory listed already, its size is known: one GET, no HEAD.
+    let bytes = match &listing {
+        Some(l) => match l.iter().find(|m| m.key == key) {
+            Some(m) => store.get_range(&key, 0..m.size, None).await?,
+            None => return Err(missing()),
+        },
+        None => match crate::store::read_whole(store, &key).await? {
+            Some((_, b)) => b,
+            None => return Err(missing()),
+        },
     };
     let env = blob::parse_envelope(&key, &bytes)?;
     let shard: ShardIndexBlob = blob::decode(&key, &env)?;
@@ -322,7 +334,7 @@ async fn unit_refs(
     for f in &shard.files {
         data_refs(&mut names, "", f);
     }
-    Ok(UnitRefs::new(unit, names, None, held))
+    Ok(UnitRefs::new(unit, names, listing, held))
 }
 
 /// A unit of numeric generations: listed, and read through each snapshot's
@@ -429,7 +441,15 @@ pub fn unit_stream(
         .map(move |unit| {
             let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
             async move {
-                let mut refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, &held).await?;
+                // Listed rounds list the source directory first (numeric units list
+                // it themselves), so that reading the shard index needs no HEAD.
+                let first = if listed && unit.generation.is_some() {
+                    Some(collect(ctx.src.as_ref(), &unit.prefix).await?)
+                } else {
+                    None
+                };
+                let mut refs =
+                    unit_refs(ctx.src.as_ref(), &src, &by_id, unit, first, &held).await?;
                 let lists = if listed {
                     let prefix = refs.unit.prefix.clone();
                     let src_list = match refs.src_listing.take() {
@@ -713,8 +733,20 @@ pub async fn by_full_listing(
     out: mpsc::Sender<Joined>,
     stats: Arc<DiffStats>,
 ) -> Result<Found> {
-    let src_rx = lister::spawn(ctx.clone(), ctx.src.clone(), None, false);
-    let dst_rx = lister::spawn(ctx.clone(), ctx.dst.clone(), None, ctx.dst_missing());
+    let src_rx = lister::spawn(
+        ctx.clone(),
+        ctx.src.clone(),
+        None,
+        false,
+        ctx.opts.list_fan_out,
+    );
+    let dst_rx = lister::spawn(
+        ctx.clone(),
+        ctx.dst.clone(),
+        None,
+        ctx.dst_missing(),
+        ctx.opts.list_fan_out,
+    );
     let (join_tx, mut join_rx) = mpsc::channel::<Joined>(lister::LIST_CHANNEL);
     let differ = tokio::spawn(async move { merge_join(src_rx, dst_rx, join_tx, &stats).await });
     let mut roots = RootNeeds::new(src_root);
@@ -901,7 +933,7 @@ pub async fn confirm(
         .map(|unit| {
             let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
             async move {
-                let refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, &held).await?;
+                let refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, None, &held).await?;
                 let there = collect(ctx.dst.as_ref(), &refs.unit.prefix).await?;
                 Ok::<_, Error>((refs, there))
             }
