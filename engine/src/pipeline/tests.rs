@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::*;
+use crate::retry::RetryPolicy;
 use crate::store::fs::FsStore;
 use crate::store::{CompletedPart, ListStream, PendingUpload};
 
