@@ -378,7 +378,10 @@ impl OssStore {
                 crate::buffers::take(
                     resp.content_length()
                         .map_or(chunk.len(), |n| usize::try_from(n).unwrap_or(usize::MAX))
-                        .clamp(chunk.len(), 64 << 20),
+                        // At most 64 MiB ahead of a Content-Length from the network
+                        // (the buffer grows past it if more comes), at least the chunk.
+                        .min(64 << 20)
+                        .max(chunk.len()),
                 )
             })
             .extend_from_slice(&chunk);
