@@ -4,6 +4,7 @@
 //! - [`store`]: the storage trait and one module per backend (`s3`, `fs`; `oss` next).
 //! - [`pipeline`]: the sync pipeline, one file per stage — `lister` → `differ` →
 //!   (checker, in `mod.rs`) → `scheduler` → `transfer` (fetchers, uploaders, committer).
+//! - [`buffers`]: the pool of part buffers fetches read into and uploads give back.
 //! - [`retry`]: the one retry policy; [`limits`]: shared rate limits; [`stats`]:
 //!   counters and latency histograms; [`location`] and [`size`]: parsing user input.
 //! - [`probe`]: `bench probe`, measuring what a sync will achieve through the pipeline.
@@ -17,6 +18,7 @@
 //! - Deletes run only after every copy has landed.
 #![warn(missing_docs)]
 
+pub mod buffers;
 pub mod checksum;
 pub mod cluster;
 pub mod credentials;

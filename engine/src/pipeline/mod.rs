@@ -82,6 +82,8 @@ pub struct Ctx {
     fence: Mutex<crate::lease::Fence>,
     /// Knobs.
     pub opts: SyncOptions,
+    /// The part buffers fetches read into, reused once their upload lands.
+    pub(crate) buffers: crate::buffers::Pool,
     /// Live counters (the CLI reads them for progress).
     pub counters: Arc<Counters>,
     /// Latencies and request counts.
@@ -363,6 +365,7 @@ impl SyncRun {
                 lease_store: Arc::new(dst.uncancellable()),
                 fence: Mutex::new(crate::lease::Fence::open()),
                 dst: Arc::new(dst),
+                buffers: transfer::buffer_pool(&opts),
                 opts,
                 counters,
                 lat,

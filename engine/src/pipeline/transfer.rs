@@ -3,6 +3,9 @@
 //! Every job carries a permit of the global in-flight semaphore, taken by the scheduler
 //! before the job is queued and released when its bytes have been uploaded: at most
 //! `concurrency` part buffers exist at once, so peak memory ≈ concurrency × part size.
+//! The buffers come from the run's [`crate::buffers::Pool`] (fetches run in its scope)
+//! and go back to it when the uploaded bytes are dropped: after the first
+//! `concurrency` parts, a copy reuses memory instead of faulting in a part's worth anew.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -344,6 +347,19 @@ impl MultiObject {
     }
 }
 
+/// The pool of a run's read buffers: one per part in flight and a little slack (the
+/// committer's repair reads, a buffer whose last reference is dropped just after its
+/// permit), of the part size, none pooled above the larger of part size and multipart
+/// threshold (what a single GET may read).
+pub(crate) fn buffer_pool(opts: &super::SyncOptions) -> crate::buffers::Pool {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    crate::buffers::Pool::new(
+        opts.concurrency + 2,
+        size(opts.part_size),
+        size(opts.part_size.max(opts.multipart_threshold)),
+    )
+}
+
 /// What a job moves.
 #[derive(Debug)]
 pub enum JobKind {
@@ -412,8 +428,11 @@ pub async fn fetcher(
             }
         };
         let res = ctx
-            .src
-            .get_range_stored(&key, range.clone(), etag.as_deref())
+            .buffers
+            .scope(
+                ctx.src
+                    .get_range_stored(&key, range.clone(), etag.as_deref()),
+            )
             .await;
         match res {
             Ok((data, stored)) => {
@@ -610,8 +629,11 @@ async fn verify_or_repair(
             let range = offset..offset + p.size;
             offset += p.size;
             let (data, stored) = ctx
-                .src
-                .get_range_stored(&obj.src.key, range, obj.src.etag.as_deref())
+                .buffers
+                .scope(
+                    ctx.src
+                        .get_range_stored(&obj.src.key, range, obj.src.etag.as_deref()),
+                )
                 .await?;
             let sums = Sums::of(&data, obj.wanted(&stored, i + 1 == n, lucene.is_some())).await;
             let len = data.len() as u64;
@@ -702,4 +724,5 @@ pub async fn committer(ctx: Arc<Ctx>, mut input: mpsc::Receiver<Commit>) {
             }
         }
     }
+    tracing::debug!(buffers = ?ctx.buffers.stats(), "read buffers");
 }

@@ -614,20 +614,24 @@ impl Store for FsStore {
     ) -> Result<Bytes> {
         let path = self.path_of(key)?;
         let key = key.to_string();
+        let want = range.end.saturating_sub(range.start);
+        let len = usize::try_from(want).map_err(|_| {
+            Error::invalid_input(format!("{key}: a {want}-byte range does not fit in memory"))
+        })?;
+        // From the run's pool (taken here: the blocking thread is outside its scope), read
+        // into its spare capacity, never zeroed first.
+        let mut buf = crate::buffers::take(len);
         blocking(move || {
             use std::io::{Seek, SeekFrom};
             let mut f = File::open(&path)?;
-            let len = range.end.saturating_sub(range.start) as usize;
-            let mut buf = vec![0u8; len];
             f.seek(SeekFrom::Start(range.start))?;
-            f.read_exact(&mut buf).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::source_changed(format!("{key}: file is shorter than listed"))
-                } else {
-                    e.into()
-                }
-            })?;
-            Ok(Bytes::from(buf))
+            let got = buf.read_from(&mut f, want)?;
+            if got < len {
+                return Err(Error::source_changed(format!(
+                    "{key}: file is shorter than listed"
+                )));
+            }
+            Ok(buf.freeze())
         })
         .await
     }

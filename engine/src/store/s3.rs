@@ -837,11 +837,12 @@ impl Store for S3Store {
             .await?;
         // Read straight into one buffer of the range's size: `collect().into_bytes()` would
         // hold the chunks and a contiguous copy at once (twice the part size per request
-        // in flight, and a memcpy of every byte).
+        // in flight, and a memcpy of every byte). The buffer is the run's pool's (a part's
+        // memory reused, not faulted in anew); dropped on an error, it goes back.
         let cap = usize::try_from(want).map_err(|_| {
             Error::invalid_input(format!("{ctx}: a {want}-byte range does not fit in memory"))
         })?;
-        let mut buf = bytes::BytesMut::with_capacity(cap);
+        let mut buf = crate::buffers::take(cap);
         loop {
             let next = watch.guard(&ctx, async {
                 out.body.try_next().await.map_err(|e| {

@@ -362,7 +362,9 @@ impl OssStore {
         watch.tick();
         let status = resp.status();
         let h = resp.headers().clone();
-        let mut body = bytes::BytesMut::new();
+        // A GET's body goes into a buffer of the run's pool (see `crate::buffers`): a part's
+        // memory reused rather than faulted in anew; small answers get a plain allocation.
+        let mut body: Option<crate::buffers::Buf> = None;
         loop {
             let chunk = resp.chunk().await.map_err(|e| {
                 Error::timeout(format!(
@@ -373,16 +375,19 @@ impl OssStore {
             })?;
             let Some(chunk) = chunk else { break };
             watch.tick();
-            if body.is_empty() {
-                body.reserve(
+            body.get_or_insert_with(|| {
+                crate::buffers::take(
                     resp.content_length()
-                        .map_or(chunk.len(), |n| n as usize)
-                        .min(64 << 20),
-                );
-            }
-            body.extend_from_slice(&chunk);
+                        .map_or(chunk.len(), |n| usize::try_from(n).unwrap_or(usize::MAX))
+                        // At most 64 MiB ahead of a Content-Length from the network
+                        // (the buffer grows past it if more comes), at least the chunk.
+                        .min(64 << 20)
+                        .max(chunk.len()),
+                )
+            })
+            .extend_from_slice(&chunk);
         }
-        let body = body.freeze();
+        let body = body.map(crate::buffers::Buf::freeze).unwrap_or_default();
         // Every OSS answer carries a request id; a web server, proxy page or another
         // service at the endpoint does not. Such an answer is never taken for OSS's.
         if header(&h, "x-oss-request-id").is_none() {
