@@ -386,6 +386,17 @@ pub async fn read_root(
     store: &dyn Store,
     latest: Option<crate::store::ObjectMeta>,
 ) -> Result<Option<(RepositoryData, Vec<u8>)>> {
+    match read_root_bytes(store, latest).await? {
+        Some((n, root)) => Ok(Some((RepositoryData::parse(n, &root)?, root))),
+        None => Ok(None),
+    }
+}
+
+/// As [`read_root`], without parsing the root: its generation and bytes.
+pub async fn read_root_bytes(
+    store: &dyn Store,
+    latest: Option<crate::store::ObjectMeta>,
+) -> Result<Option<(u64, Vec<u8>)>> {
     let latest = match latest {
         Some(m) if m.size == 8 => store.get_range("index.latest", 0..8, None).await?,
         Some(_) => return Ok(None),
@@ -418,8 +429,25 @@ pub async fn read_root(
             )));
         }
     }
-    let data = RepositoryData::parse(n, &root)?;
-    Ok(Some((data, root.to_vec())))
+    Ok(Some((n, root.to_vec())))
+}
+
+/// The snapshot names of a root `index-N`, read without building the rest of it (a
+/// round that finds nothing to do needs no more).
+pub fn snapshot_names(generation: u64, json: &[u8]) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(default)]
+        snapshots: Vec<Named>,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default, deserialize_with = "text")]
+        name: Option<String>,
+    }
+    let n: Names = serde_json::from_slice(json)
+        .map_err(|e| Error::repository(format!("index-{generation}: not valid JSON: {e}")))?;
+    Ok(n.snapshots.into_iter().filter_map(|s| s.name).collect())
 }
 
 impl Repository {

@@ -42,7 +42,9 @@ use tokio::sync::mpsc;
 use super::differ::{DiffStats, Joined};
 use super::{pass_fed, Ctx, PlanFrom, SnapshotAware, VerifyDestination};
 use crate::error::{Error, ErrorKind, Result};
-use crate::repo::model::{read_root, BlobKind, Repository, RepositoryData, INCOMPATIBLE_SNAPSHOTS};
+use crate::repo::model::{
+    read_root_bytes, snapshot_names, BlobKind, Repository, RepositoryData, INCOMPATIBLE_SNAPSHOTS,
+};
 
 mod commit;
 pub mod legacy;
@@ -121,7 +123,8 @@ pub struct SnapshotReport {
 /// What `detect` found: the pinned source repository and what the copy writes.
 pub struct Plan {
     generation: u64,
-    data: RepositoryData,
+    /// The parsed root; `None` until a round needs more than its snapshot names.
+    data: Option<RepositoryData>,
     /// The root `index-N` to write (the source's, or filtered to `--snapshot`).
     root: Vec<u8>,
     snapshots: Vec<String>,
@@ -152,17 +155,17 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
     }
     let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
     if !by_listing {
-        if let Some((data, root)) = read_root(ctx.src.as_ref(), latest).await? {
-            let snapshots = data.snapshots.iter().map(|s| s.name.clone()).collect();
+        if let Some((generation, root)) = read_root_bytes(ctx.src.as_ref(), latest).await? {
+            // Only the names for now: a destination that already holds this very root,
+            // committed by snapferry, needs nothing more (and a 50M-blob root is big).
+            let snapshots = snapshot_names(generation, &root)?;
             tracing::info!(
-                "snapshot-aware sync of generation {} ({} snapshots, {} indices)",
-                data.generation,
-                data.snapshots.len(),
-                data.indices.len()
+                "snapshot-aware sync of generation {generation} ({} snapshots)",
+                snapshots.len()
             );
             return Ok(Some(Plan {
-                generation: data.generation,
-                data,
+                generation,
+                data: None,
                 root,
                 snapshots,
                 listing: None,
@@ -198,7 +201,7 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         let root = repo.root_bytes.clone();
         return Ok(Some(Plan {
             generation,
-            data: repo.data,
+            data: Some(repo.data),
             root,
             snapshots,
             listing: None,
@@ -244,7 +247,7 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
     );
     Ok(Some(Plan {
         generation,
-        data: repo.data,
+        data: Some(repo.data),
         root,
         snapshots,
         listing: Some(legacy::ListingPlan {
@@ -294,7 +297,7 @@ pub struct Checked {
 /// Reads the destination's current root: refuses another repository's, decides the
 /// generation the new root is written as (never over an existing one), and whether the
 /// root can be trusted to say what the destination holds.
-pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Checked> {
+pub(crate) async fn check_destination(ctx: &Arc<Ctx>, mut plan: Plan) -> Result<Checked> {
     let generation = plan.generation;
     let dst_root = commit::destination_root(ctx).await?;
     let mut target = generation;
@@ -315,9 +318,14 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, plan: Plan) -> Result<Chec
                 trusted: Ok(None),
             });
         }
+        if plan.data.is_none() {
+            plan.data = Some(RepositoryData::parse(generation, &plan.root)?);
+        }
         match RepositoryData::parse(*n, bytes) {
             Ok(d) => {
-                commit::check_identity(&plan.data, &d, ctx.opts.replace_repository)?;
+                if let Some(src) = &plan.data {
+                    commit::check_identity(src, &d, ctx.opts.replace_repository)?;
+                }
                 trusted = match distrust {
                     None if ctx.opts.verify_destination == VerifyDestination::Full => Err(Some(
                         "--verify-destination full".to_string(),
@@ -388,7 +396,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         );
         return legacy::run(ctx, report, listing, plan.root, committed, has_root).await;
     }
-    let src = Arc::new(plan.data);
+    let src = Arc::new(match plan.data {
+        Some(d) => d,
+        None => RepositoryData::parse(plan.generation, &plan.root)?,
+    });
     let held = Arc::new(planner::Held::default());
     let (units, by_prefix) = match &trusted {
         Ok(d) => {
