@@ -437,39 +437,57 @@ pub fn unit_stream(
             .map(|(i, ix)| (ix.id.clone(), i))
             .collect(),
     );
-    futures::stream::iter(units)
-        .map(move |unit| {
-            let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
-            async move {
-                // Listed rounds list the source directory first (numeric units list
-                // it themselves), so that reading the shard index needs no HEAD.
-                let first = if listed && unit.generation.is_some() {
-                    Some(collect(ctx.src.as_ref(), &unit.prefix).await?)
-                } else {
-                    None
+    // Each unit is read by a task of its own, so that its requests keep moving while
+    // the consumer waits (on the scheduler, say): a read started inside a stream that is
+    // not polled would see its idle timeout fire. At most READ_AHEAD run ahead.
+    let work = move |unit: Unit| {
+        let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
+        tokio::spawn(async move {
+            // Listed rounds list the source directory first (numeric units list it
+            // themselves), so that reading the shard index needs no HEAD.
+            let first = if listed && unit.generation.is_some() {
+                Some(collect(ctx.src.as_ref(), &unit.prefix).await?)
+            } else {
+                None
+            };
+            let mut refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, first, &held).await?;
+            let lists = if listed {
+                let prefix = refs.unit.prefix.clone();
+                let src_list = match refs.src_listing.take() {
+                    Some(l) => l,
+                    None => collect(ctx.src.as_ref(), &prefix).await?,
                 };
-                let mut refs =
-                    unit_refs(ctx.src.as_ref(), &src, &by_id, unit, first, &held).await?;
-                let lists = if listed {
-                    let prefix = refs.unit.prefix.clone();
-                    let src_list = match refs.src_listing.take() {
-                        Some(l) => l,
-                        None => collect(ctx.src.as_ref(), &prefix).await?,
-                    };
-                    let dst_list = if ctx.dst_missing() {
-                        Vec::new()
-                    } else {
-                        collect(ctx.dst.as_ref(), &prefix).await?
-                    };
-                    Some((src_list, dst_list))
+                let dst_list = if ctx.dst_missing() {
+                    Vec::new()
                 } else {
-                    refs.src_listing = None;
-                    None
+                    collect(ctx.dst.as_ref(), &prefix).await?
                 };
-                Ok(UnitWork { refs, lists })
-            }
+                Some((src_list, dst_list))
+            } else {
+                refs.src_listing = None;
+                None
+            };
+            Ok::<_, Error>(UnitWork { refs, lists })
         })
-        .buffered(READ_AHEAD)
+    };
+    let queue: std::collections::VecDeque<tokio::task::JoinHandle<Result<UnitWork>>> =
+        std::collections::VecDeque::new();
+    futures::stream::unfold(
+        (units.into_iter(), queue, work),
+        |(mut it, mut queue, work)| async move {
+            while queue.len() < READ_AHEAD {
+                match it.next() {
+                    Some(u) => queue.push_back(work(u)),
+                    None => break,
+                }
+            }
+            let next = queue.pop_front()?;
+            let r = next
+                .await
+                .unwrap_or_else(|e| Err(Error::other(format!("a planner task failed: {e}"))));
+            Some((r, (it, queue, work)))
+        },
+    )
 }
 
 /// Source/destination pairs spilled to a temp file (JSON lines) until their phase.
