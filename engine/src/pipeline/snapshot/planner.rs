@@ -488,6 +488,8 @@ pub fn unit_stream(
             Some((r, (it, queue, work)))
         },
     )
+    // Callers may poll again after the end (an unfold must not be).
+    .fuse()
 }
 
 /// Source/destination pairs spilled to a temp file (JSON lines) until their phase.
