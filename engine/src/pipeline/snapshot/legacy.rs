@@ -79,15 +79,7 @@ pub(super) async fn run(
             phase: super::phase_name(phase).into(),
             copied_objects: phase_copied,
         });
-        if let Some(e) = pass_out.fatal {
-            out.fatal = Some(e);
-            out.report = report;
-            return Ok(out);
-        }
-        if ctx.halt.is_cancelled()
-            || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
-        {
-            // Never land the commit point over an incomplete phase.
+        if super::stops(ctx, before_failed, pass_out.fatal, &mut out) {
             out.report = report;
             return Ok(out);
         }

@@ -267,6 +267,17 @@ pub(crate) struct Outcome {
     pub deletes_refused: Option<String>,
 }
 
+/// Whether the run stops after a phase: a fatal error (kept in `out`), a halt, or an
+/// object of the phase that failed. The commit point never lands over an incomplete
+/// phase.
+fn stops(ctx: &Ctx, before_failed: u64, fatal: Option<Error>, out: &mut Outcome) -> bool {
+    if let Some(e) = fatal {
+        out.fatal = Some(e);
+        return true;
+    }
+    ctx.halt.is_cancelled() || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
+}
+
 impl Outcome {
     fn new(report: SnapshotReport) -> Self {
         Outcome {
@@ -468,14 +479,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         out.max_held = stats.max_held();
         report.planner_max_units_held = held.max_units();
         report.planner_max_names_held = held.max_names();
-        if let Some(e) = pass_out.fatal {
-            out.fatal = Some(e);
-            out.report = report;
-            return Ok(out);
-        }
-        if ctx.halt.is_cancelled()
-            || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
-        {
+        if stops(ctx, before_failed, pass_out.fatal, &mut out) {
             out.report = report;
             return Ok(out);
         }
@@ -519,14 +523,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
             phase: phase_name(kind).into(),
             copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
         });
-        if let Some(e) = pass_out.fatal {
-            out.fatal = Some(e);
-            out.report = report;
-            return Ok(out);
-        }
-        if ctx.halt.is_cancelled()
-            || ctx.counters.failed_objects.load(Ordering::Relaxed) > before_failed
-        {
+        if stops(ctx, before_failed, pass_out.fatal, &mut out) {
             out.report = report;
             return Ok(out);
         }
