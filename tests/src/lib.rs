@@ -339,6 +339,30 @@ pub fn oss_python() -> PathBuf {
     p
 }
 
+/// `snapferry sync SRC DST --snapshot-aware on` plus `extra`, which must exit 0: its JSON
+/// report, stdout and stderr.
+pub fn sync_snapshot_aware(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    extra: &[&str],
+) -> (serde_json::Value, String, String) {
+    let tmp = tempfile::tempdir().expect("report dir");
+    let report = tmp.path().join("r.json");
+    let mut c = snapferry();
+    c.args(["sync", src.to_str().unwrap(), dst.to_str().unwrap()])
+        .args([
+            "--snapshot-aware",
+            "on",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .args(extra);
+    let out = run(c);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    (read_report(&report), stdout, stderr)
+}
+
 /// The repository root (for fixture scripts).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -13,25 +13,8 @@ use snapferry_e2e::*;
 
 /// The keys a dry run plans to copy (its `copy KEY (size): reason` lines).
 fn planned(src: &Path, dst: &Path, extra: &[&str]) -> (BTreeSet<String>, serde_json::Value) {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = tmp.path().join("r.json");
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-        "--dry-run",
-    ])
-    .args([
-        "--snapshot-aware",
-        "on",
-        "--report",
-        report.to_str().unwrap(),
-    ])
-    .args(extra);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let (stdout, _) = texts(&out);
+    let args: Vec<&str> = ["--dry-run"].iter().chain(extra).copied().collect();
+    let (report, stdout, _) = sync_snapshot_aware(src, dst, &args);
     let keys: Vec<String> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("copy   "))
@@ -40,24 +23,12 @@ fn planned(src: &Path, dst: &Path, extra: &[&str]) -> (BTreeSet<String>, serde_j
         .collect();
     let set: BTreeSet<String> = keys.iter().cloned().collect();
     assert_eq!(set.len(), keys.len(), "a key planned twice: {keys:?}");
-    (set, read_report(&report))
+    (set, report)
 }
 
 fn sync(src: &Path, dst: &Path, extra: &[&str]) -> (serde_json::Value, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = tmp.path().join("r.json");
-    let mut c = snapferry();
-    c.args(["sync", src.to_str().unwrap(), dst.to_str().unwrap()])
-        .args([
-            "--snapshot-aware",
-            "on",
-            "--report",
-            report.to_str().unwrap(),
-        ])
-        .args(extra);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    (read_report(&report), texts(&out).1)
+    let (report, _, stderr) = sync_snapshot_aware(src, dst, extra);
+    (report, stderr)
 }
 
 fn verify_deep(dst: &Path) {
@@ -75,21 +46,13 @@ fn ok(node: &SearchNode, method: &str, path: &str, body: serde_json::Value) -> s
     b
 }
 
-fn index_docs(node: &SearchNode, index: &str, from: u32, to: u32) {
-    let mut bulk = String::new();
-    for i in from..to {
-        bulk.push_str(&format!(
-            "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n"
-        ));
-        bulk.push_str(&format!(
-            "{{\"n\":{i},\"text\":\"document number {i} of {index}\"}}\n"
-        ));
-    }
+/// One `_bulk` request (NDJSON), refreshed; every item must succeed.
+fn bulk(node: &SearchNode, body: &str) {
     let (st, b) = http_request(
         &node.endpoint,
         "POST",
         "/_bulk?refresh=true",
-        bulk.as_bytes(),
+        body.as_bytes(),
         None,
     );
     let b: serde_json::Value = serde_json::from_slice(&b).expect("bulk answer");
@@ -97,21 +60,25 @@ fn index_docs(node: &SearchNode, index: &str, from: u32, to: u32) {
     assert_eq!(b["errors"], false, "{b}");
 }
 
+fn index_docs(node: &SearchNode, index: &str, from: u32, to: u32) {
+    let mut body = String::new();
+    for i in from..to {
+        body.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n"
+        ));
+        body.push_str(&format!(
+            "{{\"n\":{i},\"text\":\"document number {i} of {index}\"}}\n"
+        ));
+    }
+    bulk(node, &body);
+}
+
 /// Deletes documents by id (the integration-test distribution has no delete-by-query).
 fn delete_docs(node: &SearchNode, index: &str, from: u32, to: u32) {
-    let bulk: String = (from..to)
+    let body: String = (from..to)
         .map(|i| format!("{{\"delete\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n"))
         .collect();
-    let (st, b) = http_request(
-        &node.endpoint,
-        "POST",
-        "/_bulk?refresh=true",
-        bulk.as_bytes(),
-        None,
-    );
-    let b: serde_json::Value = serde_json::from_slice(&b).expect("bulk answer");
-    assert_eq!(st, 200, "{b}");
-    assert_eq!(b["errors"], false, "{b}");
+    bulk(node, &body);
 }
 
 fn count(node: &SearchNode, index: &str) -> u64 {

@@ -32,20 +32,8 @@ fn clone_repo(dest: &Path, copies: u32) -> serde_json::Value {
 }
 
 fn sync(src: &Path, dst: &Path, extra: &[&str]) -> (serde_json::Value, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = tmp.path().join("r.json");
-    let mut c = snapferry();
-    c.args(["sync", src.to_str().unwrap(), dst.to_str().unwrap()])
-        .args([
-            "--snapshot-aware",
-            "on",
-            "--report",
-            report.to_str().unwrap(),
-        ])
-        .args(extra);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out).1);
-    (read_report(&report), texts(&out).0)
+    let (report, stdout, _) = sync_snapshot_aware(src, dst, extra);
+    (report, stdout)
 }
 
 #[test]
