@@ -170,6 +170,28 @@ fn strings(m: Option<HashMap<String, Scalar>>) -> HashMap<String, String> {
 }
 
 impl RepositoryData {
+    /// The snapshots selected by name (all when `names` is empty); unknown names fail.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&SnapshotEntry>> {
+        if names.is_empty() {
+            return Ok(self.snapshots.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.snapshots.iter().find(|s| &s.name == n).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "no snapshot named {n:?} in the repository (it has: {})",
+                        self.snapshots
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Parses a root `index-N` blob.
     pub fn parse(generation: u64, json: &[u8]) -> Result<Self> {
         let raw: RawRoot = serde_json::from_slice(json)
@@ -516,29 +538,7 @@ impl Repository {
 
     /// The snapshots selected by name (all when `names` is empty); unknown names fail.
     pub fn select(&self, names: &[String]) -> Result<Vec<&SnapshotEntry>> {
-        if names.is_empty() {
-            return Ok(self.data.snapshots.iter().collect());
-        }
-        names
-            .iter()
-            .map(|n| {
-                self.data
-                    .snapshots
-                    .iter()
-                    .find(|s| &s.name == n)
-                    .ok_or_else(|| {
-                        Error::invalid_input(format!(
-                            "no snapshot named {n:?} in the repository (it has: {})",
-                            self.data
-                                .snapshots
-                                .iter()
-                                .map(|s| s.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    })
-            })
-            .collect()
+        self.data.select(names)
     }
 
     pub(crate) fn shard_dirs(&self, index_id: &str) -> Vec<u32> {

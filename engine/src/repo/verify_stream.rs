@@ -56,27 +56,6 @@ struct Dir {
     snapshots: Vec<SnapshotEntry>,
 }
 
-fn select<'a>(data: &'a RepositoryData, names: &[String]) -> Result<Vec<&'a SnapshotEntry>> {
-    if names.is_empty() {
-        return Ok(data.snapshots.iter().collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            data.snapshots.iter().find(|s| &s.name == n).ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "no snapshot named {n:?} in the repository (it has: {})",
-                    data.snapshots
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
-        })
-        .collect()
-}
-
 /// Verifies a repository whose root was read through `index.latest`.
 pub async fn verify(
     store: &dyn Store,
@@ -84,7 +63,7 @@ pub async fn verify(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
     let conc = opts.concurrency.max(1);
-    let selected = select(data, &opts.snapshots)?;
+    let selected = data.select(&opts.snapshots)?;
     let mut report = VerifyReport {
         generation: data.generation,
         snapshots_checked: selected.len(),
