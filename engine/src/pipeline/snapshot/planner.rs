@@ -277,23 +277,43 @@ fn envelope_ref(kind: BlobKind, size: Option<u64>) -> Ref {
 }
 
 /// What a unit needs, read from the source.
+/// The source root's indices by id and snapshot uuids by name, built once per round.
+struct Lookup {
+    index: HashMap<String, usize>,
+    uuid: HashMap<String, String>,
+}
+
+impl Lookup {
+    fn of(src: &RepositoryData) -> Self {
+        Lookup {
+            index: src
+                .indices
+                .iter()
+                .enumerate()
+                .map(|(i, ix)| (ix.id.clone(), i))
+                .collect(),
+            uuid: src
+                .snapshots
+                .iter()
+                .map(|s| (s.name.clone(), s.uuid.clone()))
+                .collect(),
+        }
+    }
+}
+
 async fn unit_refs(
     store: &dyn Store,
     src: &RepositoryData,
-    by_id: &HashMap<String, usize>,
+    lookup: &Lookup,
     unit: Unit,
     listing: Option<Vec<ObjectMeta>>,
     held: &Arc<Held>,
 ) -> Result<UnitRefs> {
-    let ix = by_id
+    let ix = lookup
+        .index
         .get(&unit.index_id)
         .and_then(|&i| src.indices.get(i))
         .ok_or_else(|| Error::other(format!("no index {} in the source root", unit.index_id)))?;
-    let by_name: HashMap<&str, &str> = src
-        .snapshots
-        .iter()
-        .map(|s| (s.name.as_str(), s.uuid.as_str()))
-        .collect();
     let mut names = HashMap::new();
     let Some(generation) = unit.generation.clone() else {
         return numeric_refs(store, ix, unit, held).await;
@@ -324,7 +344,7 @@ async fn unit_refs(
     );
     for name in shard.snapshots.keys() {
         // A name the root does not know was deleted (its entry is not referenced).
-        if let Some(uuid) = by_name.get(name.as_str()) {
+        if let Some(uuid) = lookup.uuid.get(name) {
             names.insert(
                 format!("snap-{uuid}.dat"),
                 envelope_ref(BlobKind::ShardSnapshot, None),
@@ -430,18 +450,12 @@ pub fn unit_stream(
     listed: bool,
     held: Arc<Held>,
 ) -> impl Stream<Item = Result<UnitWork>> + Send + 'static {
-    let by_id: Arc<HashMap<String, usize>> = Arc::new(
-        src.indices
-            .iter()
-            .enumerate()
-            .map(|(i, ix)| (ix.id.clone(), i))
-            .collect(),
-    );
+    let lookup = Arc::new(Lookup::of(&src));
     // Each unit is read by a task of its own, so that its requests keep moving while
     // the consumer waits (on the scheduler, say): a read started inside a stream that is
     // not polled would see its idle timeout fire. At most READ_AHEAD run ahead.
     let work = move |unit: Unit| {
-        let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
+        let (ctx, src, lookup, held) = (ctx.clone(), src.clone(), lookup.clone(), held.clone());
         tokio::spawn(async move {
             // Listed rounds list the source directory first (numeric units list it
             // themselves), so that reading the shard index needs no HEAD.
@@ -450,7 +464,7 @@ pub fn unit_stream(
             } else {
                 None
             };
-            let mut refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, first, &held).await?;
+            let mut refs = unit_refs(ctx.src.as_ref(), &src, &lookup, unit, first, &held).await?;
             let lists = if listed {
                 let prefix = refs.unit.prefix.clone();
                 let src_list = match refs.src_listing.take() {
@@ -941,19 +955,13 @@ pub async fn confirm(
     metadata: Vec<String>,
 ) -> Result<Vec<(String, String)>> {
     let held = Arc::new(Held::default());
-    let by_id: Arc<HashMap<String, usize>> = Arc::new(
-        src.indices
-            .iter()
-            .enumerate()
-            .map(|(i, ix)| (ix.id.clone(), i))
-            .collect(),
-    );
+    let lookup = Arc::new(Lookup::of(&src));
     let mut bad = Vec::new();
     let mut work = futures::stream::iter(units)
         .map(|unit| {
-            let (ctx, src, by_id, held) = (ctx.clone(), src.clone(), by_id.clone(), held.clone());
+            let (ctx, src, lookup, held) = (ctx.clone(), src.clone(), lookup.clone(), held.clone());
             async move {
-                let refs = unit_refs(ctx.src.as_ref(), &src, &by_id, unit, None, &held).await?;
+                let refs = unit_refs(ctx.src.as_ref(), &src, &lookup, unit, None, &held).await?;
                 let there = collect(ctx.dst.as_ref(), &refs.unit.prefix).await?;
                 Ok::<_, Error>((refs, there))
             }
