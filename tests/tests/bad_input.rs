@@ -1,6 +1,6 @@
 //! Every bad input gets one clear line, a documented exit code, and writes nothing.
 
-use snapferry_e2e::*;
+use testkit::*;
 
 #[test]
 fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: usize = 1 << 20;
 

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: usize = 1 << 20;
 /// `--io-timeout` of every run: a request with no byte moving for this long fails.

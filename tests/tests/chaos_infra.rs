@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::ResponseChecksumValidation;
-use snapferry_e2e::*;
+use testkit::*;
 
 /// A MinIO with bucket `src` holding `key` = `body`.
 fn minio_with(key: &str, body: &[u8]) -> Minio {

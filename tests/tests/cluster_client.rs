@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use snapferry_e2e::*;
 use snapferry_engine::cluster::sigv4::AwsSigner;
 use snapferry_engine::cluster::{Auth, Cluster, ClusterConfig};
+use testkit::*;
 
 #[test]
 fn sigv4_matches_botocore_on_random_requests() {

@@ -9,7 +9,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use snapferry_e2e::*;
+use testkit::*;
 
 const KIB: usize = 1 << 10;
 

@@ -6,10 +6,10 @@
 use std::process::Command;
 
 use bytes::Bytes;
-use snapferry_e2e::*;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::{PutOptions, Store};
+use testkit::*;
 
 fn source() -> (Minio, Vec<(String, Vec<u8>)>) {
     let m = Minio::start();

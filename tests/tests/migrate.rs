@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use snapferry_e2e::*;
+use testkit::*;
 
 fn index_docs(node: &SearchNode, index: &str, ids: std::ops::Range<u32>) {
     for i in ids {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use snapferry_e2e::*;
+use testkit::*;
 
 const USER: &str = "snapferry-admin";
 const PASSWORD: &str = "right-horse-battery-7";

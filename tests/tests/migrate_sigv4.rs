@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use snapferry_e2e::*;
+use testkit::*;
 
 const AK: &str = "AKIDSNAPFERRYTEST01";
 const SK: &str = "sigv4-proxy-secret/0123456789abcdefABCDEF";

@@ -5,8 +5,8 @@
 //! every snapshot from the copy with the manifest's document counts.
 
 use serde_json::{json, Value};
-use snapferry_e2e::*;
 use std::path::Path;
+use testkit::*;
 
 /// The shape that sets these repositories apart from 7.6+ ones, checked on the fixture
 /// itself so the test cannot pass on a repository of another format.

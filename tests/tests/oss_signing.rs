@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use rand::{Rng, SeedableRng};
-use snapferry_e2e::*;
 use snapferry_engine::store::oss::sign::{sign, OssCredentials, SignInput};
+use testkit::*;
 
 const N: usize = 1200;
 

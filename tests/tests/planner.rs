@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::json;
-use snapferry_e2e::*;
+use testkit::*;
 
 /// The keys a dry run plans to copy (its `copy KEY (size): reason` lines).
 fn planned(src: &Path, dst: &Path, extra: &[&str]) -> (BTreeSet<String>, serde_json::Value) {

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use snapferry_e2e::*;
+use testkit::*;
 
 /// Units the planner may hold at once: its read-ahead, the unit whose keys pass, and
 /// one being dropped.

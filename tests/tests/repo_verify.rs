@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use snapferry_e2e::*;
+use testkit::*;
 
 fn fixture_repos() -> Vec<PathBuf> {
     let dir = repo_root().join("fixtures/repos");

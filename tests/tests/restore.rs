@@ -2,7 +2,7 @@
 //! (fs → S3 → fs, snapshot-aware both ways), with the document counts the source had.
 
 use serde_json::json;
-use snapferry_e2e::*;
+use testkit::*;
 
 #[test]
 fn opensearch_restores_every_snapshot_from_a_copied_repository() {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: u64 = 1 << 20;
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use snapferry_e2e::*;
+use testkit::*;
 
 /// Writes `n` files of a few KiB under `dir`; returns their relative names.
 fn fill(dir: &Path, n: usize) -> Vec<String> {

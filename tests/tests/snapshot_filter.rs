@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use snapferry_e2e::*;
 use snapferry_engine::repo::filter::{filter, Filtered};
 use snapferry_engine::repo::model::Repository;
 use snapferry_engine::repo::verify::{verify_loaded, VerifyOptions};
 use snapferry_engine::store::fs::FsStore;
+use testkit::*;
 
 fn opensearch_fixture() -> PathBuf {
     fixture_dir("opensearch")

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use snapferry_e2e::*;
+use testkit::*;
 
 fn fixture(name_prefix: &str) -> PathBuf {
     let dir = repo_root().join("fixtures/repos");

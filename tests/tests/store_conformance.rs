@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use snapferry_e2e::*;
 use snapferry_engine::error::ErrorKind;
 use snapferry_engine::store::fs::FsStore;
 use snapferry_engine::store::oss::sign::OssCredentials;
 use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::s3::{S3Config, S3Store, StaticCredentials};
 use snapferry_engine::store::{LevelEntry, Presence, PutOptions, SourceRecord, Store};
+use testkit::*;
 
 async fn list_all(s: &dyn Store, after: Option<&str>) -> Vec<(String, u64)> {
     let mut out = Vec::new();

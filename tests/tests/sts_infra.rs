@@ -17,8 +17,8 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
-use snapferry_e2e::*;
 use snapferry_engine::store::oss::sign::{encode_path, sign, OssCredentials, SignInput};
+use testkit::*;
 
 /// (error code, HTTP status) of a failed SDK call.
 fn code_status<E: ProvideErrorMetadata>(

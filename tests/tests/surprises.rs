@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: usize = 1 << 20;
 

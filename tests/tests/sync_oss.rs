@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: usize = 1 << 20;
 const SMALL_PARTS: [&str; 4] = ["--multipart-threshold", "8MiB", "--part-size", "5MiB"];

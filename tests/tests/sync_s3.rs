@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use snapferry_e2e::*;
+use testkit::*;
 
 const MIB: usize = 1 << 20;
 

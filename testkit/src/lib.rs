@@ -1,11 +1,12 @@
-//! The end-to-end test harness: real MinIO servers on free loopback ports, the real
-//! `snapferry` binary, and an independent S3 client (aws-sdk-s3 used directly, not
-//! snapferry's engine) to set up data and check results.
+//! The one test kit, shared by the end-to-end tests (`tests/`) and the benchmark harness
+//! (`bench/`): real servers on free loopback ports (MinIO, the OSS gateway, the SigV4 and
+//! STS proxies, OpenSearch/Elasticsearch nodes, `rclone serve s3`, toxiproxy and the
+//! byte-flipping proxy), the real `snapferry` binary, and an independent S3 client
+//! (aws-sdk-s3 used directly, not snapferry's engine) to set up data and check results.
 //!
 //! Hermetic: servers and the binary run with a cleared environment plus only what the
 //! test sets, so ambient AWS_* variables (AWS_CA_BUNDLE and friends) never leak in.
-//! A missing MinIO is a failed setup with a message saying how to install it.
-
+//! A missing server binary is a failed setup with a message saying how to install it.
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
