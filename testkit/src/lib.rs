@@ -7,6 +7,8 @@
 //! Hermetic: servers and the binary run with a cleared environment plus only what the
 //! test sets, so ambient AWS_* variables (AWS_CA_BUNDLE and friends) never leak in.
 //! A missing server binary is a failed setup with a message saying how to install it.
+pub mod conformance;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -44,6 +46,35 @@ pub const LEASE_HEADS: u64 = 2;
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
     l.local_addr().expect("local addr").port()
+}
+
+/// Starts a fixture script that listens on a free port (`--port 0`) and prints
+/// `READY <endpoint>` on stdout once it does; a script that dies first closes stdout, and
+/// that is a failed setup naming `what`. Returns the child and its endpoint.
+fn spawn_ready(what: &str, cmd: &mut Command) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("setup failed: cannot start {what}: {e}"));
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("setup failed: {what} did not start (said {line:?})");
+    };
+    (child, endpoint)
+}
+
+/// Stops a fixture that ends at EOF on its stdin: closes stdin, then kills and reaps it
+/// (the kill is for one that does not stop by itself).
+fn stop_at_eof(child: &mut Child) {
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A running MinIO server; stopped (killed and reaped) on drop.
@@ -134,18 +165,15 @@ fn wait_ready(port: u16, child: &mut Child) -> Result<(), String> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("MinIO exited with {status}"));
         }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let req = format!("GET /minio/health/ready HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-            if s.write_all(req.as_bytes()).is_ok() {
-                let mut buf = [0u8; 64];
-                if let Ok(n) = s.read(&mut buf) {
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    if head.starts_with("HTTP/1.") && head.contains(" 200 ") {
-                        return Ok(());
-                    }
-                }
-            }
+        let ready = call(
+            &format!("http://127.0.0.1:{port}"),
+            "GET",
+            "/minio/health/ready",
+            b"",
+            None,
+        );
+        if matches!(ready, Ok((200, _))) {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -198,6 +226,24 @@ pub fn texts(o: &Output) -> (String, String) {
     )
 }
 
+/// Runs a snapferry command with `--report` into a temporary file: its output and the
+/// report (`Null` when the run wrote none, so an assertion on it fails with the output).
+pub fn run_reported(cmd: &mut Command) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("report dir");
+    let path = dir.path().join("report.json");
+    let out = cmd
+        .arg("--report")
+        .arg(&path)
+        .output()
+        .expect("run snapferry");
+    let report = if path.exists() {
+        read_report(&path)
+    } else {
+        serde_json::Value::Null
+    };
+    (out, report)
+}
+
 /// Reads a JSON report.
 pub fn read_report(path: &std::path::Path) -> serde_json::Value {
     let s =
@@ -212,6 +258,45 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// The set-up most end-to-end tests open with: two MinIO servers started side by side,
+/// bucket `src` on the first (`a`) and `dst` on the second (`b`), an independent client
+/// for each, and a runtime for them. Destructure it whole (`let Pair { a, b, ca, cb, rt }`,
+/// `_a` for one a test does not name): a field left out of the pattern would be dropped,
+/// and its server stopped, at once.
+pub struct Pair {
+    /// The source server (bucket `src`).
+    pub a: Minio,
+    /// The destination server (bucket `dst`).
+    pub b: Minio,
+    /// A client of `a`.
+    pub ca: aws_sdk_s3::Client,
+    /// A client of `b`.
+    pub cb: aws_sdk_s3::Client,
+    /// The runtime the clients run on.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Pair {
+    /// Starts both servers and creates their buckets.
+    pub fn start() -> Pair {
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(Minio::start);
+            let b = s.spawn(Minio::start);
+            (
+                a.join().expect("start MinIO a"),
+                b.join().expect("start MinIO b"),
+            )
+        });
+        let (ca, cb) = (a.client(), b.client());
+        let rt = rt();
+        rt.block_on(async {
+            create_bucket(&ca, "src").await;
+            create_bucket(&cb, "dst").await;
+        });
+        Pair { a, b, ca, cb, rt }
+    }
 }
 
 /// Creates a bucket.
@@ -236,14 +321,22 @@ pub async fn put(c: &aws_sdk_s3::Client, b: &str, k: &str, data: Vec<u8>) {
 
 /// Gets an object's bytes.
 pub async fn get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
+    try_get(c, b, k)
+        .await
+        .unwrap_or_else(|e| panic!("get {k}: {e}"))
+}
+
+/// Gets an object's bytes, or says why not (for checks through a faulty link).
+pub async fn try_get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Result<Vec<u8>, String> {
     let o = c
         .get_object()
         .bucket(b)
         .key(k)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("get {k}: {e:?}"));
-    o.body.collect().await.expect("body").into_bytes().to_vec()
+        .map_err(|e| format!("{e:?}"))?;
+    let body = o.body.collect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(body.into_bytes().to_vec())
 }
 
 /// Every key under `prefix`, in listing order.
@@ -364,6 +457,102 @@ pub fn sync_snapshot_aware(
     (read_report(&report), stdout, stderr)
 }
 
+/// Copies the repository at `repo` to `dest` by way of S3, snapshot-aware both ways
+/// (fs → a fresh MinIO's `s3://mid/repo` → fs), as an operator moves one between
+/// clusters; panics with the run's output unless both runs exit 0.
+pub fn ferry_through_s3(repo: &std::path::Path, dest: &std::path::Path) {
+    let s3 = Minio::start();
+    rt().block_on(create_bucket(&s3.client(), "mid"));
+    for (src, dst, side) in [
+        (
+            repo.to_str().expect("UTF-8 path"),
+            "s3://mid/repo",
+            "--dst-endpoint",
+        ),
+        (
+            "s3://mid/repo",
+            dest.to_str().expect("UTF-8 path"),
+            "--src-endpoint",
+        ),
+    ] {
+        let mut c = snapferry();
+        c.args(["sync", src, dst, side, &s3.endpoint])
+            .args(["--snapshot-aware", "on"]);
+        let out = run(c);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{src} -> {dst}: {:?}",
+            texts(&out)
+        );
+    }
+}
+
+/// One side (`[source]` or `[destination]`) of a `snapferry migrate` job file: a cluster
+/// at `url` whose `fs` repository `repository` lives at `location`, plus extra
+/// `key = value` lines (`store = ...`, `user = ...`, `auth = ...`).
+pub struct JobSide {
+    /// The cluster's URL.
+    pub url: String,
+    /// The repository's name on that cluster.
+    pub repository: String,
+    /// The `fs` repository's directory (its `location` setting).
+    pub location: PathBuf,
+    /// Further lines of the table, as they are written.
+    pub lines: Vec<String>,
+}
+
+impl JobSide {
+    /// A side whose snapferry store is the repository's own directory.
+    pub fn fs(url: &str, repository: &str, location: &std::path::Path) -> JobSide {
+        JobSide {
+            url: url.to_string(),
+            repository: repository.to_string(),
+            location: location.to_path_buf(),
+            lines: vec![format!("store = \"{}\"", location.display())],
+        }
+    }
+
+    /// Adds a `key = value` line (the value as TOML writes it: quoted strings).
+    pub fn line(mut self, line: impl Into<String>) -> JobSide {
+        self.lines.push(line.into());
+        self
+    }
+
+    fn table(&self, name: &str) -> String {
+        let mut t = format!(
+            "[{name}]\nurl = \"{}\"\nrepository = \"{}\"\nrepository_type = \"fs\"\nrepository_settings = {{ location = \"{}\" }}\n",
+            self.url,
+            self.repository,
+            self.location.display()
+        );
+        for l in &self.lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        t
+    }
+}
+
+/// Writes a `snapferry migrate` job file: the index patterns, both sides, and `tail`
+/// (further tables such as `[copy]`, written as they are).
+pub fn write_job(
+    path: &std::path::Path,
+    indices: &[&str],
+    source: &JobSide,
+    destination: &JobSide,
+    tail: &str,
+) {
+    let pats: Vec<String> = indices.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        "indices = [{}]\n\n{}\n{}\n{tail}",
+        pats.join(", "),
+        source.table("source"),
+        destination.table("destination"),
+    );
+    std::fs::write(path, text).expect("write the job file");
+}
+
 /// The repository root (for fixture scripts).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -418,12 +607,9 @@ pub struct OssGateway {
 impl OssGateway {
     /// Starts a gateway holding `buckets`, with extra command-line arguments.
     pub fn start_with(buckets: &[&str], extra: &[&str]) -> OssGateway {
-        use std::io::BufRead;
-        let py = oss_python();
         let dir = tempfile::tempdir().expect("gateway data dir");
-        let script = repo_root().join("fixtures/oss-gateway/gateway.py");
-        let mut cmd = Command::new(&py);
-        cmd.arg(&script)
+        let mut cmd = Command::new(oss_python());
+        cmd.arg(repo_root().join("fixtures/oss-gateway/gateway.py"))
             .args(["--port", "0", "--data"])
             .arg(dir.path())
             .args([
@@ -437,27 +623,11 @@ impl OssGateway {
             .args(extra)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env("HOME", dir.path());
         for b in buckets {
             cmd.args(["--bucket", b]);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("setup failed: cannot start the OSS gateway: {e}"));
-        let stdout = child.stdout.take().expect("gateway stdout");
-        let mut line = String::new();
-        // The gateway prints READY once it listens; a dead gateway closes stdout.
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let endpoint = match line.trim().strip_prefix("READY ") {
-            Some(ep) => ep.to_string(),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("setup failed: the OSS gateway did not start (said {line:?})");
-            }
-        };
+        let (child, endpoint) = spawn_ready("the OSS gateway", &mut cmd);
         OssGateway {
             child,
             endpoint,
@@ -482,6 +652,29 @@ impl OssGateway {
         let (status, text) = http(&self.endpoint, "GET", "/__gateway/stats", b"");
         assert_eq!(status, 200, "stats: {text}");
         serde_json::from_str(&text).expect("stats JSON")
+    }
+}
+
+impl OssGateway {
+    /// snapferry's own OSS store on this gateway's `bucket` under `prefix`, with the
+    /// gateway's credentials: for tests that drive the engine directly.
+    pub fn store(&self, bucket: &str, prefix: &str) -> snapferry_engine::store::oss::OssStore {
+        use snapferry_engine::store::oss::{sign::OssCredentials, Endpoint, OssConfig, OssStore};
+        OssStore::new(OssConfig {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Endpoint::parse(&self.endpoint, Some("cn-hangzhou"))
+                .expect("the gateway's endpoint parses"),
+            credentials: OssCredentials {
+                access_key_id: OSS_AK.into(),
+                access_key_secret: OSS_SK.into(),
+                security_token: None,
+            }
+            .into(),
+            io_timeout: None,
+            verify_source: Default::default(),
+        })
+        .expect("an OSS store on the gateway")
     }
 }
 
@@ -511,33 +704,51 @@ pub fn http_request(
     body: &[u8],
     header: Option<(&str, &str)>,
 ) -> (u16, Vec<u8>) {
-    let hostport = endpoint.trim_start_matches("http://");
-    let mut s = TcpStream::connect(hostport).expect("connect to gateway");
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let extra = header
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body))
-        .expect("send request");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read response");
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(out.len());
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out[split..].to_vec())
+    call(endpoint, method, path, body, header)
+        .unwrap_or_else(|e| panic!("{method} {endpoint}{path}: {e}"))
+}
+
+/// The one HTTP client of the kit's control calls: no proxy from the environment
+/// (hermetic), no redirects followed, every status an answer (not an error), 30 s at most.
+fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .proxy(None)
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .user_agent("snapferry-testkit")
+            .build()
+            .into()
+    })
+}
+
+/// A JSON request; the status and body of any answer, or why there was none.
+fn call(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header: Option<(&str, &str)>,
+) -> Result<(u16, Vec<u8>), ureq::Error> {
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{endpoint}{path}"))
+        .header("Content-Type", "application/json");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let req = req.body(body.to_vec()).map_err(ureq::Error::from)?;
+    let mut resp = agent().run(req)?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()?;
+    Ok((status, bytes))
 }
 
 fn query_escape(s: &str) -> String {
@@ -720,39 +931,30 @@ impl SearchNode {
         java_home: Option<&std::path::Path>,
     ) -> SearchNode {
         use base64::Engine as _;
-        use std::io::BufRead;
         let home = home.to_path_buf();
         let dir = tempfile::tempdir().expect("node dir");
-        let mut child = Command::new("python3")
-            .arg(repo_root().join("fixtures/search/node.py"))
-            .arg("--home")
-            .arg(&home)
-            .arg("--data")
-            .arg(dir.path())
-            .arg("--repo-path")
-            .arg(repo_path)
-            .args(basic.map(|(u, p)| format!("--basic-auth={u}:{p}")))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .envs(
-                java_home
-                    .map(|j| j.as_os_str().to_owned())
-                    .or_else(|| std::env::var_os("JAVA_HOME"))
-                    .map(|j| ("JAVA_HOME", j)),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("setup failed: cannot start node.py: {e}"));
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("setup failed: the search node did not start (said {line:?})");
-        };
+        let (child, endpoint) = spawn_ready(
+            "the search node (node.py)",
+            Command::new("python3")
+                .arg(repo_root().join("fixtures/search/node.py"))
+                .arg("--home")
+                .arg(&home)
+                .arg("--data")
+                .arg(dir.path())
+                .arg("--repo-path")
+                .arg(repo_path)
+                .args(basic.map(|(u, p)| format!("--basic-auth={u}:{p}")))
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", dir.path())
+                .envs(
+                    java_home
+                        .map(|j| j.as_os_str().to_owned())
+                        .or_else(|| std::env::var_os("JAVA_HOME"))
+                        .map(|j| ("JAVA_HOME", j)),
+                )
+                .stdin(Stdio::piped()),
+        );
         SearchNode {
             child,
             endpoint,
@@ -872,17 +1074,9 @@ impl DirS3 {
                     last_err = format!("rclone exited with {st}");
                     break;
                 }
-                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let req = format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-                    let mut buf = [0u8; 16];
-                    if s.write_all(req.as_bytes()).is_ok()
-                        && s.read(&mut buf)
-                            .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1."))
-                    {
-                        ready = true;
-                        break;
-                    }
+                if call(&format!("http://127.0.0.1:{port}"), "GET", "/", b"", None).is_ok() {
+                    ready = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -928,42 +1122,19 @@ impl SigV4Proxy {
     /// Starts a proxy forwarding to `upstream` (`http://127.0.0.1:PORT`) that accepts
     /// requests signed with `access_key`/`secret_key` for `region`, service `es`.
     pub fn start(upstream: &str, access_key: &str, secret_key: &str, region: &str) -> SigV4Proxy {
-        use std::io::BufRead;
-        let py = oss_python();
         let dir = tempfile::tempdir().expect("proxy home dir");
-        let mut child = Command::new(&py)
-            .arg(repo_root().join("fixtures/aws/sigv4_proxy.py"))
-            .args([
-                "--upstream",
-                upstream,
-                "--access-key",
-                access_key,
-                "--secret-key",
-                secret_key,
-                "--region",
-                region,
-                "--service",
-                "es",
-                "--port",
-                "0",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("setup failed: cannot start the SigV4 proxy: {e}"));
-        let mut line = String::new();
-        // The proxy prints READY once it listens; a dead proxy closes stdout.
-        let _ = std::io::BufReader::new(child.stdout.take().expect("proxy stdout"))
-            .read_line(&mut line);
-        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("setup failed: the SigV4 proxy did not start (said {line:?})");
-        };
+        let (child, endpoint) = spawn_ready(
+            "the SigV4 proxy",
+            Command::new(oss_python())
+                .arg(repo_root().join("fixtures/aws/sigv4_proxy.py"))
+                .args(["--upstream", upstream, "--access-key", access_key])
+                .args(["--secret-key", secret_key, "--region", region])
+                .args(["--service", "es", "--port", "0"])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", dir.path())
+                .stdin(Stdio::piped()),
+        );
         SigV4Proxy {
             child,
             endpoint,
@@ -985,9 +1156,7 @@ impl SigV4Proxy {
 
 impl Drop for SigV4Proxy {
     fn drop(&mut self) {
-        drop(self.child.stdin.take()); // EOF: the proxy stops
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_at_eof(&mut self.child);
     }
 }
 
@@ -1105,29 +1274,9 @@ fn try_http(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let hostport = endpoint.trim_start_matches("http://");
-    let mut s = TcpStream::connect(hostport)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nUser-Agent: snapferry-e2e\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(out.len());
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
-    Ok((status, String::from_utf8_lossy(&out[split..]).into_owned()))
+    let (status, bytes) =
+        call(endpoint, method, path, body, None).map_err(std::io::Error::other)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// A running toxiproxy server (Shopify's fault-injecting TCP proxy) with its HTTP API on a
@@ -2165,33 +2314,21 @@ impl StsProxy {
     /// As [`StsProxy::start`], with extra sts_proxy.py arguments (`--accept-root`,
     /// `--default-duration N`, `--min-duration N`, `--verbose`).
     pub fn start_with(minio: &Minio, extra: &[&str]) -> StsProxy {
-        use std::io::BufRead;
-        let py = oss_python();
         let dir = tempfile::tempdir().expect("sts proxy home dir");
-        let mut child = Command::new(&py)
-            .arg(sts_fixture("sts_proxy.py"))
-            .args(["--upstream", &minio.endpoint])
-            .args(["--upstream-access-key", ACCESS_KEY])
-            .args(["--upstream-secret-key", SECRET_KEY])
-            .args(["--region", "us-east-1", "--port", "0"])
-            .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("setup failed: cannot start the STS proxy: {e}"));
-        let mut line = String::new();
-        // It prints READY once it listens; a dead proxy closes stdout.
-        let _ = std::io::BufReader::new(child.stdout.take().expect("sts proxy stdout"))
-            .read_line(&mut line);
-        let Some(endpoint) = line.trim().strip_prefix("READY ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("setup failed: the STS proxy did not start (said {line:?})");
-        };
+        let (child, endpoint) = spawn_ready(
+            "the STS proxy",
+            Command::new(oss_python())
+                .arg(sts_fixture("sts_proxy.py"))
+                .args(["--upstream", &minio.endpoint])
+                .args(["--upstream-access-key", ACCESS_KEY])
+                .args(["--upstream-secret-key", SECRET_KEY])
+                .args(["--region", "us-east-1", "--port", "0"])
+                .args(extra)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", dir.path())
+                .stdin(Stdio::piped()),
+        );
         StsProxy {
             child,
             endpoint,
@@ -2263,9 +2400,7 @@ impl StsProxy {
 
 impl Drop for StsProxy {
     fn drop(&mut self) {
-        drop(self.child.stdin.take()); // EOF: the proxy stops
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_at_eof(&mut self.child);
     }
 }
 
@@ -2797,6 +2932,40 @@ pub async fn s3_digest(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Option<(u64,
 /// (length, MD5 hex) of bytes.
 pub fn digest(d: &[u8]) -> (u64, String) {
     (d.len() as u64, md5_hex(d))
+}
+
+/// Polls `condition` every 50 ms until it holds: readiness by asking, never by sleeping
+/// blindly. Panics naming `what` when `limit` passes first.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `uploads_seen` says a multipart upload is in progress at the destination
+/// while the run `child` still runs: the moment to interrupt it mid-upload. A run that
+/// ends first, or no upload within 60 s, fails the test.
+pub fn wait_for_upload(child: &mut Child, mut uploads_seen: impl FnMut() -> bool) {
+    wait_until(
+        Duration::from_secs(60),
+        "a multipart upload appearing",
+        || {
+            let seen = uploads_seen();
+            assert!(
+                seen || child.try_wait().expect("poll the run").is_none(),
+                "the run ended before an upload was seen"
+            );
+            seen
+        },
+    );
+}
+
+/// [`wait_for_upload`], then SIGKILL: a run killed mid-upload, with no chance to clean up.
+pub fn kill_at_first_upload(child: &mut Child, uploads_seen: impl FnMut() -> bool) {
+    wait_for_upload(child, uploads_seen);
+    kill9(child);
 }
 
 /// Sends SIGKILL to a child and reaps it. Reaping matters: a zombie keeps its

@@ -162,12 +162,8 @@ fn probe_prediction_is_within_25_percent_of_a_real_sync() {
 #[test]
 fn probe_refuses_a_location_holding_data_and_leaves_nothing_behind() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         put(
             &ca,
             "src",

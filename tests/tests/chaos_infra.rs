@@ -20,19 +20,6 @@ fn minio_with(key: &str, body: &[u8]) -> Minio {
     m
 }
 
-/// A GET that reports failure instead of panicking.
-async fn try_get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Result<Vec<u8>, String> {
-    let o = c
-        .get_object()
-        .bucket(b)
-        .key(k)
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let body = o.body.collect().await.map_err(|e| format!("{e:?}"))?;
-    Ok(body.into_bytes().to_vec())
-}
-
 #[test]
 fn toxiproxy_forwards_s3_put_and_get_with_latency() {
     let m = Minio::start();

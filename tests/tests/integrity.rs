@@ -6,8 +6,6 @@
 use std::process::Command;
 
 use bytes::Bytes;
-use snapferry_engine::store::oss::sign::OssCredentials;
-use snapferry_engine::store::oss::{Endpoint, OssConfig, OssStore};
 use snapferry_engine::store::{PutOptions, Store};
 use testkit::*;
 
@@ -118,20 +116,7 @@ fn oss_destination_bytes_that_disagree_with_their_record_are_copied_again() {
         sync_report(c, tmp.path(), n)
     };
     assert_eq!(run(1)["copied_objects"], 2);
-    let oss = OssStore::new(OssConfig {
-        bucket: "dst".into(),
-        prefix: String::new(),
-        endpoint: Endpoint::parse(&gw.endpoint, Some("cn-hangzhou")).unwrap(),
-        credentials: OssCredentials {
-            access_key_id: OSS_AK.into(),
-            access_key_secret: OSS_SK.into(),
-            security_token: None,
-        }
-        .into(),
-        io_timeout: None,
-        verify_source: Default::default(),
-    })
-    .unwrap();
+    let oss = gw.store("dst", "");
     rt().block_on(async {
         let held = oss.head("a").await.unwrap().expect("a copied");
         let rec = held.record.expect("a copy record");

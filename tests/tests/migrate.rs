@@ -28,15 +28,20 @@ fn count(node: &SearchNode, index: &str) -> u64 {
 
 /// Where snapferry reads/writes a repository: the directory itself, or bucket `repo` of an
 /// S3 server that serves the directory's parent.
-fn store_lines(repo: &Path, s3: Option<&DirS3>) -> String {
-    match s3 {
-        None => format!("store = \"{}\"", repo.display()),
-        Some(s) => format!(
-            "store = \"s3://{}\"\nstore_endpoint = \"{}\"",
-            repo.file_name().unwrap().to_string_lossy(),
-            s.endpoint
-        ),
+/// A side of the job whose snapferry store is the repository directory itself, or that
+/// directory served over S3 by `s3`.
+fn side(node: &SearchNode, name: &str, repo: &Path, s3: Option<&DirS3>) -> JobSide {
+    let mut side = JobSide::fs(&node.endpoint, name, repo);
+    if let Some(s) = s3 {
+        side.lines = vec![
+            format!(
+                "store = \"s3://{}\"",
+                repo.file_name().unwrap().to_string_lossy()
+            ),
+            format!("store_endpoint = \"{}\"", s.endpoint),
+        ];
     }
+    side
 }
 
 fn job(
@@ -59,36 +64,13 @@ fn job_via(
     patterns: &[&str],
     s3: Option<(&DirS3, &DirS3)>,
 ) {
-    let pats: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
-    let text = format!(
-        r#"indices = [{}]
-
-[source]
-url = "{}"
-repository = "snapferry-src"
-repository_type = "fs"
-repository_settings = {{ location = "{}" }}
-{}
-
-[destination]
-url = "{}"
-repository = "snapferry-dst"
-repository_type = "fs"
-repository_settings = {{ location = "{}" }}
-{}
-
-[copy]
-concurrency = 4
-"#,
-        pats.join(", "),
-        src.endpoint,
-        src_repo.display(),
-        store_lines(src_repo, s3.map(|x| x.0)),
-        dst.endpoint,
-        dst_repo.display(),
-        store_lines(dst_repo, s3.map(|x| x.1)),
+    write_job(
+        path,
+        patterns,
+        &side(src, "snapferry-src", src_repo, s3.map(|x| x.0)),
+        &side(dst, "snapferry-dst", dst_repo, s3.map(|x| x.1)),
+        "[copy]\nconcurrency = 4\n",
     );
-    std::fs::write(path, text).unwrap();
 }
 
 fn migrate(job: &Path, args: &[&str]) -> (i32, String, String) {

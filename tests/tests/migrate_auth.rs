@@ -12,31 +12,15 @@ const USER: &str = "snapferry-admin";
 const PASSWORD: &str = "right-horse-battery-7";
 const WRONG: &str = "wrong-password-31337";
 
-fn write_job(path: &Path, node: &SearchNode, src_repo: &Path, dst_repo: &Path) {
-    let text = format!(
-        r#"indices = ["logs-*"]
-
-[source]
-url = "{url}"
-user = "{USER}"
-repository = "snapferry-src"
-repository_type = "fs"
-repository_settings = {{ location = "{src}" }}
-store = "{src}"
-
-[destination]
-url = "{url}"
-user = "{USER}"
-repository = "snapferry-dst"
-repository_type = "fs"
-repository_settings = {{ location = "{dst}" }}
-store = "{dst}"
-"#,
-        url = node.endpoint,
-        src = src_repo.display(),
-        dst = dst_repo.display(),
+fn job_file(path: &Path, node: &SearchNode, src_repo: &Path, dst_repo: &Path) {
+    let user = format!("user = \"{USER}\"");
+    write_job(
+        path,
+        &["logs-*"],
+        &JobSide::fs(&node.endpoint, "snapferry-src", src_repo).line(&user),
+        &JobSide::fs(&node.endpoint, "snapferry-dst", dst_repo).line(&user),
+        "",
     );
-    std::fs::write(path, text).unwrap();
 }
 
 fn migrate(job: &Path, src_pw: &str, dst_pw: &str, args: &[&str]) -> (i32, String, String) {
@@ -94,7 +78,7 @@ fn wrong_password_changes_nothing_and_the_right_one_passes_preflight() {
     }
     let (src_repo, dst_repo) = (path_repo.join("src"), path_repo.join("dst"));
     let job = tmp.path().join("job.toml");
-    write_job(&job, &node, &src_repo, &dst_repo);
+    job_file(&job, &node, &src_repo, &dst_repo);
     let before = cluster_state(&node, &[&src_repo, &dst_repo]);
 
     let (code, _, se) = migrate(&job, WRONG, PASSWORD, &["--phase", "baseline"]);

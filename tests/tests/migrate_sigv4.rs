@@ -12,31 +12,16 @@ use testkit::*;
 const AK: &str = "AKIDSNAPFERRYTEST01";
 const SK: &str = "sigv4-proxy-secret/0123456789abcdefABCDEF";
 
-fn write_job(path: &Path, src_url: &str, dst: &SearchNode, src_repo: &Path, dst_repo: &Path) {
-    let text = format!(
-        r#"indices = ["logs-*"]
-
-[source]
-url = "{src_url}"
-auth = "sigv4"
-aws_region = "us-west-2"
-repository = "snapferry-src"
-repository_type = "fs"
-repository_settings = {{ location = "{src}" }}
-store = "{src}"
-
-[destination]
-url = "{dst_url}"
-repository = "snapferry-dst"
-repository_type = "fs"
-repository_settings = {{ location = "{dst}" }}
-store = "{dst}"
-"#,
-        dst_url = dst.endpoint,
-        src = src_repo.display(),
-        dst = dst_repo.display(),
+fn job_file(path: &Path, src_url: &str, dst: &SearchNode, src_repo: &Path, dst_repo: &Path) {
+    write_job(
+        path,
+        &["logs-*"],
+        &JobSide::fs(src_url, "snapferry-src", src_repo)
+            .line("auth = \"sigv4\"")
+            .line("aws_region = \"us-west-2\""),
+        &JobSide::fs(&dst.endpoint, "snapferry-dst", dst_repo),
+        "",
     );
-    std::fs::write(path, text).unwrap();
 }
 
 fn migrate(job: &Path, secret: &str) -> (i32, String, String) {
@@ -76,7 +61,7 @@ fn sigv4_signed_baseline_through_a_verifying_proxy() {
         assert!(st == 200 || st == 201, "{body}");
     }
     let job = tmp.path().join("job.toml");
-    write_job(
+    job_file(
         &job,
         &proxy.endpoint,
         &dst,

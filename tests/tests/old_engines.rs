@@ -53,35 +53,11 @@ fn copy_verify_restore(prefix: &str, home_var: &str, version: &str) {
     let java = jdk11_home();
     let home = old_elasticsearch_home(home_var, version);
 
-    let s3 = Minio::start();
-    rt().block_on(create_bucket(&s3.client(), "mid"));
     let tmp = tempfile::tempdir().unwrap();
     let path_repo = tmp.path().join("path-repo");
     let dest = path_repo.join("copied");
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        fixture.join("repo").to_str().unwrap(),
-        "s3://mid/repo",
-        "--dst-endpoint",
-        &s3.endpoint,
-        "--snapshot-aware",
-        "on",
-    ]);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        "s3://mid/repo",
-        dest.to_str().unwrap(),
-        "--src-endpoint",
-        &s3.endpoint,
-        "--snapshot-aware",
-        "on",
-    ]);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    // fs -> s3 -> fs, both snapshot-aware.
+    ferry_through_s3(&fixture.join("repo"), &dest);
     // Every file of the repository's current generation arrived byte for byte.
     let gen = manifest["repository_generation"].as_u64().unwrap();
     for f in manifest["files"].as_array().unwrap() {

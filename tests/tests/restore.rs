@@ -8,36 +8,11 @@ use testkit::*;
 fn opensearch_restores_every_snapshot_from_a_copied_repository() {
     let fixture = fixture_dir("opensearch");
     let manifest = fixture_manifest(&fixture);
-    let s3 = Minio::start();
-    rt().block_on(create_bucket(&s3.client(), "mid"));
     let tmp = tempfile::tempdir().unwrap();
     let path_repo = tmp.path().join("path-repo");
     let dest = path_repo.join("copied");
     // fs -> s3 -> fs, both snapshot-aware.
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        fixture.join("repo").to_str().unwrap(),
-        "s3://mid/repo",
-        "--dst-endpoint",
-        &s3.endpoint,
-        "--snapshot-aware",
-        "on",
-    ]);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        "s3://mid/repo",
-        dest.to_str().unwrap(),
-        "--src-endpoint",
-        &s3.endpoint,
-        "--snapshot-aware",
-        "on",
-    ]);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    ferry_through_s3(&fixture.join("repo"), &dest);
 
     let node = SearchNode::start(&path_repo);
     let (st, body) = node.call(

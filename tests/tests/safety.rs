@@ -441,12 +441,8 @@ fn two_runs_on_one_destination_one_copies_the_other_waits_its_turn() {
 fn two_runs_on_one_bucket_prefix_exactly_one_copies() {
     // On S3 the lease is created with If-None-Match: *: two runs that start together
     // cannot both take it.
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         for i in 0..30 {
             put(&ca, "src", &format!("p/o{i:02}"), data(30_000, i)).await;
         }

@@ -8,27 +8,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use testkit::*;
 
+/// The `repo/` of the newest fixture repository whose name starts with `name_prefix`.
 fn fixture(name_prefix: &str) -> PathBuf {
-    let dir = repo_root().join("fixtures/repos");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("setup failed: {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(name_prefix)
-        })
-        .collect();
-    v.sort();
-    v.pop()
-        .unwrap_or_else(|| {
-            panic!(
-                "setup failed: no {name_prefix}* repository under {}",
-                dir.display()
-            )
-        })
-        .join("repo")
+    fixture_dir(name_prefix).join("repo")
 }
 
 /// `repo verify` of a destination: Some(problems) when a repository is there, None when

@@ -245,12 +245,8 @@ fn finish(child: Child, limit: Duration) -> (Option<i32>, String, String, Durati
 
 #[test]
 fn the_destination_bucket_deleted_mid_copy_is_a_clear_failure_with_a_report() {
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         for i in 0..12u64 {
             put(&ca, "src", &format!("p/o{i:02}"), data(4 * MIB, i)).await;
         }

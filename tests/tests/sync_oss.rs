@@ -2,7 +2,6 @@
 //! official Python SDK checks every request's V4 signature), and back.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::*;
@@ -84,14 +83,9 @@ fn sync_s3_to_oss_is_byte_identical_idempotent_and_back() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let r1 = dir.path().join("r1.json");
-    let out = {
-        let mut cmd = to_oss(&s3, &gw, "s3://src/repo", "oss://dst/snapshots");
-        cmd.args(SMALL_PARTS).arg("--report").arg(&r1);
-        run(cmd)
-    };
+    let (out, r) =
+        run_reported(to_oss(&s3, &gw, "s3://src/repo", "oss://dst/snapshots").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&r1);
     assert_eq!(r["copied_objects"], objects.len());
     assert_eq!(r["failed_objects"], 0);
     assert!(r["requests"]["upload_part"].as_u64().unwrap() > 0);
@@ -99,14 +93,9 @@ fn sync_s3_to_oss_is_byte_identical_idempotent_and_back() {
     assert_eq!(gw.stats()["signature_failures"], 0);
 
     // Idempotent: nothing moves, and single-part objects are decided from listings.
-    let r2 = dir.path().join("r2.json");
-    let out = {
-        let mut cmd = to_oss(&s3, &gw, "s3://src/repo", "oss://dst/snapshots");
-        cmd.args(SMALL_PARTS).arg("--report").arg(&r2);
-        run(cmd)
-    };
+    let (out, r) =
+        run_reported(to_oss(&s3, &gw, "s3://src/repo", "oss://dst/snapshots").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&r2);
     assert_eq!(r["copied_objects"], 0);
     assert_eq!(r["skipped_objects"], objects.len());
     // Repository detection (index.latest and the root it names), at most one per
@@ -183,36 +172,16 @@ fn sync_to_oss_killed_mid_upload_then_rerun_is_identical_with_no_uploads_left() 
             .stderr(std::process::Stdio::null());
         cmd.spawn().unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while gw.uploads("dst").is_empty() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "sync ended before an upload was seen"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no multipart upload appeared within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_first_upload(&mut child, || !gw.uploads("dst").is_empty());
     assert_eq!(gw.uploads("dst"), ["repo/indices/x/0/__big"]);
     assert!(
         gw.object("dst", "repo/indices/x/0/__big").is_none(),
         "no partial object under the key"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let out = {
-        let mut cmd = to_oss(&s3, &gw, "s3://src", "oss://dst/repo");
-        cmd.args(SMALL_PARTS).arg("--report").arg(&report);
-        run(cmd)
-    };
+    let (out, r) = run_reported(to_oss(&s3, &gw, "s3://src", "oss://dst/repo").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
     // Continued (its resume record was written) or, killed before that, aborted as stale.
-    let r = read_report(&report);
     assert_eq!(
         r["aborted_stale_uploads"].as_u64().unwrap() + r["resumed_uploads"].as_u64().unwrap(),
         1,
@@ -250,15 +219,8 @@ fn sync_to_oss_survives_throttling_skew_server_errors_resets_and_bad_part_crcs()
         {"op": "CompleteMultipartUpload", "kind": "server-error", "count": 1},
         {"op": "UploadPart", "kind": "reset", "count": 1, "skip": 1},
     ]));
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let out = {
-        let mut cmd = to_oss(&s3, &gw, "s3://src", "oss://dst");
-        cmd.args(SMALL_PARTS).arg("--report").arg(&report);
-        run(cmd)
-    };
+    let (out, r) = run_reported(to_oss(&s3, &gw, "s3://src", "oss://dst").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&report);
     assert_eq!(r["copied_objects"], objects.len());
     assert!(
         r["retries"].as_u64().unwrap() >= 9,
@@ -293,16 +255,9 @@ fn crc_mismatch_is_never_reported_copied() {
         {"op": "PutObject", "kind": "corrupt", "count": 1000, "key_contains": "corrupt-me"},
         {"op": "UploadPart", "kind": "corrupt", "count": 1000, "key_contains": "big-corrupt"},
     ]));
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let out = {
-        let mut cmd = to_oss(&s3, &gw, "s3://src", "oss://dst");
-        cmd.args(SMALL_PARTS).arg("--report").arg(&report);
-        run(cmd)
-    };
+    let (out, r) = run_reported(to_oss(&s3, &gw, "s3://src", "oss://dst").args(SMALL_PARTS));
     let (_, se) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{se}");
-    let r = read_report(&report);
     assert_eq!(r["copied_objects"], 1);
     assert_eq!(r["failed_objects"], 2);
     let failures = r["failures"].as_array().unwrap();

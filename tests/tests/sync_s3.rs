@@ -1,7 +1,5 @@
 //! `snapferry sync` between two real MinIO servers.
 
-use std::time::{Duration, Instant};
-
 use testkit::*;
 
 const MIB: usize = 1 << 20;
@@ -77,14 +75,9 @@ fn sync_mixed_set_is_byte_identical_idempotent_and_catches_same_size_rewrites() 
 
     // Second run: nothing to copy, and the decision needs no per-object HEAD for
     // single-part objects (their ETags match).
-    let report2 = dir.path().join("r2.json");
-    let out = run({
-        let mut c = sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy");
-        c.args(SMALL_PARTS).arg("--report").arg(&report2);
-        c
-    });
+    let (out, r) =
+        run_reported(sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&report2);
     assert_eq!(r["copied_objects"], 0);
     assert_eq!(r["skipped_objects"], objects.len());
     let heads = r["requests"]["head"].as_u64().unwrap();
@@ -99,14 +92,9 @@ fn sync_mixed_set_is_byte_identical_idempotent_and_catches_same_size_rewrites() 
     // A same-size rewrite right after the run (same second, same size) is copied.
     let new_latest = vec![0, 0, 0, 0, 0, 0, 0, 9];
     rt.block_on(put(&ca, "src", "repo/index.latest", new_latest.clone()));
-    let report3 = dir.path().join("r3.json");
-    let out = run({
-        let mut c = sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy");
-        c.args(SMALL_PARTS).arg("--report").arg(&report3);
-        c
-    });
+    let (out, r) =
+        run_reported(sync_cmd(&a, &b, "s3://src/repo", "s3://dst/copy").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&report3);
     assert_eq!(r["copied_objects"], 1);
     assert_eq!(r["copied_bytes"], 8);
     assert_eq!(
@@ -118,12 +106,8 @@ fn sync_mixed_set_is_byte_identical_idempotent_and_catches_same_size_rewrites() 
 
 #[test]
 fn sync_delete_removes_exactly_the_extras_and_dry_run_writes_nothing() {
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         for k in ["keep/a", "keep/b", "c"] {
             put(&ca, "src", k, data(100, 1)).await;
         }
@@ -168,27 +152,20 @@ fn sync_delete_removes_exactly_the_extras_and_dry_run_writes_nothing() {
     );
 
     // With --delete exactly the extras go.
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let out = run({
-        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst");
-        c.args(["--delete", "--max-delete", "100%", "--report"])
-            .arg(&report);
-        c
-    });
+    let (out, r) = run_reported(sync_cmd(&a, &b, "s3://src", "s3://dst").args([
+        "--delete",
+        "--max-delete",
+        "100%",
+    ]));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    assert_eq!(read_report(&report)["deleted_objects"], 2);
+    assert_eq!(r["deleted_objects"], 2);
     assert_eq!(rt.block_on(keys(&cb, "dst", "")), ["c", "keep/a", "keep/b"]);
 }
 
 #[test]
 fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         put(&ca, "src", "indices/x/0/__big", data(60 * MIB, 7)).await;
         put(&ca, "src", "index-3", data(1000, 8)).await;
     });
@@ -201,25 +178,9 @@ fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
             .stderr(std::process::Stdio::null());
         c.spawn().unwrap()
     };
-    // Wait (by polling the server, bounded) until an upload is in progress.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if !rt.block_on(pending_uploads(&cb, "dst")).is_empty() {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "sync ended before the upload was seen"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no multipart upload appeared within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SIGKILL: no chance to clean up.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_first_upload(&mut child, || {
+        !rt.block_on(pending_uploads(&cb, "dst")).is_empty()
+    });
     assert_eq!(
         rt.block_on(pending_uploads(&cb, "dst")),
         ["backup/indices/x/0/__big"]
@@ -230,15 +191,8 @@ fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
         "a partial object must never appear under its key"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let out = run({
-        let mut c = sync_cmd(&a, &b, "s3://src", "s3://dst/backup");
-        c.args(SMALL_PARTS).arg("--report").arg(&report);
-        c
-    });
+    let (out, r) = run_reported(sync_cmd(&a, &b, "s3://src", "s3://dst/backup").args(SMALL_PARTS));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
-    let r = read_report(&report);
     // The killed run's upload is either continued (its resume record was written) or,
     // killed before that record landed, aborted as stale: one or the other, once.
     assert_eq!(
@@ -255,12 +209,8 @@ fn sync_killed_mid_multipart_then_rerun_is_identical_with_no_uploads_left() {
 
 #[test]
 fn sync_s3_to_fs_and_back_round_trips_with_records() {
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         put(&ca, "src", "r/a-c", data(10, 1)).await;
         put(&ca, "src", "r/a/b", data(9 * MIB, 2)).await;
         put(&ca, "src", "r/index.latest", vec![0; 8]).await;
@@ -325,12 +275,8 @@ fn sync_s3_to_fs_and_back_round_trips_with_records() {
 
 #[test]
 fn sync_interrupted_by_sigint_aborts_its_uploads_and_reports_it() {
-    let (a, b) = (Minio::start(), Minio::start());
-    let (ca, cb) = (a.client(), b.client());
-    let rt = rt();
+    let Pair { a, b, ca, cb, rt } = Pair::start();
     rt.block_on(async {
-        create_bucket(&ca, "src").await;
-        create_bucket(&cb, "dst").await;
         put(&ca, "src", "big", data(40 * MIB, 3)).await;
     });
     let dir = tempfile::tempdir().unwrap();
@@ -344,18 +290,9 @@ fn sync_interrupted_by_sigint_aborts_its_uploads_and_reports_it() {
             .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.block_on(pending_uploads(&cb, "dst")).is_empty() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "sync ended before the upload was seen"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no multipart upload appeared within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_upload(&mut child, || {
+        !rt.block_on(pending_uploads(&cb, "dst")).is_empty()
+    });
     let st = std::process::Command::new("kill")
         .args(["-s", "INT", &child.id().to_string()])
         .status()
