@@ -995,6 +995,24 @@ impl SearchNode {
     }
 }
 
+/// Two OpenSearch nodes started side by side, a migration's source and destination, each
+/// with its own `path.repo` (`dir/a` and `dir/b`, created here): `[(a, src), (b, dst)]`.
+pub fn search_pair(dir: &std::path::Path) -> [(PathBuf, SearchNode); 2] {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).expect("path.repo dir");
+    }
+    let (src, dst) = std::thread::scope(|s| {
+        let src = s.spawn(|| SearchNode::start(&a));
+        let dst = s.spawn(|| SearchNode::start(&b));
+        (
+            src.join().expect("start the source node"),
+            dst.join().expect("start the destination node"),
+        )
+    });
+    [(a, src), (b, dst)]
+}
+
 impl Drop for SearchNode {
     fn drop(&mut self) {
         drop(self.child.stdin.take()); // EOF: node.py stops the node

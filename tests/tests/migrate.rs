@@ -84,11 +84,7 @@ fn migrate(job: &Path, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn migrate_baseline_incremental_cutover_under_live_indexing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let src = SearchNode::start(&a);
-    let dst = SearchNode::start(&b);
+    let [(a, src), (b, dst)] = search_pair(tmp.path());
     // path.repo/s3/repo is each cluster's fs repository; path.repo/s3 is served over S3,
     // so the repository is bucket `repo` there.
     let (src_repo, dst_repo) = (a.join("s3/repo"), b.join("s3/repo"));

@@ -43,11 +43,7 @@ fn migrate(job: &Path, secret: &str) -> (i32, String, String) {
 #[test]
 fn sigv4_signed_baseline_through_a_verifying_proxy() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let src = SearchNode::start(&a);
-    let dst = SearchNode::start(&b);
+    let [(a, src), (b, dst)] = search_pair(tmp.path());
     let proxy = SigV4Proxy::start(&src.endpoint, AK, SK, "us-west-2");
     // The proxy really refuses what is not signed.
     let (st, _) = http(&proxy.endpoint, "GET", "/", b"");
