@@ -218,22 +218,8 @@ pub fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-/// Repetition `rep`'s order of `n` entries: forward, then reversed, ...
-fn order(rep: usize, n: usize) -> Vec<usize> {
-    let v = (0..n).collect::<Vec<_>>();
-    if rep % 2 == 1 {
-        v.into_iter().rev().collect()
-    } else {
-        v
-    }
-}
-
-fn free_bytes(p: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills a plain struct for a valid C string path.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
-        .then(|| s.f_bavail as u64 * s.f_frsize as u64)
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 struct Env<'a> {
@@ -246,21 +232,24 @@ struct Env<'a> {
     servers: usize,
 }
 
+/// A MinIO server on a fresh data directory under `work`, its metrics public (the harness
+/// reads every tool's requests from them), its log `work/minio-N.log`.
+fn minio(bin: &Path, work: &Path, n: usize) -> Minio {
+    Minio::start_with(&MinioOptions {
+        binary: Some(bin.to_path_buf()),
+        data_in: Some(work.to_path_buf()),
+        env: vec![("MINIO_PROMETHEUS_AUTH_TYPE".into(), "public".into())],
+        log: Some(work.join(format!("minio-{n}.log"))),
+    })
+}
+
 impl Env<'_> {
-    /// A MinIO server on a fresh data directory under the work directory, its metrics
-    /// public (the harness reads every tool's requests from them), `bucket` created.
-    fn server(&mut self, bucket: Option<&str>) -> Minio {
+    /// A fresh destination server with `bucket` created.
+    fn server(&mut self, bucket: &str) -> Minio {
         self.servers += 1;
-        let m = Minio::start_with(&MinioOptions {
-            binary: Some(self.a.minio.clone()),
-            data_in: Some(self.work.clone()),
-            env: vec![("MINIO_PROMETHEUS_AUTH_TYPE".into(), "public".into())],
-            log: Some(self.work.join(format!("minio-{}.log", self.servers))),
-        });
-        if let Some(b) = bucket {
-            self.rt
-                .block_on(testkit::create_bucket(&s3util::client(&m.endpoint), b));
-        }
+        let m = minio(&self.a.minio, &self.work, self.servers);
+        let c = s3util::client(&m.endpoint);
+        self.rt.block_on(testkit::create_bucket(&c, bucket));
         m
     }
 
@@ -275,62 +264,49 @@ impl Env<'_> {
         env: &[(&str, &str)],
     ) -> Result<(Sample, String)> {
         let dir = self.work.join("runs").join(tag);
-        std::fs::create_dir_all(&dir)?;
-        let (src_side, dst_side) = (
+        let (home, report) = (dir.join("home"), dir.join("report.json"));
+        let (s, d) = (
             Side(&self.src.endpoint, &w.bucket),
             Side(&dst.endpoint, &w.bucket),
         );
-        let inv = tools::invocation(
-            tool,
-            src_side,
-            dst_side,
-            self.knobs,
-            &dir.join("home"),
-            &dir.join("report.json"),
-        )?;
+        let inv = tools::invocation(tool, s, d, self.knobs, &home, &report)?;
         let Invocation {
             mut cmd,
             shown,
             report,
         } = inv;
         cmd.envs(env.iter().copied());
-        let counts = || -> Result<_> {
-            Ok((
-                s3util::api_counts(&self.src.endpoint)?,
-                s3util::api_counts(&dst.endpoint)?,
-            ))
-        };
-        let servers_cpu =
-            || s3util::proc_cpu_seconds(self.src.pid()) + s3util::proc_cpu_seconds(dst.pid());
-        let ((s0, d0), cpu0, busy0) = (counts()?, servers_cpu(), s3util::machine_busy_seconds());
-        let m = tools::run_measured(cmd, &dir.join("out"), Duration::from_secs(self.a.run_limit))?;
-        let (busy1, cpu1, (s1, d1)) = (s3util::machine_busy_seconds(), servers_cpu(), counts()?);
+        let (src, dst_e) = (&self.src.endpoint, &dst.endpoint);
+        let counts = || -> Result<_> { Ok((s3util::api_counts(src)?, s3util::api_counts(dst_e)?)) };
+        let cpu = || s3util::proc_cpu_seconds(self.src.pid()) + s3util::proc_cpu_seconds(dst.pid());
+        let ((s0, d0), cpu0, busy0) = (counts()?, cpu(), s3util::machine_busy_seconds());
+        let limit = Duration::from_secs(self.a.run_limit);
+        let m = tools::run_measured(cmd, &dir.join("out"), limit)?;
+        let (busy1, cpu1, (s1, d1)) = (s3util::machine_busy_seconds(), cpu(), counts()?);
         let (mut requests, mut apis) = (BTreeMap::new(), BTreeMap::new());
         s3util::add_delta(&s0, &s1, &mut requests, &mut apis);
         s3util::add_delta(&d0, &d1, &mut requests, &mut apis);
-        let report = report
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|s| serde_json::from_str(&s).ok());
+        let report = report.and_then(|p| std::fs::read_to_string(p).ok());
+        let report = report.and_then(|s| serde_json::from_str(&s).ok());
         // s3sync's exit 3 means "finished with warnings"; the copy still counts if the
         // destination checks out below (the warning is kept as a note).
         let warned = tool.id == ToolId::S3sync && m.status == 3 && !m.timed_out;
         let note = warned.then(|| format!("exit 3 (warnings): {}", m.stderr_tail));
-        let mut problem = if m.timed_out {
-            Some(format!("killed at the {} s limit", self.a.run_limit))
-        } else {
-            (m.status != 0 && !warned).then(|| format!("exit {}: {}", m.status, m.stderr_tail))
+        let failed = m.status != 0 && !warned;
+        let mut problem = match (m.timed_out, failed) {
+            (true, _) => Some(format!("killed at the {} s limit", self.a.run_limit)),
+            (false, true) => Some(format!("exit {}: {}", m.status, m.stderr_tail)),
+            (false, false) => None,
         };
         if problem.is_none() {
-            let got = self.rt.block_on(s3util::bucket_totals(
-                &s3util::client(&dst.endpoint),
-                &w.bucket,
-            ))?;
-            let want = (w.objects.len() as u64, w.bytes());
-            if got != want {
-                problem = Some(format!(
-                    "destination holds {} objects / {} bytes, expected {} / {}",
-                    got.0, got.1, want.0, want.1
-                ));
+            let c = s3util::client(&dst.endpoint);
+            let (n, b) = self.rt.block_on(s3util::bucket_totals(&c, &w.bucket))?;
+            let (want_n, want_b) = (w.objects.len() as u64, w.bytes());
+            if (n, b) != (want_n, want_b) {
+                let msg = format!(
+                    "destination holds {n} objects / {b} bytes, expected {want_n} / {want_b}"
+                );
+                problem = Some(msg);
             }
         }
         let server_cpu_seconds = cpu1 - cpu0;
@@ -351,54 +327,164 @@ impl Env<'_> {
         Ok((s, shown))
     }
 
-    /// Measures `tool` into `series[i]`; a run with a problem stops the tool on this workload.
+    /// One timed run of `tool` into `series` (`rep` = usize::MAX: W4's untimed warm-up);
+    /// a run with a problem stops the tool on this workload.
     fn sample(
         &self,
         series: &mut Series,
         tool: &Tool,
         w: &Workload,
         dst: &Minio,
-        rep: usize,
-        pos: usize,
+        (rep, pos): (usize, usize),
     ) -> Result<()> {
-        let (mut s, shown) = self.measure(
-            tool,
-            w,
-            dst,
-            &format!("{}-{}-{rep}", w.id, tool.id.name()),
-            &[],
-        )?;
+        let tag = match rep {
+            usize::MAX => format!("{}-{}-warmup", w.id, tool.id.name()),
+            _ => format!("{}-{}-{rep}", w.id, tool.id.name()),
+        };
+        let (mut s, shown) = self.measure(tool, w, dst, &tag, &[])?;
         (s.rep, s.position) = (rep, pos);
         let m = &s.measured;
         let mibps = if w.noop {
             0.0
         } else {
-            w.bytes() as f64 / m.wall_seconds / (1 << 20) as f64
+            mib(w.bytes()) / m.wall_seconds
         };
-        let rss = m.max_rss_kib as f64 / 1024.0;
-        log(format!(
-            "{} {} rep {rep}: {:.2} s, {mibps:.1} MiB/s, CPU {:.2} s, RSS {rss:.0} MiB, requests {:?}{}",
-            w.id,
-            tool.id.name(),
-            m.wall_seconds,
-            m.cpu(),
-            s.requests,
-            problem_suffix(&s)
-        ));
+        let problem = s.problem.as_ref().map(|p| format!(" — PROBLEM: {p}"));
+        let (wall, cpu, rss) = (m.wall_seconds, m.cpu(), m.max_rss_kib / 1024);
+        let what = format!("{wall:.2} s, {mibps:.1} MiB/s, CPU {cpu:.2} s, RSS {rss} MiB");
+        let problem = problem.unwrap_or_default();
+        log(format!("{tag}: {what}, requests {:?}{problem}", s.requests));
         if let Some(p) = &s.problem {
             series.skipped = Some(format!("failed on this workload: {p}"));
         }
         series.command = shown;
-        series.samples.push(s);
+        match rep {
+            usize::MAX => series.warmup = Some(s),
+            _ => series.samples.push(s),
+        }
         Ok(())
     }
-}
 
-fn problem_suffix(s: &Sample) -> String {
-    s.problem
-        .as_ref()
-        .map(|p| format!(" — PROBLEM: {p}"))
-        .unwrap_or_default()
+    /// W4's destination, identical to the source: a byte-identical copy of the source
+    /// bucket's directory (same ETags and modification times, as a copier that preserves
+    /// them would leave it), checked by a listing; PUTs if that does not give it.
+    fn identical(&mut self, w: &Workload) -> Result<Minio> {
+        let dst = self.server(&w.bucket);
+        let (from, to) = (
+            self.src.data_dir().join(&w.bucket),
+            dst.data_dir().join(&w.bucket),
+        );
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(from.join("."))
+            .arg(to)
+            .status();
+        let c = s3util::client(&dst.endpoint);
+        let totals = self.rt.block_on(s3util::bucket_totals(&c, &w.bucket)).ok();
+        if !cp.is_ok_and(|s| s.success()) || totals != Some((w.objects.len() as u64, w.bytes())) {
+            log(format!(
+                "{}: the directory copy failed; writing the destination with PUTs",
+                w.id
+            ));
+            let put = s3util::generate(
+                &c,
+                &w.bucket,
+                &w.objects,
+                &self.pool,
+                self.a.gen_concurrency,
+            );
+            self.rt.block_on(put)?;
+        }
+        Ok(dst)
+    }
+
+    /// Every tool (and for W1 the pipe limit) on `w`, `reps` times in alternating order.
+    fn workload(
+        &mut self,
+        w: &Workload,
+        tools: &[Tool],
+        reps: usize,
+        mut gen: f64,
+    ) -> Result<WorkloadResult> {
+        let new = |t: &Tool| Series {
+            tool: t.id,
+            command: String::new(),
+            warmup: None,
+            samples: Vec::new(),
+            skipped: t.unavailable.clone(),
+        };
+        let mut series: Vec<Series> = tools.iter().map(new).collect();
+        let run: Vec<usize> = (0..tools.len())
+            .filter(|&i| tools[i].bin.is_some())
+            .collect();
+        let t = Instant::now();
+        let shared = if w.noop {
+            Some(self.identical(w)?)
+        } else {
+            None
+        };
+        gen += t.elapsed().as_secs_f64();
+        for &i in run.iter().filter(|_| shared.is_some()) {
+            let dst = shared.as_ref().expect("W4's destination");
+            self.sample(&mut series[i], &tools[i], w, dst, (usize::MAX, 0))?;
+        }
+        // Entries: the tools, and for W1 the pipe limit (index = run.len()).
+        let n = run.len() + usize::from(w.id == "W1");
+        let mut pipe = Vec::new();
+        for rep in 0..reps {
+            let order: Vec<usize> = if rep % 2 == 0 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            };
+            for (pos, &e) in order.iter().enumerate() {
+                if run.get(e).is_some_and(|&i| series[i].skipped.is_some()) {
+                    continue;
+                }
+                let fresh = if shared.is_none() {
+                    Some(self.server(&w.bucket))
+                } else {
+                    None
+                };
+                let dst = shared.as_ref().or(fresh.as_ref()).expect("a destination");
+                let Some(&i) = run.get(e) else {
+                    pipe.push(self.pipe(w, dst, rep)?);
+                    continue;
+                };
+                self.sample(&mut series[i], &tools[i], w, dst, (rep, pos))?;
+            }
+        }
+        let thr = self.knobs.threshold;
+        let sizes = w.objects.iter().map(|o| o.size);
+        Ok(WorkloadResult {
+            id: w.id.to_string(),
+            title: w.title.clone(),
+            objects: w.objects.len() as u64,
+            bytes: w.bytes(),
+            note: w.note.clone(),
+            sizes: workloads::size_summary(&w.objects, thr),
+            series,
+            pipe,
+            generate_seconds: gen,
+            largest_single: sizes.clone().filter(|&s| s <= thr).max().unwrap_or(0),
+            has_multipart: sizes.clone().any(|s| s > thr),
+            noop: w.noop,
+        })
+    }
+
+    fn pipe(&self, w: &Workload, dst: &Minio, rep: usize) -> Result<PipeRun> {
+        let (src, dc) = (
+            s3util::client(&self.src.endpoint),
+            s3util::client(&dst.endpoint),
+        );
+        let (c, part) = (self.knobs.concurrency, self.knobs.part_size);
+        let run = s3util::pipe_limit(&src, &dc, &w.bucket, &w.objects, c, part, &self.pool);
+        let p = self.rt.block_on(run)?;
+        let (get, put) = (p.get_seconds, p.put_seconds);
+        let mibps = mib(p.bytes) / p.wall_seconds;
+        log(format!("{} pipe limit rep {rep}: {mibps:.1} MiB/s (GETs done at {get:.1} s, PUTs at {put:.1} s)", w.id));
+        Ok(p)
+    }
 }
 
 /// The tools as the command line gives them, each probed for its version.
@@ -409,25 +495,23 @@ pub fn tools(a: &RunArgs) -> Vec<Tool> {
         a.mc.clone(),
         a.s3sync.clone(),
     ];
-    ToolId::ALL
-        .into_iter()
-        .zip(bins)
-        .map(|(id, bin)| {
-            let reason = a
-                .unavailable
-                .iter()
-                .find_map(|r| r.strip_prefix(id.key())?.strip_prefix('='));
-            let mut t = Tool::probe(id, bin, reason.map(str::to_string));
-            if let (ToolId::Snapferry, Some(r)) = (id, &a.snapferry_revision) {
-                t.version = format!("{} ({r})", t.version);
-            }
-            match &t.unavailable {
-                None => log(format!("{}: {}", id.name(), t.version)),
-                Some(w) => log(format!("{}: cannot run here: {w}", id.name())),
-            }
-            t
-        })
-        .collect()
+    let probe = |(id, bin): (ToolId, Option<PathBuf>)| {
+        let why = a
+            .unavailable
+            .iter()
+            .find_map(|r| r.strip_prefix(id.key())?.strip_prefix('='));
+        let mut t = Tool::probe(id, bin, why.map(str::to_string));
+        if let (ToolId::Snapferry, Some(r)) = (id, &a.snapferry_revision) {
+            t.version = format!("{} ({r})", t.version);
+        }
+        let status = t
+            .unavailable
+            .as_ref()
+            .map_or(t.version.clone(), |w| format!("cannot run here: {w}"));
+        log(format!("{}: {status}", id.name()));
+        t
+    };
+    ToolId::ALL.into_iter().zip(bins).map(probe).collect()
 }
 
 /// Runs everything and returns the results.
@@ -439,48 +523,48 @@ pub fn run(a: &RunArgs) -> Result<Results> {
         threshold: a.threshold_mib << 20,
     };
     let (reps, reps_w2) = (a.reps.max(1), a.reps_w2.unwrap_or(a.reps).max(1));
-    let version = Command::new(&a.minio)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("run {} --version", a.minio.display()))?;
+    let version = Command::new(&a.minio).arg("--version").output();
+    let version = version.with_context(|| format!("run {} --version", a.minio.display()))?;
     let minio_version = String::from_utf8_lossy(&version.stdout)
         .lines()
         .next()
-        .unwrap_or_default()
+        .unwrap_or("")
         .to_string();
     let want = |id: &str| a.workloads.iter().any(|w| w.eq_ignore_ascii_case(id));
+    let w3 = || workloads::w3(&a.fixture_repo, ((2u64 << 30) as f64 * a.scale) as u64);
     let mut ws = Vec::new();
-    if want("W4") {
-        ws.push(workloads::w4(a.scale, a.w4_indices));
-    }
     for (id, w) in [
-        ("W1", workloads::w1 as fn(f64) -> Workload),
-        ("W2", workloads::w2),
+        ("W4", workloads::w4(a.scale, a.w4_indices)),
+        ("W1", workloads::w1(a.scale)),
+        ("W2", workloads::w2(a.scale)),
     ] {
         if want(id) {
-            ws.push(w(a.scale));
+            ws.push(w);
         }
     }
     if want("W3") {
-        ws.push(workloads::w3(
-            &a.fixture_repo,
-            ((2u64 << 30) as f64 * a.scale) as u64,
-        )?);
+        ws.push(w3()?);
     }
 
     std::fs::create_dir_all(&a.work_dir)?;
     // Source copies of every workload, the largest destination, MinIO's metadata.
-    let (src_bytes, dst_bytes) = (
-        ws.iter().map(Workload::bytes).sum::<u64>(),
-        ws.iter().map(Workload::bytes).max().unwrap_or(0),
-    );
-    let need = src_bytes + dst_bytes + (src_bytes + dst_bytes) / 10 + (1 << 30);
-    if let Some(free) = free_bytes(&a.work_dir) {
-        let (free, need_h, dir) = (HumanBytes(free), HumanBytes(need), a.work_dir.display());
+    let sizes: Vec<u64> = ws.iter().map(Workload::bytes).collect();
+    let data = sizes.iter().sum::<u64>() + sizes.iter().max().unwrap_or(&0);
+    let need = data + data / 10 + (1 << 30);
+    let c = std::ffi::CString::new(a.work_dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statvfs fills a plain struct for a valid C string path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+        let (free, need, dir) = (
+            st.f_bavail as u64 * st.f_frsize as u64,
+            HumanBytes(need),
+            a.work_dir.display(),
+        );
         log(format!(
-            "disk: {free} free under {dir}, this run needs about {need_h}"
+            "disk: {} free under {dir}, this run needs about {need}",
+            HumanBytes(free)
         ));
-        ensure!(free.0 >= need, "not enough disk under {dir}: {free} free, about {need_h} needed (source copies of every workload plus the largest destination); free space or pass --work-dir on a larger filesystem, or --scale below 1");
+        ensure!(free >= need.0, "not enough disk under {dir}: {} free, about {need} needed (source copies of every workload plus the largest destination); free space or pass --work-dir on a larger filesystem, or --scale below 1", HumanBytes(free));
     }
     let tmp = tempfile::Builder::new()
         .prefix("snapferry-bench.")
@@ -489,210 +573,62 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     log(format!("work directory {}", work.display()));
     // Private copies of snapferry and of this harness: a rebuild of the workspace while
     // the run goes on (the machine is shared) cannot swap binaries mid-run.
-    std::fs::create_dir_all(work.join("bin"))?;
-    std::fs::copy(std::env::current_exe()?, work.join("bin/snapferry-bench"))
-        .context("copy the harness binary")?;
-    tools::set_harness_exe(work.join("bin/snapferry-bench"));
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(std::env::current_exe()?, bin.join("snapferry-bench"))
+        .context("copy the harness")?;
+    tools::set_harness_exe(bin.join("snapferry-bench"));
     let all_tools = tools(a);
     let mut run_tools = all_tools.clone();
     if let Some(b) = &mut run_tools[0].bin {
-        std::fs::copy(&*b, work.join("bin/snapferry"))
+        std::fs::copy(&*b, bin.join("snapferry"))
             .with_context(|| format!("copy {}", b.display()))?;
-        *b = work.join("bin/snapferry");
+        *b = bin.join("snapferry");
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let src = Minio::start_with(&MinioOptions {
-        binary: Some(a.minio.clone()),
-        data_in: Some(work.clone()),
-        env: vec![("MINIO_PROMETHEUS_AUTH_TYPE".into(), "public".into())],
-        log: Some(work.join("minio-src.log")),
-    });
+    let src = minio(&a.minio, &work, 0);
     log(format!("source server {}", src.endpoint));
+    let (pool, servers) = (Pool::new(), 0);
     let mut env = Env {
         a,
         knobs,
         rt,
-        pool: Pool::new(),
+        pool,
         work: work.clone(),
         src,
-        servers: 0,
+        servers,
     };
 
-    // Write every workload to the source once.
-    let src_client = s3util::client(&env.src.endpoint);
-    let mut gen_secs = Vec::new();
+    // Every workload on the source first, then the runs.
+    let c = s3util::client(&env.src.endpoint);
+    let mut gen = Vec::new();
     for w in &ws {
         let t = Instant::now();
-        env.rt
-            .block_on(testkit::create_bucket(&src_client, &w.bucket));
+        env.rt.block_on(testkit::create_bucket(&c, &w.bucket));
         env.rt.block_on(s3util::generate(
-            &src_client,
+            &c,
             &w.bucket,
             &w.objects,
             &env.pool,
             a.gen_concurrency,
         ))?;
-        gen_secs.push(t.elapsed().as_secs_f64());
+        gen.push(t.elapsed().as_secs_f64());
         log(format!(
-            "{}: wrote {} objects, {} to the source in {:.1} s",
+            "{}: wrote {} objects, {} in {:.1} s",
             w.id,
             w.objects.len(),
             HumanBytes(w.bytes()),
-            t.elapsed().as_secs_f64()
+            gen[gen.len() - 1]
         ));
     }
-    let mut setup_seconds: f64 = gen_secs.iter().sum();
-    let available: Vec<&Tool> = run_tools.iter().filter(|t| t.bin.is_some()).collect();
     let mut results = Vec::new();
-    for (w, mut generate_seconds) in ws.iter().zip(gen_secs) {
-        let mut series: Vec<Series> = run_tools
-            .iter()
-            .map(|t| Series {
-                tool: t.id,
-                command: String::new(),
-                warmup: None,
-                samples: Vec::new(),
-                skipped: t.unavailable.clone(),
-            })
-            .collect();
-        let mut pipe = Vec::new();
-        if w.noop {
-            // One destination, identical to the source, for every tool: a byte-identical
-            // copy of the source bucket's directory (same ETags and modification times,
-            // as a copier that preserves them would leave it), checked by a listing.
-            let t = Instant::now();
-            let dst = env.server(Some(&w.bucket));
-            let c = s3util::client(&dst.endpoint);
-            let copied = Command::new("cp")
-                .arg("-a")
-                .arg(env.src.data_dir().join(&w.bucket).join("."))
-                .arg(dst.data_dir().join(&w.bucket))
-                .status();
-            let totals = env.rt.block_on(s3util::bucket_totals(&c, &w.bucket));
-            if !matches!(copied, Ok(s) if s.success())
-                || totals.ok() != Some((w.objects.len() as u64, w.bytes()))
-            {
-                log(format!(
-                    "{}: the directory copy did not give the workload; writing the destination with PUTs",
-                    w.id
-                ));
-                env.rt.block_on(s3util::generate(
-                    &c,
-                    &w.bucket,
-                    &w.objects,
-                    &env.pool,
-                    a.gen_concurrency,
-                ))?;
-            }
-            let secs = t.elapsed().as_secs_f64();
-            (generate_seconds, setup_seconds) = (generate_seconds + secs, setup_seconds + secs);
-            log(format!(
-                "{}: made the destination identical in {secs:.1} s",
-                w.id
-            ));
-            for tool in &available {
-                let s = series
-                    .iter_mut()
-                    .find(|s| s.tool == tool.id)
-                    .expect("a series per tool");
-                let (mut sample, shown) = env.measure(
-                    tool,
-                    w,
-                    &dst,
-                    &format!("{}-{}-warmup", w.id, tool.id.name()),
-                    &[],
-                )?;
-                sample.rep = usize::MAX;
-                log(format!(
-                    "{} {} warm-up: {:.2} s{}",
-                    w.id,
-                    tool.id.name(),
-                    sample.measured.wall_seconds,
-                    problem_suffix(&sample)
-                ));
-                s.command = shown;
-                s.skipped = sample
-                    .problem
-                    .as_ref()
-                    .map(|p| format!("failed on this workload: {p}"));
-                s.warmup = Some(sample);
-            }
-            for rep in 0..reps {
-                for (pos, &i) in order(rep, available.len()).iter().enumerate() {
-                    let s = series
-                        .iter_mut()
-                        .find(|s| s.tool == available[i].id)
-                        .expect("a series per tool");
-                    if s.skipped.is_none() {
-                        let dst = env.server(Some(&w.bucket));
-                        env.sample(s, available[i], w, &dst, rep, pos)?;
-                    }
-                }
-            }
-        } else {
-            // Entries: the tools, and for W1 the pipe limit (index = available.len()).
-            let n = available.len() + usize::from(w.id == "W1");
-            for rep in 0..if w.id == "W2" { reps_w2 } else { reps } {
-                for (pos, &i) in order(rep, n).iter().enumerate() {
-                    if i == available.len() {
-                        let dst = env.server(Some(&w.bucket));
-                        let (dc, (c, part)) = (
-                            s3util::client(&dst.endpoint),
-                            (knobs.concurrency, knobs.part_size),
-                        );
-                        let p = env.rt.block_on(s3util::pipe_limit(
-                            &src_client,
-                            &dc,
-                            &w.bucket,
-                            &w.objects,
-                            c,
-                            part,
-                            &env.pool,
-                        ))?;
-                        let mibps = p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
-                        log(format!(
-                            "{} pipe limit rep {rep}: {mibps:.1} MiB/s (GETs done at {:.1} s, PUTs at {:.1} s)",
-                            w.id, p.get_seconds, p.put_seconds
-                        ));
-                        pipe.push(p);
-                        continue;
-                    }
-                    let s = series
-                        .iter_mut()
-                        .find(|s| s.tool == available[i].id)
-                        .expect("a series per tool");
-                    if s.skipped.is_none() {
-                        let dst = env.server(Some(&w.bucket));
-                        env.sample(s, available[i], w, &dst, rep, pos)?;
-                    }
-                }
-            }
-        }
-        let t = knobs.threshold;
-        results.push(WorkloadResult {
-            id: w.id.to_string(),
-            title: w.title.clone(),
-            objects: w.objects.len() as u64,
-            bytes: w.bytes(),
-            note: w.note.clone(),
-            sizes: workloads::size_summary(&w.objects, t),
-            series,
-            pipe,
-            generate_seconds,
-            largest_single: w
-                .objects
-                .iter()
-                .map(|o| o.size)
-                .filter(|&s| s <= t)
-                .max()
-                .unwrap_or(0),
-            has_multipart: w.objects.iter().any(|o| o.size > t),
-            noop: w.noop,
-        });
+    for (w, secs) in ws.iter().zip(gen) {
+        let reps = if w.id == "W2" { reps_w2 } else { reps };
+        results.push(env.workload(w, &run_tools, reps, secs)?);
     }
 
     let (mut profiles, mut malloc_diagnosis) = (Vec::new(), None);
@@ -707,21 +643,15 @@ pub fn run(a: &RunArgs) -> Result<Results> {
         // glibc's mmap threshold pinned at 1 MiB: every part buffer is then mapped and
         // unmapped, so freed buffers cannot linger in malloc's heaps.
         if let Some(w) = ws.iter().find(|w| w.id == "W1") {
-            let dst = env.server(Some(&w.bucket));
-            let (mut s, _) = env.measure(
-                sf,
-                w,
-                &dst,
-                "W1-snapferry-mmap-threshold",
-                &[("MALLOC_MMAP_THRESHOLD_", "1048576")],
-            )?;
+            let dst = env.server(&w.bucket);
+            let pin = [("MALLOC_MMAP_THRESHOLD_", "1048576")];
+            let (mut s, _) = env.measure(sf, w, &dst, "W1-snapferry-mmap-threshold", &pin)?;
             s.note = Some("MALLOC_MMAP_THRESHOLD_=1048576".into());
             let m = &s.measured;
             log(format!(
-                "W1 snapferry with MALLOC_MMAP_THRESHOLD_=1048576: {:.2} s, CPU {:.2} s, RSS {:.0} MiB",
-                m.wall_seconds,
+                "W1 with MALLOC_MMAP_THRESHOLD_=1048576: CPU {:.2} s, RSS {} MiB",
                 m.cpu(),
-                m.max_rss_kib as f64 / 1024.0
+                m.max_rss_kib / 1024
             ));
             malloc_diagnosis = Some(s);
         }
@@ -735,6 +665,7 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     drop(env); // the servers stop before their directories go
     drop(tmp);
     results.sort_by(|a, b| a.id.cmp(&b.id));
+    let setup_seconds = results.iter().map(|w| w.generate_seconds).sum();
     Ok(Results {
         knobs,
         reps,
@@ -757,62 +688,48 @@ pub fn run(a: &RunArgs) -> Result<Results> {
 }
 
 /// One extra, untimed snapferry run under `perf record` over a slice of the workload
-/// (the objects under the first key's shard: W1 4 blobs, W2 ~200), summarised by `perf
-/// report`.
+/// (the objects under the first key's shard: W1 4 blobs, W2 ~200), and `perf report`.
 fn profile(env: &mut Env, tool: &Tool, w: &Workload) -> Result<Profile> {
-    let dst = env.server(Some(&w.bucket));
+    let dst = env.server(&w.bucket);
     let dir = env.work.join("runs").join(format!("{}-perf", w.id));
-    std::fs::create_dir_all(&dir)?;
-    let first = w
-        .objects
-        .first()
-        .map(|o| o.key.as_str())
-        .unwrap_or_default();
+    let first = w.objects.first().map_or("", |o| o.key.as_str());
     let prefix = first
         .rsplit_once('/')
         .map(|(p, _)| format!("{p}/"))
         .unwrap_or_default();
     let slice = w.objects.iter().filter(|o| o.key.starts_with(&prefix));
-    let (n, bytes) = slice.fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size));
+    let (n, bytes) = slice.fold((0, 0), |(n, b), o| (n + 1, b + o.size));
     let bucket = format!("{}/{prefix}", w.bucket);
     let (s, d) = (
         Side(&env.src.endpoint, &bucket),
         Side(&dst.endpoint, &bucket),
     );
-    let inv = tools::invocation(
-        tool,
-        s,
-        d,
-        env.knobs,
-        &dir.join("home"),
-        &dir.join("report.json"),
-    )?;
+    let (home, report) = (dir.join("home"), dir.join("report.json"));
+    let inv = tools::invocation(tool, s, d, env.knobs, &home, &report)?;
     let data = dir.join("perf.data");
     let mut perf = Command::new("perf");
     perf.args(["record", "-F", "999", "-o"])
         .arg(&data)
-        .arg("--")
-        .arg(inv.cmd.get_program())
-        .args(inv.cmd.get_args());
-    perf.env_clear()
-        .envs(inv.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        .arg("--");
+    perf.arg(inv.cmd.get_program())
+        .args(inv.cmd.get_args())
+        .env_clear();
+    perf.envs(inv.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let command = format!(
         "perf record -F 999 -- {} ({n} objects, {})",
         inv.shown,
         HumanBytes(bytes)
     );
+    let (workload, top, all) = (w.id.to_string(), Vec::new(), Vec::new());
     let mut p = Profile {
-        workload: w.id.into(),
+        workload,
         command,
-        top: Vec::new(),
-        all: Vec::new(),
+        top,
+        all,
         problem: None,
     };
-    p.problem = match tools::run_measured(
-        perf,
-        &dir.join("perf"),
-        Duration::from_secs(env.a.run_limit),
-    ) {
+    let limit = Duration::from_secs(env.a.run_limit);
+    p.problem = match tools::run_measured(perf, &dir.join("perf"), limit) {
         Err(e) => Some(format!("perf record: {e}")),
         Ok(m) if m.status != 0 => Some(format!("perf record exit {}: {}", m.status, m.stderr_tail)),
         Ok(_) => None,
@@ -820,33 +737,28 @@ fn profile(env: &mut Env, tool: &Tool, w: &Workload) -> Result<Profile> {
     if p.problem.is_some() {
         return Ok(p);
     }
-    let out = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "-q",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
-            "-i",
-        ])
-        .arg(&data)
-        .output()
-        .context("perf report")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    p.all = text
-        .lines()
-        .map(|l| l.trim_end_matches(['-', ' ']).trim().to_string())
+    let mut report = Command::new("perf");
+    report.args([
+        "report",
+        "--stdio",
+        "-q",
+        "--no-children",
+        "--sort",
+        "dso,symbol",
+        "-i",
+    ]);
+    let out = report.arg(&data).output().context("perf report")?;
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let lines = lines.lines().map(|l| l.trim_end_matches(['-', ' ']).trim());
+    p.all = lines
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
         .collect();
     p.top = p.all.iter().take(25).cloned().collect();
     if p.top.is_empty() {
-        p.problem = Some(format!(
-            "perf report printed nothing: {}",
-            tools::tail(&String::from_utf8_lossy(&out.stderr), 3)
-        ));
+        let err = tools::tail(&String::from_utf8_lossy(&out.stderr), 3);
+        p.problem = Some(format!("perf report printed nothing: {err}"));
     }
-    log(format!("{} profile: {} lines", w.id, p.top.len()));
     Ok(p)
 }
 
@@ -856,17 +768,13 @@ fn diff_memory(a: &RunArgs, work: &Path) -> Result<DiffResult> {
     for rep in 0..a.reps.max(1) {
         let mut c = Command::new(tools::harness_exe()?);
         c.args(["diff-memory", &a.diff_keys.to_string()])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        let m = tools::run_measured(
-            c,
-            &work.join(format!("w5-{rep}")),
-            Duration::from_secs(a.run_limit),
-        )?;
+            .env_clear();
+        c.env("PATH", std::env::var("PATH").unwrap_or_default());
+        let limit = Duration::from_secs(a.run_limit);
+        let m = tools::run_measured(c, &work.join(format!("w5-{rep}")), limit)?;
         log(format!(
-            "W5 rep {rep}: {:.2} s, peak RSS {:.1} MiB: {}",
+            "W5 rep {rep}: {:.2} s: {}",
             m.wall_seconds,
-            m.max_rss_kib as f64 / 1024.0,
             m.stdout.trim()
         ));
         if m.status != 0 {
@@ -874,9 +782,10 @@ fn diff_memory(a: &RunArgs, work: &Path) -> Result<DiffResult> {
         }
         samples.push(m);
     }
+    let command = format!("snapferry-bench diff-memory {}", a.diff_keys);
     Ok(DiffResult {
         keys: a.diff_keys,
-        command: format!("snapferry-bench diff-memory {}", a.diff_keys),
+        command,
         samples,
     })
 }
