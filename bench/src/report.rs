@@ -81,11 +81,8 @@ fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
 }
 
 fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
-    Spread::of(
-        w.pipe
-            .iter()
-            .map(|p| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64),
-    )
+    let mibps = |p: &crate::s3util::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
+    Spread::of(w.pipe.iter().map(mibps))
 }
 
 /// The metric's value on workload `id` and how the table shows it.
@@ -212,74 +209,58 @@ pub fn targets(r: &Results) -> Vec<Judged> {
 }
 
 /// What a `perf report` line's code does: the first category (kernel lines only, or any)
-/// whose words the line has.
-const CATEGORIES: &[(&str, bool, &[&str])] = &[
-    (
-        "SHA-256 (SigV4 payload hashing)",
-        false,
-        &["sha2", "sha256"],
-    ),
-    ("CRC32 (integrity checksum)", false, &["crc"]),
-    ("MD5", false, &["md5"]),
+/// with one of its words (`*`: every line) in the line.
+const CATEGORIES: &[(&str, bool, &str)] = &[
+    ("SHA-256 (SigV4 payload hashing)", false, "sha2 sha256"),
+    ("CRC32 (integrity checksum)", false, "crc"),
+    ("MD5", false, "md5"),
     (
         "kernel: page faults, zeroing and freeing fresh memory",
         true,
-        &[
-            "fault",
-            "clear_page",
-            "mm_",
-            "pte",
-            "page",
-            "unmap",
-            "charge",
-            "lru",
-            "folio",
-        ],
+        PAGE_WORDS,
     ),
     (
         "kernel: copying bytes to and from sockets",
         true,
-        &["copy_from_iter", "copy_to_iter", "copy_user"],
+        "copy_from_iter copy_to_iter copy_user",
     ),
     (
         "kernel: other (TCP, syscalls, scheduling, locks)",
         true,
-        &[""],
+        "*",
     ),
-    ("user-space memory copies", false, &["memcpy", "memmove"]),
+    ("user-space memory copies", false, "memcpy memmove"),
     (
         "allocator (glibc malloc/free)",
         false,
-        &["malloc", "free", "realloc", "_int_", "tcache"],
+        "malloc free realloc _int_ tcache",
     ),
     (
         "aws-sdk-s3 (endpoint resolution, signing, request/response building)",
         false,
-        &["aws_", "smithy"],
+        "aws_ smithy",
     ),
-    ("HTTP (hyper)", false, &["hyper", "http", "h2::"]),
-    ("async runtime (tokio)", false, &["tokio", "futures"]),
-    ("XML parsing", false, &["xml"]),
-    ("snapferry's own code", false, &["snapferry"]),
+    ("HTTP (hyper)", false, "hyper http h2::"),
+    ("async runtime (tokio)", false, "tokio futures"),
+    ("XML parsing", false, "xml"),
+    ("snapferry's own code", false, "snapferry"),
 ];
+const PAGE_WORDS: &str = "fault clear_page mm_ pte page unmap charge lru folio";
 
 /// Shares of a profile's samples by what the code does, largest first.
 pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
     let mut m: BTreeMap<&str, f64> = BTreeMap::new();
     for l in lines {
-        let Some((Ok(pct), rest)) = l
-            .trim()
-            .split_once('%')
-            .map(|(p, r)| (p.trim().parse::<f64>(), r.to_ascii_lowercase()))
-        else {
+        let Some((pct, rest)) = l.trim().split_once('%') else {
+            continue;
+        };
+        let (Ok(pct), rest) = (pct.trim().parse::<f64>(), rest.to_ascii_lowercase()) else {
             continue;
         };
         let kernel = rest.contains("[k]") || rest.contains("kernel");
-        let hit = |&&(_, k, words): &&(&str, bool, &[&str])| {
-            (kernel || !k) && words.iter().any(|w| rest.contains(w))
-        };
-        *m.entry(CATEGORIES.iter().find(hit).map_or("other", |c| c.0))
-            .or_insert(0.0) += pct;
+        let has = |words: &str| words.split(' ').any(|w| w == "*" || rest.contains(w));
+        let cat = CATEGORIES.iter().find(|c| (kernel || !c.1) && has(c.2));
+        *m.entry(cat.map_or("other", |c| c.0)).or_insert(0.0) += pct;
     }
     let mut v: Vec<(&str, f64)> = m.into_iter().collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
