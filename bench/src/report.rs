@@ -267,70 +267,69 @@ pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
     v
 }
 
-fn row(o: &mut String, cells: impl IntoIterator<Item = String>) {
-    let _ = writeln!(
-        o,
-        "| {} |",
-        cells.into_iter().collect::<Vec<_>>().join(" | ")
-    );
+/// A markdown table of `head` and `rows`, `|` in cells replaced (they come from logs).
+fn table(head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let head: String = head
+        .iter()
+        .map(|h| format!(" {h} |").replace("  |", " |"))
+        .collect();
+    let mut o = format!("|{head}\n|{}\n", "---|".repeat(head.matches('|').count()));
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| c.replace('|', "/")).collect();
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
+    }
+    o
 }
 
-fn dashes(n: usize) -> impl Iterator<Item = String> {
-    std::iter::repeat_n("—".to_string(), n)
+fn spread(v: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+    Spread::of(v).map(|s| s.show(decimals)).unwrap_or_default()
 }
 
-fn tool_row(o: &mut String, w: &WorkloadResult, s: &Series, cores: f64, pipe: Option<Spread>) {
+/// A tool's row of a results table (dashes past `first` cells when it was not measured).
+fn tool_row(w: &WorkloadResult, s: &Series, cores: f64, pipe: Option<Spread>) -> Vec<String> {
     let name = s.tool.name().to_string();
     let Some(f) = figures(w, s, cores) else {
-        let why = s
-            .skipped
-            .clone()
-            .unwrap_or_else(|| "no run counted".into())
-            .replace('|', "/");
-        return row(
-            o,
-            [name, format!("not measured: {why}")]
-                .into_iter()
-                .chain(dashes(7 + KINDS.len())),
-        );
+        let why = s.skipped.clone().unwrap_or_else(|| "no run counted".into());
+        return vec![name, format!("not measured: {why}")];
     };
     let thr = match (w.noop, pipe) {
         (true, _) => format!("{} obj/s", f.objps.show(0)),
         (false, Some(p)) => {
-            format!(
-                "{} MiB/s ({:.0}% of pipe)",
-                f.mibps.show(1),
-                100.0 * f.mibps.med / p.med
-            )
+            let share = 100.0 * f.mibps.med / p.med;
+            format!("{} MiB/s ({share:.0}% of pipe)", f.mibps.show(1))
         }
         (false, None) => format!("{} MiB/s", f.mibps.show(1)),
     };
     let m = &f.median_sample;
+    let digits = if f.objps.med < 10.0 { 2 } else { 0 };
     let objps = if w.noop {
         "—".into()
     } else {
-        f.objps.show(if f.objps.med < 10.0 { 2 } else { 0 })
+        f.objps.show(digits)
     };
     let per_gib = if w.noop {
         "—".into()
     } else {
         format!("{:.2}", f.cpu_per_gib.med)
     };
-    let head = [
+    let servers = format!("{:.1}", m.server_cpu_seconds);
+    let mut row = vec![
         name,
         f.wall.show(2),
         thr,
         objps,
         f.cpu.show(2),
-        format!("{:.1}", m.server_cpu_seconds),
+        servers,
         per_gib,
-        f.rss.show(0),
     ];
-    let kinds = KINDS
-        .iter()
-        .map(|k| m.requests.get(*k).copied().unwrap_or(0).to_string());
-    let busy = format!("{:.0}% ({:.0}%)", f.busy.med, f.others.med);
-    row(o, head.into_iter().chain(kinds).chain([busy]));
+    row.push(f.rss.show(0));
+    row.extend(
+        KINDS
+            .iter()
+            .map(|k| m.requests.get(*k).unwrap_or(&0).to_string()),
+    );
+    row.push(format!("{:.0}% ({:.0}%)", f.busy.med, f.others.med));
+    row
 }
 
 fn show_requests(m: &BTreeMap<String, u64>) -> String {
@@ -347,42 +346,45 @@ fn show_requests(m: &BTreeMap<String, u64>) -> String {
 }
 
 fn workload_block(r: &Results, w: &WorkloadResult) -> String {
-    let mut o = String::new();
     let pipe = pipe_mibps(w);
-    let _ = writeln!(o, "### {} — {}\n", w.id, w.title);
     let what = if w.noop { "decided" } else { "throughput" };
-    let _ = writeln!(o, "| tool | wall s | {what} | objects/s | CPU s | servers CPU s | CPU s/GiB | peak RSS MiB | {} | busy (others) |", KINDS.join(" | "));
-    let _ = writeln!(
-        o,
-        "|---|---|---|---|---|---|---|---|{}---|",
-        "---|".repeat(KINDS.len())
-    );
-    for s in &w.series {
-        tool_row(&mut o, w, s, r.cores, pipe);
-    }
+    let mut head = vec![
+        "tool",
+        "wall s",
+        what,
+        "objects/s",
+        "CPU s",
+        "servers CPU s",
+        "CPU s/GiB",
+    ];
+    head.push("peak RSS MiB");
+    head.extend(KINDS);
+    head.push("busy (others)");
+    let mut rows: Vec<Vec<String>> = w
+        .series
+        .iter()
+        .map(|s| tool_row(w, s, r.cores, pipe))
+        .collect();
     if let Some(p) = pipe {
-        let sp = |f: fn(&crate::s3util::PipeRun) -> f64| {
-            Spread::of(w.pipe.iter().map(f))
-                .map(|s| s.show(1))
-                .unwrap_or_default()
-        };
-        let wall = Spread::of(w.pipe.iter().map(|x| x.wall_seconds))
-            .map(|s| s.show(2))
-            .unwrap_or_default();
-        let done = format!(
-            "GETs done at {} s, PUTs at {} s",
-            sp(|x| x.get_seconds),
-            sp(|x| x.put_seconds)
+        let (get, put) = (
+            spread(w.pipe.iter().map(|x| x.get_seconds), 1),
+            spread(w.pipe.iter().map(|x| x.put_seconds), 1),
         );
-        let cells = [
-            "**pipe limit**".to_string(),
+        let wall = spread(w.pipe.iter().map(|x| x.wall_seconds), 2);
+        let done = format!("GETs done at {get} s, PUTs at {put} s");
+        rows.push(vec![
+            "**pipe limit**".into(),
             wall,
             format!("{} MiB/s", p.show(1)),
             done,
-        ];
-        row(&mut o, cells.into_iter().chain(dashes(5 + KINDS.len())));
+        ]);
     }
+    for row in &mut rows {
+        row.resize(head.len(), "—".into());
+    }
+    let mut o = format!("### {} — {}\n\n{}", w.id, w.title, table(&head, rows));
     for s in &w.series {
+        let (tool, id) = (s.tool.name(), &w.id);
         if let Some(n) = s.samples.iter().find_map(|x| x.note.as_ref()) {
             // The first warning is enough: they repeat per object.
             let first: String = n
@@ -392,45 +394,35 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
                 .chars()
                 .take(420)
                 .collect();
+            let first = first.replace('|', "/");
             let _ = writeln!(
                 o,
-                "\n{} on {}: {}.",
-                s.tool.name(),
-                w.id,
-                first.replace('|', "/").trim_end_matches(['.', ' '])
+                "\n{tool} on {id}: {}.",
+                first.trim_end_matches(['.', ' '])
             );
         }
         if let Some(p) = s.samples.iter().find_map(|x| x.problem.as_ref()) {
             let _ = writeln!(
                 o,
-                "\n{} on {}: a run did not count: {}",
-                s.tool.name(),
-                w.id,
+                "\n{tool} on {id}: a run did not count: {}",
                 p.replace('|', "/")
             );
         }
     }
     if w.noop {
-        let _ = writeln!(
-            o,
-            "\nBefore the timed runs each tool ran once, untimed, to bring the destination in sync by its own rules:"
-        );
+        o.push_str("\nBefore the timed runs each tool ran once, untimed, to bring the destination in sync by its own rules:\n");
         for (s, wu) in w
             .series
             .iter()
             .filter_map(|s| Some((s, s.warmup.as_ref()?)))
         {
-            let problem = wu
-                .problem
-                .as_deref()
-                .map(|p| format!(" — problem: {p}"))
-                .unwrap_or_default();
+            let problem = wu.problem.as_deref().map(|p| format!(" — problem: {p}"));
+            let (wall, req) = (wu.measured.wall_seconds, show_requests(&wu.requests));
+            let problem = problem.unwrap_or_default();
             let _ = writeln!(
                 o,
-                "- {}: {:.2} s, requests {}{problem}",
-                s.tool.name(),
-                wu.measured.wall_seconds,
-                show_requests(&wu.requests)
+                "- {}: {wall:.2} s, requests {req}{problem}",
+                s.tool.name()
             );
         }
     }
@@ -438,32 +430,31 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
 }
 
 fn latency_block(r: &Results) -> String {
-    let mut o =
-        "| workload | request | count | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n"
-            .to_string();
+    let mut rows = Vec::new();
     for w in &r.workloads {
         let Some(f) = fig(r, &w.id, ToolId::Snapferry) else {
             continue;
         };
-        let lat = f
-            .median_sample
-            .report
-            .as_ref()
-            .and_then(|r| r.get("latency_ms")?.as_object().cloned());
+        let report = f.median_sample.report.as_ref();
+        let lat = report.and_then(|r| r.get("latency_ms")?.as_object().cloned());
         for (kind, v) in lat.unwrap_or_default() {
-            let g = |n: &str| v.get(n).and_then(|x| x.as_f64()).unwrap_or(0.0);
-            let _ = writeln!(
-                o,
-                "| {} | {kind} | {:.0} | {:.2} | {:.2} | {:.2} |",
-                w.id,
-                g("count"),
-                g("p50_ms"),
-                g("p99_ms"),
-                g("max_ms")
-            );
+            let g = |n: &str, d: usize| {
+                format!("{:.d$}", v.get(n).and_then(|x| x.as_f64()).unwrap_or(0.0))
+            };
+            rows.push(vec![
+                w.id.clone(),
+                kind,
+                g("count", 0),
+                g("p50_ms", 2),
+                g("p99_ms", 2),
+                g("max_ms", 2),
+            ]);
         }
     }
-    o
+    table(
+        &["workload", "request", "count", "p50 ms", "p99 ms", "max ms"],
+        rows,
+    )
 }
 
 fn profiles_block(r: &Results) -> String {
@@ -474,21 +465,19 @@ fn profiles_block(r: &Results) -> String {
             let _ = writeln!(o, "No profile: {why}\n");
             continue;
         }
-        let _ = writeln!(o, "By what the code does:\n");
+        o.push_str("By what the code does:\n\n");
         for (c, v) in profile_categories(if p.all.is_empty() { &p.top } else { &p.all }) {
             let _ = writeln!(o, "- {c}: {v:.1}%");
         }
-        let _ = writeln!(
-            o,
-            "\nTop symbols (`perf report --no-children --sort dso,symbol`):\n\n```text"
-        );
+        o.push_str("\nTop symbols (`perf report --no-children --sort dso,symbol`):\n\n```text\n");
         for l in &p.top {
             let _ = writeln!(o, "{}", l.trim_end_matches(['-', ' ']));
         }
-        let _ = writeln!(o, "```\n");
+        o.push_str("```\n\n");
     }
     if let Some(Sample { measured: m, .. }) = &r.malloc_diagnosis {
-        let _ = writeln!(o, "W1 once more, snapferry with glibc's mmap threshold pinned at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`): {:.2} s, {:.2} CPU-s, peak RSS {:.0} MiB.", m.wall_seconds, m.cpu(), m.max_rss_kib as f64 / 1024.0);
+        let (wall, cpu, rss) = (m.wall_seconds, m.cpu(), m.max_rss_kib as f64 / 1024.0);
+        let _ = writeln!(o, "W1 once more, snapferry with glibc's mmap threshold pinned at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`): {wall:.2} s, {cpu:.2} CPU-s, peak RSS {rss:.0} MiB.");
     }
     if o.is_empty() {
         o = "No profiles in this run (`--profile` not given, or perf does not work here).".into();
@@ -500,98 +489,128 @@ fn profiles_block(r: &Results) -> String {
 /// chart's file name.
 pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, String> {
     let mut b = BTreeMap::new();
-    let k = r.knobs;
-    let mut run = format!("Generated by `{command}` (the whole run took {:.1} min, of which {:.1} min writing the workloads). Throughput chart: [`{chart}`]({chart}).", r.total_seconds / 60.0, r.setup_seconds / 60.0);
+    let (k, min) = (r.knobs, |s: f64| s / 60.0);
+    let (total, setup) = (min(r.total_seconds), min(r.setup_seconds));
+    let mut run = format!("Generated by `{command}` (the whole run took {total:.1} min, of which {setup:.1} min writing the workloads). Throughput chart: [`{chart}`]({chart}).");
     if (r.scale - 1.0).abs() > 1e-9 {
         let _ = write!(run, "\n\n> **Scaled run** (`--scale {}`): workloads are smaller than the issue's; the targets are not judged on this run's figures alone.", r.scale);
     }
-    b.insert("run".into(), run);
-    let mut m = "| | |\n|---|---|\n".to_string();
-    for (a, v) in &r.machine {
-        let _ = writeln!(m, "| {a} | {v} |");
-    }
-    let _ = writeln!(m, "| S3 servers | two MinIO servers on loopback, single drive each: {} (built from the Go module proxy by `fixtures/install-minio.sh`, started by the test kit as the end-to-end tests start them) |", r.minio_version);
-    b.insert("machine".into(), m);
-    let mut t = "| tool | version | status |\n|---|---|---|\n".to_string();
-    for (id, v, why) in &r.tools {
+    b.insert("run", run);
+    let mut machine: Vec<Vec<String>> = r
+        .machine
+        .iter()
+        .map(|(a, v)| vec![a.clone(), v.clone()])
+        .collect();
+    let servers = format!("two MinIO servers on loopback, single drive each: {} (built from the Go module proxy by `fixtures/install-minio.sh`, started by the test kit as the end-to-end tests start them)", r.minio_version);
+    machine.push(vec!["S3 servers".into(), servers]);
+    b.insert("machine", table(&["", ""], machine));
+    let tool = |(id, v, why): &(ToolId, String, Option<String>)| {
         let status = why
-            .as_deref()
+            .as_ref()
             .map_or("measured".into(), |w| format!("cannot run here: {w}"));
-        let _ = writeln!(
-            t,
-            "| {} | {} | {status} |",
-            id.name(),
-            if v.is_empty() { "—" } else { v }
-        );
-    }
-    b.insert("tools".into(), t);
-    let reps = if r.reps_w2 == r.reps {
-        format!("{} repetitions", r.reps)
-    } else {
-        format!("{} repetitions ({} for W2)", r.reps, r.reps_w2)
+        let v = if v.is_empty() {
+            "—".into()
+        } else {
+            v.clone()
+        };
+        vec![id.name().to_string(), v, status]
     };
-    let (part, thr) = (HumanBytes(k.part_size), HumanBytes(k.threshold));
-    b.insert("settings".into(), format!("This run: {reps}; **{} transfers in flight, {part} parts, multipart above {thr}**; {:.0} cores; workloads at scale {}.", k.concurrency, r.cores, r.scale));
-    let mut w = "| | what | objects | bytes | sizes | written in |\n|---|---|---|---|---|---|\n"
-        .to_string();
-    for x in &r.workloads {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} | {} | {:.0} s |",
-            x.id,
-            x.title,
-            x.objects,
-            HumanBytes(x.bytes),
-            x.sizes,
-            x.generate_seconds
+    b.insert(
+        "tools",
+        table(&["tool", "version", "status"], r.tools.iter().map(tool)),
+    );
+    let reps = match r.reps_w2 == r.reps {
+        true => format!("{} repetitions", r.reps),
+        false => format!("{} repetitions ({} for W2)", r.reps, r.reps_w2),
+    };
+    let (part, thr, c) = (
+        HumanBytes(k.part_size),
+        HumanBytes(k.threshold),
+        k.concurrency,
+    );
+    let (cores, scale) = (r.cores, r.scale);
+    b.insert("settings", format!("This run: {reps}; **{c} transfers in flight, {part} parts, multipart above {thr}**; {cores:.0} cores; workloads at scale {scale}."));
+    let workload = |x: &WorkloadResult| {
+        let (objects, bytes, secs) = (
+            x.objects.to_string(),
+            HumanBytes(x.bytes).to_string(),
+            format!("{:.0} s", x.generate_seconds),
+        );
+        vec![
+            x.id.clone(),
+            x.title.clone(),
+            objects,
+            bytes,
+            x.sizes.clone(),
+            secs,
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = r.workloads.iter().map(workload).collect();
+    if let Some(d) = &r.diff {
+        let what = format!("diff of {} source keys against {} destination keys through the engine's real differ (`{}`, no servers)", d.keys, d.keys.div_ceil(2), d.command);
+        rows.push(
+            ["W5".into(), what]
+                .into_iter()
+                .chain(std::iter::repeat_n("—".into(), 4))
+                .collect(),
         );
     }
-    if let Some(d) = &r.diff {
-        let _ = writeln!(w, "| W5 | diff of {} source keys against {} destination keys through the engine's real differ (`{}`, no servers) | — | — | — | — |", d.keys, d.keys.div_ceil(2), d.command);
-    }
+    let mut w = table(
+        &["", "what", "objects", "bytes", "sizes", "written in"],
+        rows,
+    );
     for x in r.workloads.iter().filter(|x| !x.note.is_empty()) {
         let _ = writeln!(w, "\n{}: {}.", x.id, x.note);
     }
-    b.insert("workloads".into(), w);
+    b.insert("workloads", w);
     for x in &r.workloads {
-        b.insert(x.id.clone(), workload_block(r, x));
+        b.insert(&x.id, workload_block(r, x));
     }
-    b.insert("latency".into(), latency_block(r));
+    b.insert("latency", latency_block(r));
     if let Some(d) = &r.diff {
-        let sp = |f: fn(&crate::tools::Measured) -> f64, n| {
-            Spread::of(d.samples.iter().map(f))
-                .map(|s| s.show(n))
-                .unwrap_or_default()
-        };
-        let line = d
-            .samples
+        let s = &d.samples;
+        let (wall, cpu) = (
+            spread(s.iter().map(|m| m.wall_seconds), 2),
+            spread(s.iter().map(|m| m.cpu()), 2),
+        );
+        let rss = spread(s.iter().map(|m| m.max_rss_kib as f64 / 1024.0), 1);
+        let line = s
             .last()
             .map(|m| m.stdout.trim().to_string())
             .unwrap_or_default();
-        let mut o = format!("### W5 — diff of {} keys (memory)\n\n| tool | wall s | CPU s | peak RSS MiB (rusage) | probe's own line |\n|---|---|---|---|---|\n", d.keys);
-        row(
-            &mut o,
-            [
+        let head = [
+            "tool",
+            "wall s",
+            "CPU s",
+            "peak RSS MiB (rusage)",
+            "probe's own line",
+        ];
+        let t = table(
+            &head,
+            [vec![
                 "snapferry (engine differ)".into(),
-                sp(|m| m.wall_seconds, 2),
-                sp(|m| m.cpu(), 2),
-                sp(|m| m.max_rss_kib as f64 / 1024.0, 1),
+                wall,
+                cpu,
+                rss,
                 line,
-            ],
+            ]],
         );
-        b.insert("W5".into(), o);
+        b.insert(
+            "W5",
+            format!("### W5 — diff of {} keys (memory)\n\n{t}", d.keys),
+        );
     }
-    let mut o = "| target | measured | verdict |\n|---|---|---|\n".to_string();
-    for j in targets(r) {
-        let verdict = match j.met {
-            Some(true) => "**MET**",
-            Some(false) => "**MISSED**",
-            None => "not measured",
-        };
-        let _ = writeln!(o, "| {} | {} | {verdict} |", j.target, j.measured);
-    }
-    b.insert("targets".into(), o);
-    b.insert("profiles".into(), profiles_block(r));
+    let verdict = |met: Option<bool>| {
+        ["not measured", "**MISSED**", "**MET**"][met.map_or(0, |m| 1 + m as usize)]
+    };
+    let targets = targets(r)
+        .into_iter()
+        .map(|j| vec![j.target, j.measured, verdict(j.met).into()]);
+    b.insert(
+        "targets",
+        table(&["target", "measured", "verdict"], targets),
+    );
+    b.insert("profiles", profiles_block(r));
     let w1 = r
         .workloads
         .iter()
@@ -602,8 +621,8 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
         .flat_map(|w| &w.series)
         .filter(|s| !s.command.is_empty());
     let cmds: String = commands.map(|s| format!("{}\n", s.command)).collect();
-    b.insert("commands".into(), format!("```sh\n{cmds}```"));
-    b
+    b.insert("commands", format!("```sh\n{cmds}```"));
+    b.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// A new RESULTS.md: headings, and each block in its place.
