@@ -185,8 +185,8 @@ fn describe(r: &Results, id: &str, m: Metric, cmp: Cmp, thr: f64) -> String {
         CpuPerGib => format!("CPU: {b} CPU-s per GiB moved, integrity on ({id})"),
         RssAboveBuffers => format!("Memory ({id}): peak RSS {b} MiB + in-flight part buffers"),
         DiffRss => {
-            let keys = r.diff.as_ref().map_or(0, |d| d.keys);
-            format!("Memory ({id}): diff of {keys} keys {b} MiB")
+            let keys = r.diff.as_ref().map(|d| format!(" of {} keys", d.keys));
+            format!("Memory ({id}): diff{} {b} MiB", keys.unwrap_or_default())
         }
     }
 }
