@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates bench/RESULTS.md, bench/throughput.svg and bench/results.json from scratch:
+# Regenerates bench/results.json, bench/throughput.svg and the generated blocks of
+# bench/RESULTS.md (the hand-written prose around them is kept) from a fresh run:
 # builds snapferry and the harness (release), installs the peers (cached under
 # ~/.cache/snapferry; a peer that cannot be installed is listed with the reason), and runs
 # every workload against two fresh MinIO servers on loopback. Extra arguments go to

@@ -20,52 +20,52 @@ struct Bar {
 }
 
 fn color(t: Option<ToolId>) -> RGBColor {
-    match t {
-        Some(ToolId::Snapferry) => RGBColor(230, 120, 20),
-        Some(ToolId::Rclone) => RGBColor(40, 110, 190),
-        Some(ToolId::Mc) => RGBColor(200, 50, 60),
-        Some(ToolId::S3sync) => RGBColor(60, 150, 80),
-        None => RGBColor(140, 140, 140),
-    }
+    let rgb = [(230, 120, 20), (40, 110, 190), (200, 50, 60), (60, 150, 80)];
+    let (r, g, b) = t.map_or((140, 140, 140), |t| rgb[t as usize]);
+    RGBColor(r, g, b)
 }
 
-fn groups(r: &Results, ids: &[&str], objects: bool, cores: f64) -> Vec<(String, Vec<Bar>)> {
+/// Bars per workload: MiB/s (and the pipe limit) or objects/s.
+fn groups(r: &Results, ids: &[&str], objects: bool) -> Vec<(String, Vec<Bar>)> {
     let mut out = Vec::new();
-    for id in ids {
-        let Some(w) = r.workloads.iter().find(|w| w.id == *id) else {
-            continue;
-        };
-        let mut bars = Vec::new();
-        for s in &w.series {
-            if let Some(f) = figures(w, s, cores) {
-                bars.push(Bar {
-                    label: s.tool.name().to_string(),
+    for w in ids
+        .iter()
+        .filter_map(|id| r.workloads.iter().find(|w| w.id == *id))
+    {
+        let mut bars: Vec<Bar> = w
+            .series
+            .iter()
+            .filter_map(|s| {
+                let f = figures(w, s, r.cores)?;
+                let value = if objects { f.objps } else { f.mibps };
+                Some(Bar {
+                    label: s.tool.name().into(),
                     color: color(Some(s.tool)),
-                    value: if objects { f.objps } else { f.mibps },
-                });
-            }
-        }
-        if !objects {
-            if let Some(p) = Spread::of(
-                &w.pipe
-                    .iter()
-                    .map(|p| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64)
-                    .collect::<Vec<_>>(),
-            ) {
-                bars.push(Bar {
-                    label: "pipe limit".into(),
-                    color: color(None),
-                    value: p,
-                });
-            }
+                    value,
+                })
+            })
+            .collect();
+        let pipe = Spread::of(
+            w.pipe
+                .iter()
+                .map(|p| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64),
+        );
+        if let (false, Some(value)) = (objects, pipe) {
+            bars.push(Bar {
+                label: "pipe limit".into(),
+                color: color(None),
+                value,
+            });
         }
         if !bars.is_empty() {
-            let title = if w.noop {
-                format!("{} (no-op, decided)", w.id)
-            } else {
-                w.id.clone()
-            };
-            out.push((title, bars));
+            out.push((
+                if w.noop {
+                    format!("{} (no-op, decided)", w.id)
+                } else {
+                    w.id.clone()
+                },
+                bars,
+            ));
         }
     }
     out
@@ -175,10 +175,10 @@ fn panel(
 }
 
 /// Writes the SVG chart.
-pub fn write(r: &Results, path: &Path, cores: f64) -> Result<()> {
-    let bytes = groups(r, &["W1", "W3"], false, cores);
-    let copied = groups(r, &["W2"], true, cores);
-    let decided = groups(r, &["W4"], true, cores);
+pub fn write(r: &Results, path: &Path) -> Result<()> {
+    let bytes = groups(r, &["W1", "W3"], false);
+    let copied = groups(r, &["W2"], true);
+    let decided = groups(r, &["W4"], true);
     let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("chart: {e:?}"))?;
     let (top, bottom) = root.split_vertically(40);

@@ -30,7 +30,6 @@ fn listing(n: u64, step: u64) -> mpsc::Receiver<snapferry_engine::Result<ObjectM
                 size: 4096 + i % 65536,
                 mtime_ms: Some(1_764_000_000_000),
                 etag: Some(format!("{:032x}", i)),
-                record: None,
                 ..Default::default()
             };
             if tx.send(Ok(m)).await.is_err() {

@@ -1,37 +1,37 @@
-//! snapferry's benchmark harness (issue 6).
+//! snapferry's benchmark harness.
 //!
 //! ```text
 //! snapferry-bench run --out bench/RESULTS.md --chart bench/throughput.svg [options]
+//! snapferry-bench report --json bench/results.json --out bench/RESULTS.md
 //! snapferry-bench diff-memory [KEYS]
 //! ```
-//! `run` starts its own pair of MinIO servers on loopback, writes each workload to the
-//! source once, runs snapferry, rclone, `mc mirror` and s3sync against the same data in
-//! alternating order, measures the pipe limit, and writes RESULTS.md, a JSON file of
-//! every sample, and an SVG chart. `bash bench/run.sh` builds and installs everything
-//! and runs it. `diff-memory` is the differ memory probe (W5) the README quotes.
+//! `run` starts its own MinIO servers on loopback (through the test kit), writes each
+//! workload to the source once, runs snapferry, rclone, `mc mirror` and s3sync against
+//! the same data in alternating order, measures the pipe limit, and writes a JSON file
+//! of every sample, the SVG chart and the generated blocks of RESULTS.md; `report`
+//! renders the last two again from a saved JSON. `bash bench/run.sh` builds and
+//! installs everything and runs it. `diff-memory` is the differ memory probe (W5).
 //!
-//! Layout: `run.rs` (the orchestration), `servers.rs` (MinIO and its request counters),
-//! `s3util.rs` (the harness's own S3 client: workload writing, checks, pipe limit),
-//! `workloads.rs` (W1–W4), `tools.rs` (command lines and the measured child process),
-//! `stats.rs`, `report.rs` (RESULTS.md) and `chart.rs` (SVG), `diff_memory.rs` (W5).
+//! Layout: `run.rs` (the orchestration), `workloads.rs` (W1–W4), `tools.rs` (command
+//! lines and the measured child process), `s3util.rs` (the harness's own S3 client and
+//! the servers' counters), `stats.rs`, `report.rs` (RESULTS.md's blocks, the targets
+//! table, the merge that keeps the prose), `chart.rs` (SVG), `diff_memory.rs` (W5).
 
 mod chart;
 mod diff_memory;
 mod report;
 mod run;
 mod s3util;
-mod servers;
 mod stats;
 mod tools;
 mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-
-use tools::{Knobs, Tool, ToolId};
 
 #[derive(Parser)]
 #[command(name = "snapferry-bench", about = "snapferry's benchmark harness")]
@@ -48,14 +48,14 @@ enum Cmd {
         #[arg(default_value_t = 1_000_000)]
         keys: u64,
     },
-    /// The whole comparison; writes RESULTS.md, a JSON of every sample and the chart.
-    Run(Box<RunArgs>),
-    /// Rewrites RESULTS.md and the chart from a results JSON written by `run`.
+    /// The whole comparison; writes a JSON of every sample, the chart and RESULTS.md.
+    Run(Box<run::RunArgs>),
+    /// Rewrites RESULTS.md's generated blocks and the chart from a results JSON.
     Report {
         /// The JSON `run` wrote.
         #[arg(long, default_value = "bench/results.json")]
         json: PathBuf,
-        /// Markdown results.
+        /// Markdown results (its prose outside the generated blocks is kept).
         #[arg(long, default_value = "bench/RESULTS.md")]
         out: PathBuf,
         /// SVG chart.
@@ -80,203 +80,56 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Markdown results.
-    #[arg(long, default_value = "bench/RESULTS.md")]
-    out: PathBuf,
-    /// SVG chart.
-    #[arg(long, default_value = "bench/throughput.svg")]
-    chart: PathBuf,
-    /// Every sample as JSON (default: beside --out, results.json).
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// The snapferry binary.
-    #[arg(long, default_value = "target/release/snapferry")]
-    snapferry: PathBuf,
-    /// The MinIO server binary (fixtures/install-minio.sh).
-    #[arg(long)]
-    minio: PathBuf,
-    /// rclone (fixtures/install-rclone.sh).
-    #[arg(long)]
-    rclone: Option<PathBuf>,
-    /// mc (fixtures/install-mc.sh).
-    #[arg(long)]
-    mc: Option<PathBuf>,
-    /// s3sync (fixtures/install-s3sync.sh).
-    #[arg(long)]
-    s3sync: Option<PathBuf>,
-    /// Why a tool is missing: TOOL=REASON (rclone, mc, s3sync); repeatable.
-    #[arg(long, value_name = "TOOL=REASON")]
-    unavailable: Vec<String>,
-    /// Repetitions per tool and workload.
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// Repetitions of W2 (default: --reps).
-    #[arg(long)]
-    reps_w2: Option<usize>,
-    /// Shrinks every workload (0.01 for a smoke run); 1 is the issue's sizes.
-    #[arg(long, default_value_t = 1.0)]
-    scale: f64,
-    /// Where the servers' data goes (a temporary directory is made inside).
-    #[arg(long, default_value_os_t = std::env::temp_dir())]
-    work_dir: PathBuf,
-    /// The real repository W3's size distribution comes from.
-    #[arg(long, default_value = "fixtures/repos/opensearch-2.19.6/repo")]
-    fixture_repo: PathBuf,
-    /// Transfers in flight, every tool.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Part size in MiB, every tool.
-    #[arg(long, default_value_t = 16)]
-    part_mib: u64,
-    /// Multipart threshold in MiB, every tool.
-    #[arg(long, default_value_t = 64)]
-    threshold_mib: u64,
-    /// Time limit of one run, seconds.
-    #[arg(long, default_value_t = 600)]
-    run_limit: u64,
-    /// Workloads to run.
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5")]
-    workloads: Vec<String>,
-    /// Profile snapferry on W1 and W2 with perf (when perf works here).
-    #[arg(long)]
-    profile: bool,
-    /// Keys of the W5 diff.
-    #[arg(long, default_value_t = 1_000_000)]
-    diff_keys: u64,
-    /// Which source snapferry was built from (shown beside its version).
-    #[arg(long)]
-    snapferry_revision: Option<String>,
-    /// Requests in flight while writing the workloads.
-    #[arg(long, default_value_t = 64)]
-    gen_concurrency: usize,
-    /// Index directories of W4, 5 shard directories each (default: one per 1,000 blobs,
-    /// 100 at full scale).
-    #[arg(long)]
-    w4_indices: Option<u64>,
-    /// The command line RESULTS.md names as the way to regenerate it.
-    #[arg(long, default_value = "bash bench/run.sh")]
-    regenerate: String,
-}
-
-fn tool(id: ToolId, bin: Option<PathBuf>, reasons: &[String]) -> Tool {
-    let key = match id {
-        ToolId::Snapferry => "snapferry",
-        ToolId::Rclone => "rclone",
-        ToolId::Mc => "mc",
-        ToolId::S3sync => "s3sync",
-    };
-    let reason = reasons
-        .iter()
-        .find_map(|r| r.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .map(str::to_string);
-    if reason.is_some() && bin.is_none() {
-        return Tool::probe(id, None, reason);
-    }
-    Tool::probe(id, bin, reason)
-}
-
-fn run(a: RunArgs) -> Result<()> {
-    let mut sf = tool(ToolId::Snapferry, Some(a.snapferry.clone()), &a.unavailable);
-    if let Some(r) = &a.snapferry_revision {
-        sf.version = format!("{} ({r})", sf.version);
-    }
-    let tools = vec![
-        sf,
-        tool(ToolId::Rclone, a.rclone.clone(), &a.unavailable),
-        tool(ToolId::Mc, a.mc.clone(), &a.unavailable),
-        tool(ToolId::S3sync, a.s3sync.clone(), &a.unavailable),
-    ];
-    for t in &tools {
-        match &t.unavailable {
-            None => eprintln!("[bench] {}: {}", t.id.name(), t.version),
-            Some(w) => eprintln!("[bench] {}: cannot run here: {w}", t.id.name()),
-        }
-    }
-    let cfg = run::Config {
-        minio: a.minio.clone(),
-        tools,
-        reps: a.reps.max(1),
-        reps_w2: a.reps_w2.unwrap_or(a.reps).max(1),
-        scale: a.scale,
-        work_dir: a.work_dir.clone(),
-        fixture_repo: a.fixture_repo.clone(),
-        knobs: Knobs {
-            concurrency: a.concurrency,
-            part_size: a.part_mib << 20,
-            threshold: a.threshold_mib << 20,
-        },
-        run_limit: Duration::from_secs(a.run_limit),
-        workloads: a.workloads.clone(),
-        profile: a.profile,
-        diff_keys: a.diff_keys,
-        gen_concurrency: a.gen_concurrency,
-        w4_indices: a.w4_indices,
-    };
-    let mut results = run::run(&cfg)?;
-    results.machine = report::machine(&a.work_dir);
-    let json = a
-        .json
-        .clone()
-        .unwrap_or_else(|| a.out.with_file_name("results.json"));
-    std::fs::write(&json, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("write {}", json.display()))?;
-    eprintln!("[bench] wrote {}", json.display());
-    write_outputs(&results, &a.out, &a.chart, &a.regenerate)
-}
-
-/// RESULTS.md and the chart from the results.
-fn write_outputs(
-    results: &run::Results,
-    out: &std::path::Path,
-    chart_path: &std::path::Path,
-    regenerate: &str,
-) -> Result<()> {
-    let cores = results.cores;
-    chart::write(results, chart_path, cores)?;
-    let chart_rel = chart_path
+/// RESULTS.md (its generated blocks) and the chart from the results.
+fn write_outputs(r: &run::Results, out: &Path, chart: &Path, regenerate: &str) -> Result<()> {
+    chart::write(r, chart)?;
+    let name = chart
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let md = report::markdown(results, &results.machine, cores, regenerate, &chart_rel);
+    let old = match std::fs::read_to_string(out) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("read {}", out.display())),
+    };
+    let md = report::merge(old.as_deref(), &report::blocks(r, regenerate, &name))
+        .with_context(|| format!("merge into {}", out.display()))?;
     std::fs::write(out, md).with_context(|| format!("write {}", out.display()))?;
-    eprintln!(
-        "[bench] wrote {} and {} (the run took {:.1} min)",
+    run::log(format!(
+        "wrote {} and {} (the run took {:.1} min)",
         out.display(),
-        chart_path.display(),
-        results.total_seconds / 60.0
-    );
-    for t in report::targets(results, cores) {
-        eprintln!("[bench] {:?}: {} — {}", t.verdict, t.target, t.measured);
+        chart.display(),
+        r.total_seconds / 60.0
+    ));
+    for t in report::targets(r) {
+        let verdict = t
+            .met
+            .map_or("not measured", |m| if m { "MET" } else { "MISSED" });
+        run::log(format!("{verdict}: {} — {}", t.target, t.measured));
     }
     Ok(())
 }
 
-fn main() {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::DiffMemory { keys } => diff_memory::main(keys),
+fn main() -> ExitCode {
+    let res = match Cli::parse().cmd {
+        Cmd::DiffMemory { keys } => {
+            diff_memory::main(keys);
+            Ok(())
+        }
         Cmd::Report {
             json,
             out,
             chart,
             regenerate,
-        } => {
-            let res = std::fs::read_to_string(&json)
-                .with_context(|| format!("read {}", json.display()))
-                .and_then(|s| Ok(serde_json::from_str::<run::Results>(&s)?))
-                .and_then(|mut r| {
-                    if r.machine.is_empty() {
-                        r.machine = report::machine(&std::env::temp_dir());
-                    }
-                    write_outputs(&r, &out, &chart, &regenerate)
-                });
-            if let Err(e) = res {
-                eprintln!("snapferry-bench: {e:#}");
-                std::process::exit(1);
-            }
-        }
+        } => std::fs::read_to_string(&json)
+            .with_context(|| format!("read {}", json.display()))
+            .and_then(|s| Ok(serde_json::from_str::<run::Results>(&s)?))
+            .and_then(|mut r| {
+                if r.machine.is_empty() {
+                    r.machine = machine(&std::env::temp_dir());
+                }
+                write_outputs(&r, &out, &chart, &regenerate)
+            }),
         Cmd::MeasureChild {
             limit_ms,
             out,
@@ -284,18 +137,93 @@ fn main() {
         } => {
             let mut c = std::process::Command::new(&argv[0]);
             c.args(&argv[1..]).stdin(std::process::Stdio::null());
-            let res = tools::measure_direct(c, Duration::from_millis(limit_ms))
-                .and_then(|m| Ok(std::fs::write(&out, serde_json::to_string(&m)?)?));
-            if let Err(e) = res {
-                eprintln!("snapferry-bench measure-child: {e:#}");
-                std::process::exit(1);
-            }
+            tools::measure_direct(c, Duration::from_millis(limit_ms))
+                .and_then(|m| Ok(std::fs::write(&out, serde_json::to_string(&m)?)?))
         }
-        Cmd::Run(a) => {
-            if let Err(e) = run(*a) {
-                eprintln!("snapferry-bench: {e:#}");
-                std::process::exit(1);
-            }
+        Cmd::Run(a) => run::run(&a).and_then(|mut r| {
+            r.machine = machine(&a.work_dir);
+            let json = a
+                .json
+                .clone()
+                .unwrap_or_else(|| a.out.with_file_name("results.json"));
+            std::fs::write(&json, serde_json::to_string_pretty(&r)?)
+                .with_context(|| format!("write {}", json.display()))?;
+            run::log(format!("wrote {}", json.display()));
+            write_outputs(&r, &a.out, &a.chart, &a.regenerate)
+        }),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("snapferry-bench: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// A few facts about the machine, as `(what, value)`; `work_dir` holds the servers' data.
+fn machine(work_dir: &Path) -> Vec<(String, String)> {
+    let sh = |cmd: &str, args: &[&str]| {
+        let o = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        o.map_or("unknown".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+    };
+    // The value after `key` and `sep` on the first line of `text` that starts with `key`.
+    let field = |text: &str, key: &str, sep: char| {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        Some(line.split_once(sep)?.1.trim().trim_matches('"').to_string())
+    };
+    let file = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let unknown = || "unknown".to_string();
+    let model = field(&file("/proc/cpuinfo"), "model name", ':').unwrap_or_else(unknown);
+    let hyper =
+        field(&sh("lscpu", &[]), "Hypervisor vendor", ':').map(|v| format!(", virtualised ({v})"));
+    let kib = field(&file("/proc/meminfo"), "MemTotal", ':')
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+    let mem = kib.map_or_else(unknown, |k| format!("{:.1} GiB", k / (1 << 20) as f64));
+    let os = field(&file("/etc/os-release"), "PRETTY_NAME", '=').unwrap_or_else(unknown);
+    let dir = work_dir.display().to_string();
+    let df = sh("df", &["-h", "--output=source,fstype,size,avail", &dir]);
+    let d: Vec<&str> = df
+        .lines()
+        .nth(1)
+        .unwrap_or("unknown")
+        .split_whitespace()
+        .collect();
+    let cell = |i: usize| d.get(i).copied().unwrap_or("?");
+    let rota = cell(0)
+        .rsplit('/')
+        .next()
+        .map(|dev| file(&format!("/sys/block/{dev}/queue/rotational")));
+    let rota = match rota.as_deref().map(str::trim) {
+        Some("0") => ", non-rotational",
+        Some("1") => ", rotational",
+        _ => "",
+    };
+    let disk = format!(
+        "{} ({}{rota}), {} with {} free, holding the servers' data under {dir}",
+        cell(0),
+        cell(1),
+        cell(2),
+        cell(3)
+    );
+    let cores =
+        std::thread::available_parallelism().map_or_else(|_| unknown(), |n| n.get().to_string());
+    let rows = [
+        ("CPU", format!("{model}{}", hyper.unwrap_or_default())),
+        ("cores", cores),
+        ("memory", mem),
+        ("OS", os),
+        ("kernel", sh("uname", &["-srm"])),
+        ("disk", disk),
+        ("network", "loopback only (127.0.0.1)".into()),
+        ("Rust", sh("rustc", &["--version"])),
+        ("Go", sh("go", &["version"])),
+    ];
+    rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

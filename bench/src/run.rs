@@ -14,63 +14,109 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::HumanBytes;
+use testkit::{Minio, MinioOptions};
 
 use crate::s3util::{self, PipeRun, Pool};
-use crate::servers::{delta_by_kind, machine_busy_seconds, Minio};
 use crate::tools::{self, Invocation, Knobs, Measured, Side, Tool, ToolId};
 use crate::workloads::{self, Workload};
 
-/// Everything `run` needs, from the command line.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The MinIO server binary.
+/// `snapferry-bench run`'s command line (`bench/run.sh` passes it through).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Markdown results (its prose outside the generated blocks is kept).
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    pub out: PathBuf,
+    /// SVG chart.
+    #[arg(long, default_value = "bench/throughput.svg")]
+    pub chart: PathBuf,
+    /// Every sample as JSON (default: beside --out, results.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The snapferry binary.
+    #[arg(long, default_value = "target/release/snapferry")]
+    pub snapferry: PathBuf,
+    /// The MinIO server binary (fixtures/install-minio.sh).
+    #[arg(long)]
     pub minio: PathBuf,
-    /// The tools (binaries or reasons).
-    pub tools: Vec<Tool>,
+    /// rclone (fixtures/install-rclone.sh).
+    #[arg(long)]
+    pub rclone: Option<PathBuf>,
+    /// mc (fixtures/install-mc.sh).
+    #[arg(long)]
+    pub mc: Option<PathBuf>,
+    /// s3sync (fixtures/install-s3sync.sh).
+    #[arg(long)]
+    pub s3sync: Option<PathBuf>,
+    /// Why a tool is missing: TOOL=REASON (rclone, mc, s3sync); repeatable.
+    #[arg(long, value_name = "TOOL=REASON")]
+    pub unavailable: Vec<String>,
     /// Repetitions per tool and workload.
+    #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Repetitions of W2 (each of its runs is 20,000 synchronous PUTs).
-    pub reps_w2: usize,
-    /// Workload scale (1.0 = the sizes).
+    /// Repetitions of W2, whose every run is 20,000 synchronous PUTs (default: --reps).
+    #[arg(long)]
+    pub reps_w2: Option<usize>,
+    /// Shrinks every workload (0.01 for a smoke run); 1 is the sizes.
+    #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Parent of the temporary data directory.
+    /// Where the servers' data goes (a temporary directory is made inside).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub work_dir: PathBuf,
-    /// The fixture repository W3 is derived from.
+    /// The real repository W3's size distribution comes from.
+    #[arg(long, default_value = "fixtures/repos/opensearch-2.19.6/repo")]
     pub fixture_repo: PathBuf,
-    /// The knobs every tool gets.
-    pub knobs: Knobs,
-    /// Time limit of one run.
-    pub run_limit: Duration,
-    /// Which workloads (W1..W5).
+    /// Transfers in flight, every tool.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Part size in MiB, every tool.
+    #[arg(long, default_value_t = 16)]
+    pub part_mib: u64,
+    /// Multipart threshold in MiB, every tool.
+    #[arg(long, default_value_t = 64)]
+    pub threshold_mib: u64,
+    /// Time limit of one run, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub run_limit: u64,
+    /// Workloads to run.
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5")]
     pub workloads: Vec<String>,
-    /// Profile snapferry with perf on W1 and W2.
+    /// Profile snapferry on W1 and W2 with perf (when perf works here).
+    #[arg(long)]
     pub profile: bool,
     /// Keys of the W5 diff.
+    #[arg(long, default_value_t = 1_000_000)]
     pub diff_keys: u64,
+    /// Which source snapferry was built from (shown beside its version).
+    #[arg(long)]
+    pub snapferry_revision: Option<String>,
     /// Requests in flight while writing the workloads.
+    #[arg(long, default_value_t = 64)]
     pub gen_concurrency: usize,
-    /// Index directories of W4 (5 shard directories each); default one per 1,000 blobs.
+    /// Index directories of W4, 5 shard directories each (default one per 1,000 blobs).
+    #[arg(long)]
     pub w4_indices: Option<u64>,
+    /// The command line RESULTS.md names as the way to regenerate it.
+    #[arg(long, default_value = "bash bench/run.sh")]
+    pub regenerate: String,
 }
 
 /// One measured run of one tool on one workload.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
-    /// Repetition (0-based).
     pub rep: usize,
     /// Position in that repetition's order.
     pub position: usize,
-    /// The OS's figures.
     pub measured: Measured,
-    /// Requests by kind, both servers together.
+    /// Requests by kind (`s3util::KINDS`), both servers together.
     pub requests: BTreeMap<String, u64>,
     /// Requests by MinIO API name.
     pub apis: BTreeMap<String, u64>,
     /// CPU seconds both servers used during the run.
     pub server_cpu_seconds: f64,
-    /// CPU seconds the rest of the machine used during the run (other processes:
-    /// the machine is shared), from /proc/stat less the copier and the servers.
+    /// CPU seconds the rest of the machine used meanwhile (other processes: the machine
+    /// is shared), from /proc/stat less the copier and the servers.
     pub other_cpu_seconds: f64,
     /// Why the run does not count (failed, timed out, incomplete copy).
     pub problem: Option<String>,
@@ -84,66 +130,52 @@ pub struct Sample {
 /// All samples of one tool on one workload.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Series {
-    /// Tool.
     pub tool: ToolId,
     /// The exact command line (endpoints as $SRC/$DST, no secrets).
     pub command: String,
     /// W4: the untimed run that brought the destination in sync for this tool.
     pub warmup: Option<Sample>,
-    /// Timed runs.
     pub samples: Vec<Sample>,
-    /// Why this tool did not run here.
+    /// Why this tool did not run here (or stopped counting).
     pub skipped: Option<String>,
 }
 
-/// Results of one workload.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WorkloadResult {
-    /// `W1`..`W5`.
     pub id: String,
-    /// Its one-line description.
     pub title: String,
-    /// Objects.
     pub objects: u64,
-    /// Bytes.
     pub bytes: u64,
-    /// How it was built.
+    /// How it was built (W3).
     pub note: String,
     /// Size summary.
     pub sizes: String,
-    /// Per tool.
     pub series: Vec<Series>,
-    /// W1: the pipe limit runs.
+    /// W1: the pipe-limit runs.
     pub pipe: Vec<PipeRun>,
     /// Seconds to write it to the source (and destination, W4).
     pub generate_seconds: f64,
     /// The largest object at or below the multipart threshold (one PUT, one buffer).
     pub largest_single: u64,
-    /// Whether any object goes multipart.
     pub has_multipart: bool,
     /// A no-op re-sync (W4) rather than a copy.
     pub noop: bool,
 }
 
-/// W5: the differ probe.
+/// W5: the differ probe's runs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DiffResult {
-    /// Keys.
     pub keys: u64,
-    /// The command line.
     pub command: String,
-    /// Runs.
     pub samples: Vec<Measured>,
 }
 
 /// A flat perf profile of snapferry on one workload.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
-    /// Workload.
     pub workload: String,
-    /// The command line.
     pub command: String,
-    /// `perf report` top lines (percent, binary, symbol).
+    /// `perf report`'s top lines (percent, binary, symbol).
     pub top: Vec<String>,
     /// Every `perf report` line (for the shares by category).
     #[serde(default)]
@@ -152,532 +184,496 @@ pub struct Profile {
     pub problem: Option<String>,
 }
 
-/// Everything measured.
+/// Everything measured: what `run` writes as JSON and `report` renders again.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Results {
-    /// Knobs.
     pub knobs: Knobs,
-    /// Repetitions.
     pub reps: usize,
-    /// Repetitions of W2.
     pub reps_w2: usize,
-    /// Workload scale.
     pub scale: f64,
-    /// Tools with versions or reasons.
+    /// Tools with versions, or why they cannot run here.
     pub tools: Vec<(ToolId, String, Option<String>)>,
-    /// MinIO's version line.
     pub minio_version: String,
-    /// Per workload.
     pub workloads: Vec<WorkloadResult>,
-    /// W5.
     pub diff: Option<DiffResult>,
-    /// perf profiles.
     pub profiles: Vec<Profile>,
     /// W1 once more with glibc's mmap threshold pinned (where the memory goes).
     #[serde(default)]
     pub malloc_diagnosis: Option<Sample>,
-    /// Seconds the whole run took.
     pub total_seconds: f64,
     /// Seconds spent writing workloads.
     pub setup_seconds: f64,
-    /// Cores of the machine.
-    #[serde(default = "default_cores")]
+    #[serde(default = "cores")]
     pub cores: f64,
     /// The machine, as `(what, value)`.
     #[serde(default)]
     pub machine: Vec<(String, String)>,
 }
 
-fn default_cores() -> f64 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as f64)
-        .unwrap_or(1.0)
+pub fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
-/// Bytes needed on the work directory's filesystem.
-fn disk_needed(ws: &[Workload]) -> u64 {
-    let src: u64 = ws.iter().map(|w| w.bytes()).sum();
-    let dst = ws.iter().map(|w| w.bytes()).max().unwrap_or(0);
-    // MinIO's metadata per object, W4's destination copy, and headroom.
-    src + dst + (src + dst) / 10 + (1 << 30)
-}
-
-fn free_bytes(p: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills a plain struct for a valid C string path.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
-}
-
-fn log(msg: impl AsRef<str>) {
+pub fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn order(rep: usize, n: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    if rep % 2 == 1 {
-        v.reverse();
-    }
-    v
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 struct Env<'a> {
-    cfg: &'a Config,
+    a: &'a RunArgs,
+    knobs: Knobs,
     rt: tokio::runtime::Runtime,
     pool: Pool,
     work: PathBuf,
     src: Minio,
-    dst_seq: usize,
+    servers: usize,
+}
+
+/// A MinIO server on a fresh data directory under `work`, its metrics public (the harness
+/// reads every tool's requests from them), its log `work/minio-N.log`.
+fn minio(bin: &Path, work: &Path, n: usize) -> Minio {
+    Minio::start_with(&MinioOptions {
+        binary: Some(bin.to_path_buf()),
+        data_in: Some(work.to_path_buf()),
+        env: vec![("MINIO_PROMETHEUS_AUTH_TYPE".into(), "public".into())],
+        log: Some(work.join(format!("minio-{n}.log"))),
+    })
 }
 
 impl Env<'_> {
-    fn fresh_dst(&mut self, bucket: &str) -> Result<Minio> {
-        self.dst_seq += 1;
-        let dst = Minio::start(
-            &self.cfg.minio,
-            &self.work.join(format!("dst-{}", self.dst_seq)),
-        )?;
-        let c = s3util::client(&dst.endpoint());
-        self.rt.block_on(s3util::create_bucket(&c, bucket))?;
-        Ok(dst)
+    /// A fresh destination server with `bucket` created.
+    fn server(&mut self, bucket: &str) -> Minio {
+        self.servers += 1;
+        let m = minio(&self.a.minio, &self.work, self.servers);
+        let c = s3util::client(&m.endpoint);
+        self.rt.block_on(testkit::create_bucket(&c, bucket));
+        m
     }
 
-    /// One measured run of `tool` from the source's `w` bucket into `dst`.
+    /// One measured run of `tool` from the source's `w` bucket into `dst`, with extra
+    /// environment variables for the tool.
     fn measure(
         &self,
         tool: &Tool,
         w: &Workload,
         dst: &Minio,
         tag: &str,
+        env: &[(&str, &str)],
     ) -> Result<(Sample, String)> {
-        self.measure_with(tool, w, dst, tag, &[])
-    }
-
-    /// As [`Env::measure`], with extra environment variables for the tool.
-    fn measure_with(
-        &self,
-        tool: &Tool,
-        w: &Workload,
-        dst: &Minio,
-        tag: &str,
-        extra_env: &[(&str, &str)],
-    ) -> Result<(Sample, String)> {
-        let run_dir = self.work.join("runs").join(tag);
-        std::fs::create_dir_all(&run_dir)?;
-        let inv = tools::invocation(
-            tool,
-            &Side {
-                endpoint: self.src.endpoint(),
-                bucket: w.bucket.clone(),
-            },
-            &Side {
-                endpoint: dst.endpoint(),
-                bucket: w.bucket.clone(),
-            },
-            self.cfg.knobs,
-            &run_dir.join("home"),
-            &run_dir.join("report.json"),
-        )?;
+        let dir = self.work.join("runs").join(tag);
+        let (home, report) = (dir.join("home"), dir.join("report.json"));
+        let (s, d) = (
+            Side(&self.src.endpoint, &w.bucket),
+            Side(&dst.endpoint, &w.bucket),
+        );
+        let inv = tools::invocation(tool, s, d, self.knobs, &home, &report)?;
         let Invocation {
             mut cmd,
             shown,
             report,
         } = inv;
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let (s0, d0) = (self.src.api_counts()?, dst.api_counts()?);
-        let cpu0 = self.src.cpu_seconds() + dst.cpu_seconds();
-        let busy0 = machine_busy_seconds();
-        let m = tools::run_measured(cmd, &run_dir.join("out"), self.cfg.run_limit)?;
-        let busy1 = machine_busy_seconds();
-        let cpu1 = self.src.cpu_seconds() + dst.cpu_seconds();
-        let own_cpu = m.user_seconds + m.sys_seconds;
-        let (s1, d1) = (self.src.api_counts()?, dst.api_counts()?);
-        let (mut requests, mut apis) = delta_by_kind(&s0, &s1);
-        let (rd, ad) = delta_by_kind(&d0, &d1);
-        for (k, v) in rd {
-            *requests.entry(k).or_insert(0) += v;
-        }
-        for (k, v) in ad {
-            *apis.entry(k).or_insert(0) += v;
-        }
-        let report = report
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|s| serde_json::from_str(&s).ok());
+        cmd.envs(env.iter().copied());
+        let (src, dst_e) = (&self.src.endpoint, &dst.endpoint);
+        let counts = || -> Result<_> { Ok((s3util::api_counts(src)?, s3util::api_counts(dst_e)?)) };
+        let cpu = || s3util::proc_cpu_seconds(self.src.pid()) + s3util::proc_cpu_seconds(dst.pid());
+        let ((s0, d0), cpu0, busy0) = (counts()?, cpu(), s3util::machine_busy_seconds());
+        let limit = Duration::from_secs(self.a.run_limit);
+        let m = tools::run_measured(cmd, &dir.join("out"), limit)?;
+        let (busy1, cpu1, (s1, d1)) = (s3util::machine_busy_seconds(), cpu(), counts()?);
+        let (mut requests, mut apis) = (BTreeMap::new(), BTreeMap::new());
+        s3util::add_delta(&s0, &s1, &mut requests, &mut apis);
+        s3util::add_delta(&d0, &d1, &mut requests, &mut apis);
+        let report = report.and_then(|p| std::fs::read_to_string(p).ok());
+        let report = report.and_then(|s| serde_json::from_str(&s).ok());
         // s3sync's exit 3 means "finished with warnings"; the copy still counts if the
         // destination checks out below (the warning is kept as a note).
-        let s3sync_warned = tool.id == ToolId::S3sync && m.status == 3 && !m.timed_out;
-        let note = s3sync_warned.then(|| format!("exit 3 (warnings): {}", m.stderr_tail));
-        let mut problem = if m.timed_out {
-            Some(format!(
-                "killed at the {} s limit",
-                self.cfg.run_limit.as_secs()
-            ))
-        } else if m.status != 0 && !s3sync_warned {
-            Some(format!("exit {}: {}", m.status, m.stderr_tail))
+        let warned = tool.id == ToolId::S3sync && m.status == 3 && !m.timed_out;
+        let note = warned.then(|| format!("exit 3 (warnings): {}", m.stderr_tail));
+        let failed = m.status != 0 && !warned;
+        let mut problem = match (m.timed_out, failed) {
+            (true, _) => Some(format!("killed at the {} s limit", self.a.run_limit)),
+            (false, true) => Some(format!("exit {}: {}", m.status, m.stderr_tail)),
+            (false, false) => None,
+        };
+        if problem.is_none() {
+            let c = s3util::client(&dst.endpoint);
+            let (n, b) = self.rt.block_on(s3util::bucket_totals(&c, &w.bucket))?;
+            let (want_n, want_b) = (w.objects.len() as u64, w.bytes());
+            if (n, b) != (want_n, want_b) {
+                let msg = format!(
+                    "destination holds {n} objects / {b} bytes, expected {want_n} / {want_b}"
+                );
+                problem = Some(msg);
+            }
+        }
+        let server_cpu_seconds = cpu1 - cpu0;
+        let other_cpu_seconds = (busy1 - busy0 - server_cpu_seconds - m.cpu()).max(0.0);
+        let (rep, position, measured) = (0, 0, m);
+        let s = Sample {
+            rep,
+            position,
+            measured,
+            requests,
+            apis,
+            server_cpu_seconds,
+            other_cpu_seconds,
+            problem,
+            note,
+            report,
+        };
+        Ok((s, shown))
+    }
+
+    /// One timed run of `tool` into `series` (`rep` = usize::MAX: W4's untimed warm-up);
+    /// a run with a problem stops the tool on this workload.
+    fn sample(
+        &self,
+        series: &mut Series,
+        tool: &Tool,
+        w: &Workload,
+        dst: &Minio,
+        (rep, pos): (usize, usize),
+    ) -> Result<()> {
+        let tag = match rep {
+            usize::MAX => format!("{}-{}-warmup", w.id, tool.id.name()),
+            _ => format!("{}-{}-{rep}", w.id, tool.id.name()),
+        };
+        let (mut s, shown) = self.measure(tool, w, dst, &tag, &[])?;
+        (s.rep, s.position) = (rep, pos);
+        let m = &s.measured;
+        let mibps = if w.noop {
+            0.0
+        } else {
+            mib(w.bytes()) / m.wall_seconds
+        };
+        let problem = s.problem.as_ref().map(|p| format!(" — PROBLEM: {p}"));
+        let (wall, cpu, rss) = (m.wall_seconds, m.cpu(), m.max_rss_kib / 1024);
+        let what = format!("{wall:.2} s, {mibps:.1} MiB/s, CPU {cpu:.2} s, RSS {rss} MiB");
+        let problem = problem.unwrap_or_default();
+        log(format!("{tag}: {what}, requests {:?}{problem}", s.requests));
+        if let Some(p) = &s.problem {
+            series.skipped = Some(format!("failed on this workload: {p}"));
+        }
+        series.command = shown;
+        match rep {
+            usize::MAX => series.warmup = Some(s),
+            _ => series.samples.push(s),
+        }
+        Ok(())
+    }
+
+    /// W4's destination, identical to the source: a byte-identical copy of the source
+    /// bucket's directory (same ETags and modification times, as a copier that preserves
+    /// them would leave it), checked by a listing; PUTs if that does not give it.
+    fn identical(&mut self, w: &Workload) -> Result<Minio> {
+        let dst = self.server(&w.bucket);
+        let (from, to) = (
+            self.src.data_dir().join(&w.bucket),
+            dst.data_dir().join(&w.bucket),
+        );
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(from.join("."))
+            .arg(to)
+            .status();
+        let c = s3util::client(&dst.endpoint);
+        let totals = self.rt.block_on(s3util::bucket_totals(&c, &w.bucket)).ok();
+        if !cp.is_ok_and(|s| s.success()) || totals != Some((w.objects.len() as u64, w.bytes())) {
+            log(format!(
+                "{}: the directory copy failed; writing the destination with PUTs",
+                w.id
+            ));
+            let put = s3util::generate(
+                &c,
+                &w.bucket,
+                &w.objects,
+                &self.pool,
+                self.a.gen_concurrency,
+            );
+            self.rt.block_on(put)?;
+        }
+        Ok(dst)
+    }
+
+    /// Every tool (and for W1 the pipe limit) on `w`, `reps` times in alternating order.
+    fn workload(
+        &mut self,
+        w: &Workload,
+        tools: &[Tool],
+        reps: usize,
+        mut gen: f64,
+    ) -> Result<WorkloadResult> {
+        let new = |t: &Tool| Series {
+            tool: t.id,
+            command: String::new(),
+            warmup: None,
+            samples: Vec::new(),
+            skipped: t.unavailable.clone(),
+        };
+        let mut series: Vec<Series> = tools.iter().map(new).collect();
+        let run: Vec<usize> = (0..tools.len())
+            .filter(|&i| tools[i].bin.is_some())
+            .collect();
+        let t = Instant::now();
+        let shared = if w.noop {
+            Some(self.identical(w)?)
         } else {
             None
         };
-        if problem.is_none() {
-            let c = s3util::client(&dst.endpoint());
-            let (n, bytes) = self.rt.block_on(s3util::bucket_totals(&c, &w.bucket))?;
-            let (want_n, want_b) = (w.objects.len() as u64, w.bytes());
-            if (n, bytes) != (want_n, want_b) {
-                problem = Some(format!(
-                    "destination holds {n} objects / {bytes} bytes, expected {want_n} / {want_b}"
-                ));
-            }
+        gen += t.elapsed().as_secs_f64();
+        for &i in run.iter().filter(|_| shared.is_some()) {
+            let dst = shared.as_ref().expect("W4's destination");
+            self.sample(&mut series[i], &tools[i], w, dst, (usize::MAX, 0))?;
         }
-        Ok((
-            Sample {
-                rep: 0,
-                position: 0,
-                measured: m,
-                requests,
-                apis,
-                note,
-                server_cpu_seconds: cpu1 - cpu0,
-                other_cpu_seconds: (busy1 - busy0 - (cpu1 - cpu0) - own_cpu).max(0.0),
-                problem,
-                report,
-            },
-            shown,
-        ))
-    }
-}
-
-/// Runs everything and returns the results.
-pub fn run(cfg: &Config) -> Result<Results> {
-    let t0 = Instant::now();
-    let minio_version = Command::new(&cfg.minio)
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .with_context(|| format!("run {} --version", cfg.minio.display()))?;
-    let want = |id: &str| cfg.workloads.iter().any(|w| w.eq_ignore_ascii_case(id));
-    let mut ws = Vec::new();
-    if want("W4") {
-        ws.push(workloads::w4(cfg.scale, cfg.w4_indices));
-    }
-    if want("W1") {
-        ws.push(workloads::w1(cfg.scale));
-    }
-    if want("W2") {
-        ws.push(workloads::w2(cfg.scale));
-    }
-    if want("W3") {
-        let target = ((2u64 << 30) as f64 * cfg.scale) as u64;
-        ws.push(workloads::w3(&cfg.fixture_repo, target)?);
-    }
-
-    std::fs::create_dir_all(&cfg.work_dir)?;
-    let need = disk_needed(&ws);
-    if let Some(free) = free_bytes(&cfg.work_dir) {
-        log(format!(
-            "disk: {} free under {}, this run needs about {}",
-            workloads::human(free),
-            cfg.work_dir.display(),
-            workloads::human(need)
-        ));
-        if free < need {
-            bail!(
-                "not enough disk under {}: {} free, about {} needed (source copies of every workload plus the largest destination); free space or pass --work-dir on a larger filesystem, or --scale below 1",
-                cfg.work_dir.display(),
-                workloads::human(free),
-                workloads::human(need)
-            );
-        }
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("snapferry-bench.")
-        .tempdir_in(&cfg.work_dir)?;
-    let work = tmp.path().to_path_buf();
-    log(format!("work directory {}", work.display()));
-    // Private copies of snapferry and of this harness: a rebuild of the workspace
-    // while the run goes on (the machine is shared) cannot swap binaries mid-run.
-    let bin_dir = work.join("bin");
-    std::fs::create_dir_all(&bin_dir)?;
-    let own = bin_dir.join("snapferry-bench");
-    std::fs::copy(std::env::current_exe()?, &own).context("copy the harness binary")?;
-    tools::set_harness_exe(own);
-    let mut all_tools = cfg.tools.clone();
-    for t in all_tools.iter_mut().filter(|t| t.id == ToolId::Snapferry) {
-        if let Some(b) = &t.bin {
-            let copy = bin_dir.join("snapferry");
-            std::fs::copy(b, &copy).with_context(|| format!("copy {}", b.display()))?;
-            t.bin = Some(copy);
-        }
-    }
-    let all_tools = all_tools;
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let src = Minio::start(&cfg.minio, &work.join("src"))?;
-    log(format!("source server {}", src.endpoint()));
-    let mut env = Env {
-        cfg,
-        rt,
-        pool: Pool::new(),
-        work: work.clone(),
-        src,
-        dst_seq: 0,
-    };
-
-    // Write every workload to the source once.
-    let src_client = s3util::client(&env.src.endpoint());
-    let mut gen_secs = BTreeMap::new();
-    for w in &ws {
-        let t = Instant::now();
-        env.rt.block_on(async {
-            s3util::create_bucket(&src_client, &w.bucket).await?;
-            s3util::generate(
-                &src_client,
-                &w.bucket,
-                &w.objects,
-                &env.pool,
-                cfg.gen_concurrency,
-            )
-            .await
-        })?;
-        let secs = t.elapsed().as_secs_f64();
-        log(format!(
-            "{}: wrote {} objects, {} to the source in {secs:.1} s",
-            w.id,
-            w.objects.len(),
-            workloads::human(w.bytes())
-        ));
-        gen_secs.insert(w.id, secs);
-    }
-    let mut setup_seconds: f64 = gen_secs.values().sum();
-
-    let available: Vec<&Tool> = all_tools.iter().filter(|t| t.bin.is_some()).collect();
-    let mut results = Vec::new();
-    for w in &ws {
-        let mut series: Vec<Series> = all_tools
-            .iter()
-            .map(|t| Series {
-                tool: t.id,
-                command: String::new(),
-                warmup: None,
-                samples: Vec::new(),
-                skipped: t.unavailable.clone(),
-            })
-            .collect();
+        // Entries: the tools, and for W1 the pipe limit (index = run.len()).
+        let n = run.len() + usize::from(w.id == "W1");
         let mut pipe = Vec::new();
-        let mut generate_seconds = gen_secs.get(w.id).copied().unwrap_or(0.0);
-        if w.noop {
-            // One destination, identical to the source, for every tool.
-            let t = Instant::now();
-            let dst = env.fresh_dst(&w.bucket)?;
-            let c = s3util::client(&dst.endpoint());
-            let copied = copy_bucket_dir(&env.src.dir, &dst.dir, &w.bucket)
-                .and_then(|()| env.rt.block_on(s3util::bucket_totals(&c, &w.bucket)));
-            match copied {
-                Ok(t) if t == (w.objects.len() as u64, w.bytes()) => {
-                    log(format!("{}: destination made as a byte-identical copy of the source bucket's directory", w.id));
+        for rep in 0..reps {
+            let order: Vec<usize> = if rep % 2 == 0 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            };
+            for (pos, &e) in order.iter().enumerate() {
+                if run.get(e).is_some_and(|&i| series[i].skipped.is_some()) {
+                    continue;
                 }
-                other => {
-                    log(format!(
-                        "{}: directory copy gave {other:?}; writing the destination with PUTs",
-                        w.id
-                    ));
-                    env.rt.block_on(s3util::generate(
-                        &c,
-                        &w.bucket,
-                        &w.objects,
-                        &env.pool,
-                        cfg.gen_concurrency,
-                    ))?;
-                }
-            }
-            let secs = t.elapsed().as_secs_f64();
-            setup_seconds += secs;
-            generate_seconds += secs;
-            log(format!(
-                "{}: wrote the same objects to the destination in {secs:.1} s",
-                w.id
-            ));
-            for tool in &available {
-                let s = series_of(&mut series, tool.id);
-                let (mut sample, shown) = env.measure(
-                    tool,
-                    w,
-                    &dst,
-                    &format!("{}-{}-warmup", w.id, tool.id.name()),
-                )?;
-                sample.rep = usize::MAX;
-                log(format!(
-                    "{} {} warm-up: {:.2} s{}",
-                    w.id,
-                    tool.id.name(),
-                    sample.measured.wall_seconds,
-                    problem_suffix(&sample)
-                ));
-                let s_mut = &mut series[s];
-                s_mut.command = shown;
-                if let Some(p) = &sample.problem {
-                    s_mut.skipped = Some(format!("failed on this workload: {p}"));
-                }
-                s_mut.warmup = Some(sample);
-            }
-            for rep in 0..cfg.reps {
-                for (pos, &i) in order(rep, available.len()).iter().enumerate() {
-                    let tool = available[i];
-                    let s = series_of(&mut series, tool.id);
-                    if series[s].skipped.is_some() {
-                        continue;
-                    }
-                    let (mut sample, _) =
-                        env.measure(tool, w, &dst, &format!("{}-{}-{rep}", w.id, tool.id.name()))?;
-                    sample.rep = rep;
-                    sample.position = pos;
-                    log_sample(w, tool.id, &sample);
-                    if let Some(p) = &sample.problem {
-                        series[s].skipped = Some(format!("failed on this workload: {p}"));
-                    }
-                    series[s].samples.push(sample);
-                }
-            }
-            dst.stop_and_remove()?;
-        } else {
-            // Entries: the tools, and for W1 the pipe limit (index = available.len()).
-            let with_pipe = w.id == "W1";
-            let n = available.len() + usize::from(with_pipe);
-            let reps = if w.id == "W2" { cfg.reps_w2 } else { cfg.reps };
-            for rep in 0..reps {
-                for (pos, &i) in order(rep, n).iter().enumerate() {
-                    if i == available.len() {
-                        let dst = env.fresh_dst(&w.bucket)?;
-                        let dc = s3util::client(&dst.endpoint());
-                        let p = env.rt.block_on(s3util::pipe_limit(
-                            (&src_client, &w.bucket),
-                            (&dc, &w.bucket),
-                            &w.objects,
-                            cfg.knobs.concurrency,
-                            cfg.knobs.part_size,
-                            &env.pool,
-                        ))?;
-                        log(format!(
-                            "{} pipe limit rep {rep}: {:.1} MiB/s (GETs done at {:.1} s, PUTs at {:.1} s)",
-                            w.id,
-                            p.bytes as f64 / p.wall_seconds / (1 << 20) as f64,
-                            p.get_seconds,
-                            p.put_seconds
-                        ));
-                        pipe.push(p);
-                        dst.stop_and_remove()?;
-                        continue;
-                    }
-                    let tool = available[i];
-                    let s = series_of(&mut series, tool.id);
-                    if series[s].skipped.is_some() {
-                        continue;
-                    }
-                    let dst = env.fresh_dst(&w.bucket)?;
-                    let (mut sample, shown) =
-                        env.measure(tool, w, &dst, &format!("{}-{}-{rep}", w.id, tool.id.name()))?;
-                    dst.stop_and_remove()?;
-                    sample.rep = rep;
-                    sample.position = pos;
-                    log_sample(w, tool.id, &sample);
-                    series[s].command = shown;
-                    if let Some(p) = &sample.problem {
-                        series[s].skipped = Some(format!("failed on this workload: {p}"));
-                    }
-                    series[s].samples.push(sample);
-                }
+                let fresh = if shared.is_none() {
+                    Some(self.server(&w.bucket))
+                } else {
+                    None
+                };
+                let dst = shared.as_ref().or(fresh.as_ref()).expect("a destination");
+                let Some(&i) = run.get(e) else {
+                    pipe.push(self.pipe(w, dst, rep)?);
+                    continue;
+                };
+                self.sample(&mut series[i], &tools[i], w, dst, (rep, pos))?;
             }
         }
-        results.push(WorkloadResult {
+        let thr = self.knobs.threshold;
+        let sizes = w.objects.iter().map(|o| o.size);
+        Ok(WorkloadResult {
             id: w.id.to_string(),
             title: w.title.clone(),
             objects: w.objects.len() as u64,
             bytes: w.bytes(),
             note: w.note.clone(),
-            sizes: workloads::size_summary(&w.objects, cfg.knobs.threshold),
+            sizes: workloads::size_summary(&w.objects, thr),
             series,
             pipe,
-            generate_seconds,
-            largest_single: w
-                .objects
-                .iter()
-                .map(|o| o.size)
-                .filter(|&s| s <= cfg.knobs.threshold)
-                .max()
-                .unwrap_or(0),
-            has_multipart: w.objects.iter().any(|o| o.size > cfg.knobs.threshold),
+            generate_seconds: gen,
+            largest_single: sizes.clone().filter(|&s| s <= thr).max().unwrap_or(0),
+            has_multipart: sizes.clone().any(|s| s > thr),
             noop: w.noop,
-        });
+        })
     }
 
-    let mut profiles = Vec::new();
-    let mut malloc_diagnosis = None;
-    if cfg.profile {
+    fn pipe(&self, w: &Workload, dst: &Minio, rep: usize) -> Result<PipeRun> {
+        let (src, dc) = (
+            s3util::client(&self.src.endpoint),
+            s3util::client(&dst.endpoint),
+        );
+        let (c, part) = (self.knobs.concurrency, self.knobs.part_size);
+        let run = s3util::pipe_limit(&src, &dc, &w.bucket, &w.objects, c, part, &self.pool);
+        let p = self.rt.block_on(run)?;
+        let (get, put) = (p.get_seconds, p.put_seconds);
+        let mibps = mib(p.bytes) / p.wall_seconds;
+        log(format!("{} pipe limit rep {rep}: {mibps:.1} MiB/s (GETs done at {get:.1} s, PUTs at {put:.1} s)", w.id));
+        Ok(p)
+    }
+}
+
+/// The tools as the command line gives them, each probed for its version.
+pub fn tools(a: &RunArgs) -> Vec<Tool> {
+    let bins = [
+        Some(a.snapferry.clone()),
+        a.rclone.clone(),
+        a.mc.clone(),
+        a.s3sync.clone(),
+    ];
+    let probe = |(id, bin): (ToolId, Option<PathBuf>)| {
+        let why = a
+            .unavailable
+            .iter()
+            .find_map(|r| r.strip_prefix(id.key())?.strip_prefix('='));
+        let mut t = Tool::probe(id, bin, why.map(str::to_string));
+        if let (ToolId::Snapferry, Some(r)) = (id, &a.snapferry_revision) {
+            t.version = format!("{} ({r})", t.version);
+        }
+        let status = t
+            .unavailable
+            .as_ref()
+            .map_or(t.version.clone(), |w| format!("cannot run here: {w}"));
+        log(format!("{}: {status}", id.name()));
+        t
+    };
+    ToolId::ALL.into_iter().zip(bins).map(probe).collect()
+}
+
+/// Runs everything and returns the results.
+pub fn run(a: &RunArgs) -> Result<Results> {
+    let t0 = Instant::now();
+    let knobs = Knobs {
+        concurrency: a.concurrency,
+        part_size: a.part_mib << 20,
+        threshold: a.threshold_mib << 20,
+    };
+    let (reps, reps_w2) = (a.reps.max(1), a.reps_w2.unwrap_or(a.reps).max(1));
+    let version = Command::new(&a.minio).arg("--version").output();
+    let version = version.with_context(|| format!("run {} --version", a.minio.display()))?;
+    let minio_version = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let want = |id: &str| a.workloads.iter().any(|w| w.eq_ignore_ascii_case(id));
+    let w3 = || workloads::w3(&a.fixture_repo, ((2u64 << 30) as f64 * a.scale) as u64);
+    let mut ws = Vec::new();
+    for (id, w) in [
+        ("W4", workloads::w4(a.scale, a.w4_indices)),
+        ("W1", workloads::w1(a.scale)),
+        ("W2", workloads::w2(a.scale)),
+    ] {
+        if want(id) {
+            ws.push(w);
+        }
+    }
+    if want("W3") {
+        ws.push(w3()?);
+    }
+
+    std::fs::create_dir_all(&a.work_dir)?;
+    // Source copies of every workload, the largest destination, MinIO's metadata.
+    let sizes: Vec<u64> = ws.iter().map(Workload::bytes).collect();
+    let data = sizes.iter().sum::<u64>() + sizes.iter().max().unwrap_or(&0);
+    let need = data + data / 10 + (1 << 30);
+    let c = std::ffi::CString::new(a.work_dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statvfs fills a plain struct for a valid C string path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+        let (free, need, dir) = (
+            st.f_bavail as u64 * st.f_frsize as u64,
+            HumanBytes(need),
+            a.work_dir.display(),
+        );
+        log(format!(
+            "disk: {} free under {dir}, this run needs about {need}",
+            HumanBytes(free)
+        ));
+        ensure!(free >= need.0, "not enough disk under {dir}: {} free, about {need} needed (source copies of every workload plus the largest destination); free space or pass --work-dir on a larger filesystem, or --scale below 1", HumanBytes(free));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("snapferry-bench.")
+        .tempdir_in(&a.work_dir)?;
+    let work = tmp.path().to_path_buf();
+    log(format!("work directory {}", work.display()));
+    // Private copies of snapferry and of this harness: a rebuild of the workspace while
+    // the run goes on (the machine is shared) cannot swap binaries mid-run.
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(std::env::current_exe()?, bin.join("snapferry-bench"))
+        .context("copy the harness")?;
+    tools::set_harness_exe(bin.join("snapferry-bench"));
+    let all_tools = tools(a);
+    let mut run_tools = all_tools.clone();
+    if let Some(b) = &mut run_tools[0].bin {
+        std::fs::copy(&*b, bin.join("snapferry"))
+            .with_context(|| format!("copy {}", b.display()))?;
+        *b = bin.join("snapferry");
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let src = minio(&a.minio, &work, 0);
+    log(format!("source server {}", src.endpoint));
+    let (pool, servers) = (Pool::new(), 0);
+    let mut env = Env {
+        a,
+        knobs,
+        rt,
+        pool,
+        work: work.clone(),
+        src,
+        servers,
+    };
+
+    // Every workload on the source first, then the runs.
+    let c = s3util::client(&env.src.endpoint);
+    let mut gen = Vec::new();
+    for w in &ws {
+        let t = Instant::now();
+        env.rt.block_on(testkit::create_bucket(&c, &w.bucket));
+        env.rt.block_on(s3util::generate(
+            &c,
+            &w.bucket,
+            &w.objects,
+            &env.pool,
+            a.gen_concurrency,
+        ))?;
+        gen.push(t.elapsed().as_secs_f64());
+        log(format!(
+            "{}: wrote {} objects, {} in {:.1} s",
+            w.id,
+            w.objects.len(),
+            HumanBytes(w.bytes()),
+            gen[gen.len() - 1]
+        ));
+    }
+    let mut results = Vec::new();
+    for (w, secs) in ws.iter().zip(gen) {
+        let reps = if w.id == "W2" { reps_w2 } else { reps };
+        results.push(env.workload(w, &run_tools, reps, secs)?);
+    }
+
+    let (mut profiles, mut malloc_diagnosis) = (Vec::new(), None);
+    let sf = run_tools
+        .iter()
+        .find(|t| t.id == ToolId::Snapferry && t.bin.is_some());
+    if let (true, Some(sf)) = (a.profile, sf) {
         for w in ws.iter().filter(|w| w.id == "W1" || w.id == "W2") {
-            profiles.push(profile(&mut env, &all_tools, w)?);
+            profiles.push(profile(&mut env, sf, w)?);
         }
         // Where does W1's memory above the part buffers go? The same copy once more with
         // glibc's mmap threshold pinned at 1 MiB: every part buffer is then mapped and
         // unmapped, so freed buffers cannot linger in malloc's heaps.
-        if let (Some(w), Some(tool)) = (
-            ws.iter().find(|w| w.id == "W1"),
-            all_tools
-                .iter()
-                .find(|t| t.id == ToolId::Snapferry && t.bin.is_some()),
-        ) {
-            let dst = env.fresh_dst(&w.bucket)?;
-            let (mut s, _) = env.measure_with(
-                tool,
-                w,
-                &dst,
-                "W1-snapferry-mmap-threshold",
-                &[("MALLOC_MMAP_THRESHOLD_", "1048576")],
-            )?;
-            dst.stop_and_remove()?;
+        if let Some(w) = ws.iter().find(|w| w.id == "W1") {
+            let dst = env.server(&w.bucket);
+            let pin = [("MALLOC_MMAP_THRESHOLD_", "1048576")];
+            let (mut s, _) = env.measure(sf, w, &dst, "W1-snapferry-mmap-threshold", &pin)?;
             s.note = Some("MALLOC_MMAP_THRESHOLD_=1048576".into());
+            let m = &s.measured;
             log(format!(
-                "W1 snapferry with MALLOC_MMAP_THRESHOLD_=1048576: {:.2} s, CPU {:.2} s, RSS {:.0} MiB",
-                s.measured.wall_seconds,
-                s.measured.user_seconds + s.measured.sys_seconds,
-                s.measured.max_rss_kib as f64 / 1024.0
+                "W1 with MALLOC_MMAP_THRESHOLD_=1048576: CPU {:.2} s, RSS {} MiB",
+                m.cpu(),
+                m.max_rss_kib / 1024
             ));
             malloc_diagnosis = Some(s);
         }
     }
-
     let diff = if want("W5") {
-        Some(diff_memory(cfg, &work)?)
+        Some(diff_memory(a, &work)?)
     } else {
         None
     };
 
-    // Stop the source before the temp dir goes.
-    let Env { src, .. } = env;
-    src.stop_and_remove()?;
+    drop(env); // the servers stop before their directories go
     drop(tmp);
-    // Results sorted the way: W1, W2, W3, W4.
     results.sort_by(|a, b| a.id.cmp(&b.id));
+    let setup_seconds = results.iter().map(|w| w.generate_seconds).sum();
     Ok(Results {
-        knobs: cfg.knobs,
-        reps: cfg.reps,
-        reps_w2: cfg.reps_w2,
-        scale: cfg.scale,
-        tools: cfg
-            .tools
-            .iter()
-            .map(|t| (t.id, t.version.clone(), t.unavailable.clone()))
+        knobs,
+        reps,
+        reps_w2,
+        scale: a.scale,
+        tools: all_tools
+            .into_iter()
+            .map(|t| (t.id, t.version, t.unavailable))
             .collect(),
         minio_version,
         workloads: results,
@@ -686,193 +682,99 @@ pub fn run(cfg: &Config) -> Result<Results> {
         malloc_diagnosis,
         total_seconds: t0.elapsed().as_secs_f64(),
         setup_seconds,
-        cores: default_cores(),
+        cores: cores(),
         machine: Vec::new(),
     })
 }
 
-/// Copies a quiescent bucket's objects from one MinIO data directory into another
-/// server's (already created, empty) bucket: the objects arrive byte-identical, with the
-/// same ETags and modification times, as a copier that preserves them would leave them,
-/// in seconds instead of 100,000 synchronous PUTs. Checked by a listing afterwards.
-fn copy_bucket_dir(src_dir: &Path, dst_dir: &Path, bucket: &str) -> Result<()> {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/{bucket}/.", src_dir.display()))
-        .arg(format!("{}/{bucket}/", dst_dir.display()))
-        .status()
-        .context("cp -a")?;
-    if !st.success() {
-        bail!("cp -a failed: {st}");
-    }
-    Ok(())
-}
-
-fn series_of(series: &mut [Series], id: ToolId) -> usize {
-    series
-        .iter()
-        .position(|s| s.tool == id)
-        .expect("every tool has a series")
-}
-
-fn problem_suffix(s: &Sample) -> String {
-    s.problem
-        .as_ref()
-        .map(|p| format!(" — PROBLEM: {p}"))
-        .unwrap_or_default()
-}
-
-fn log_sample(w: &Workload, id: ToolId, s: &Sample) {
-    let m = &s.measured;
-    log(format!(
-        "{} {} rep {}: {:.2} s, {:.1} MiB/s, CPU {:.2} s, RSS {:.0} MiB, requests {:?}{}",
-        w.id,
-        id.name(),
-        s.rep,
-        m.wall_seconds,
-        if w.noop {
-            0.0
-        } else {
-            w.bytes() as f64 / m.wall_seconds / (1 << 20) as f64
-        },
-        m.user_seconds + m.sys_seconds,
-        m.max_rss_kib as f64 / 1024.0,
-        s.requests,
-        problem_suffix(s)
-    ));
-}
-
-/// One extra, untimed snapferry run under `perf record`, summarised by `perf report`.
-fn profile(env: &mut Env, all_tools: &[Tool], w: &Workload) -> Result<Profile> {
-    let Some(tool) = all_tools
-        .iter()
-        .find(|t| t.id == ToolId::Snapferry && t.bin.is_some())
-    else {
-        return Ok(Profile {
-            workload: w.id.into(),
-            command: String::new(),
-            top: Vec::new(),
-            all: Vec::new(),
-            problem: Some("snapferry is not available".into()),
-        });
-    };
-    let dst = env.fresh_dst(&w.bucket)?;
-    let run_dir = env.work.join("runs").join(format!("{}-perf", w.id));
-    std::fs::create_dir_all(&run_dir)?;
-    // A slice of the workload is enough for a profile and keeps the run short: the
-    // objects under the first key's index and shard (W1: 4 blobs; W2: ~200 blobs).
-    let prefix = w
-        .objects
-        .first()
-        .map(|o| {
-            o.key
-                .rsplit_once('/')
-                .map(|(p, _)| format!("{p}/"))
-                .unwrap_or_default()
-        })
+/// One extra, untimed snapferry run under `perf record` over a slice of the workload
+/// (the objects under the first key's shard: W1 4 blobs, W2 ~200), and `perf report`.
+fn profile(env: &mut Env, tool: &Tool, w: &Workload) -> Result<Profile> {
+    let dst = env.server(&w.bucket);
+    let dir = env.work.join("runs").join(format!("{}-perf", w.id));
+    let first = w.objects.first().map_or("", |o| o.key.as_str());
+    let prefix = first
+        .rsplit_once('/')
+        .map(|(p, _)| format!("{p}/"))
         .unwrap_or_default();
-    let (n, bytes) = w
-        .objects
-        .iter()
-        .filter(|o| o.key.starts_with(&prefix))
-        .fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size));
-    let inv = tools::invocation(
-        tool,
-        &Side {
-            endpoint: env.src.endpoint(),
-            bucket: format!("{}/{prefix}", w.bucket),
-        },
-        &Side {
-            endpoint: dst.endpoint(),
-            bucket: format!("{}/{prefix}", w.bucket),
-        },
-        env.cfg.knobs,
-        &run_dir.join("home"),
-        &run_dir.join("report.json"),
-    )?;
-    let data = run_dir.join("perf.data");
+    let slice = w.objects.iter().filter(|o| o.key.starts_with(&prefix));
+    let (n, bytes) = slice.fold((0, 0), |(n, b), o| (n + 1, b + o.size));
+    let bucket = format!("{}/{prefix}", w.bucket);
+    let (s, d) = (
+        Side(&env.src.endpoint, &bucket),
+        Side(&dst.endpoint, &bucket),
+    );
+    let (home, report) = (dir.join("home"), dir.join("report.json"));
+    let inv = tools::invocation(tool, s, d, env.knobs, &home, &report)?;
+    let data = dir.join("perf.data");
     let mut perf = Command::new("perf");
     perf.args(["record", "-F", "999", "-o"])
         .arg(&data)
-        .arg("--")
-        .args(tools::argv(&inv.cmd))
+        .arg("--");
+    perf.arg(inv.cmd.get_program())
+        .args(inv.cmd.get_args())
         .env_clear();
-    for (k, v) in inv.cmd.get_envs() {
-        if let Some(v) = v {
-            perf.env(k, v);
-        }
-    }
+    perf.envs(inv.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let command = format!(
         "perf record -F 999 -- {} ({n} objects, {})",
         inv.shown,
-        workloads::human(bytes)
+        HumanBytes(bytes)
     );
-    let m = tools::run_measured(perf, &run_dir.join("perf"), env.cfg.run_limit);
-    dst.stop_and_remove()?;
-    let problem = match &m {
+    let (workload, top, all) = (w.id.to_string(), Vec::new(), Vec::new());
+    let mut p = Profile {
+        workload,
+        command,
+        top,
+        all,
+        problem: None,
+    };
+    let limit = Duration::from_secs(env.a.run_limit);
+    p.problem = match tools::run_measured(perf, &dir.join("perf"), limit) {
         Err(e) => Some(format!("perf record: {e}")),
         Ok(m) if m.status != 0 => Some(format!("perf record exit {}: {}", m.status, m.stderr_tail)),
         Ok(_) => None,
     };
-    if problem.is_some() {
-        return Ok(Profile {
-            workload: w.id.into(),
-            command,
-            top: Vec::new(),
-            all: Vec::new(),
-            problem,
-        });
+    if p.problem.is_some() {
+        return Ok(p);
     }
-    let out = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "-q",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
-            "-i",
-        ])
-        .arg(&data)
-        .output()
-        .context("perf report")?;
-    let all: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim_end_matches(['-', ' ']).trim().to_string())
+    let mut report = Command::new("perf");
+    report.args([
+        "report",
+        "--stdio",
+        "-q",
+        "--no-children",
+        "--sort",
+        "dso,symbol",
+        "-i",
+    ]);
+    let out = report.arg(&data).output().context("perf report")?;
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let lines = lines.lines().map(|l| l.trim_end_matches(['-', ' ']).trim());
+    p.all = lines
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
         .collect();
-    let top: Vec<String> = all.iter().take(25).cloned().collect();
-    log(format!("{} profile: {} lines", w.id, top.len()));
-    Ok(Profile {
-        workload: w.id.into(),
-        command,
-        problem: if top.is_empty() {
-            Some(format!(
-                "perf report printed nothing: {}",
-                tools::tail(&String::from_utf8_lossy(&out.stderr), 3)
-            ))
-        } else {
-            None
-        },
-        top,
-        all,
-    })
+    p.top = p.all.iter().take(25).cloned().collect();
+    if p.top.is_empty() {
+        let err = tools::tail(&String::from_utf8_lossy(&out.stderr), 3);
+        p.problem = Some(format!("perf report printed nothing: {err}"));
+    }
+    Ok(p)
 }
 
 /// W5: the differ probe in a child process (this same binary), `reps` times.
-fn diff_memory(cfg: &Config, work: &Path) -> Result<DiffResult> {
-    let exe = tools::harness_exe()?;
+fn diff_memory(a: &RunArgs, work: &Path) -> Result<DiffResult> {
     let mut samples = Vec::new();
-    for rep in 0..cfg.reps {
-        let mut c = Command::new(&exe);
-        c.args(["diff-memory", &cfg.diff_keys.to_string()])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        let m = tools::run_measured(c, &work.join(format!("w5-{rep}")), cfg.run_limit)?;
+    for rep in 0..a.reps.max(1) {
+        let mut c = Command::new(tools::harness_exe()?);
+        c.args(["diff-memory", &a.diff_keys.to_string()])
+            .env_clear();
+        c.env("PATH", std::env::var("PATH").unwrap_or_default());
+        let limit = Duration::from_secs(a.run_limit);
+        let m = tools::run_measured(c, &work.join(format!("w5-{rep}")), limit)?;
         log(format!(
-            "W5 rep {rep}: {:.2} s, peak RSS {:.1} MiB: {}",
+            "W5 rep {rep}: {:.2} s: {}",
             m.wall_seconds,
-            m.max_rss_kib as f64 / 1024.0,
             m.stdout.trim()
         ));
         if m.status != 0 {
@@ -880,9 +782,10 @@ fn diff_memory(cfg: &Config, work: &Path) -> Result<DiffResult> {
         }
         samples.push(m);
     }
+    let command = format!("snapferry-bench diff-memory {}", a.diff_keys);
     Ok(DiffResult {
-        keys: cfg.diff_keys,
-        command: format!("snapferry-bench diff-memory {}", cfg.diff_keys),
+        keys: a.diff_keys,
+        command,
         samples,
     })
 }

@@ -1,40 +1,30 @@
-//! Medians and ranges of the samples, and the per-series figures the tables and the
-//! chart show. Only runs without a problem count.
+//! Medians and ranges of the samples, and the per-series figures the tables, the targets
+//! and the chart show. Only runs without a problem count.
 
 use std::collections::BTreeMap;
 
 use crate::run::{Sample, Series, WorkloadResult};
 
-/// Median, smallest and largest of some values.
+/// Median (mean of the middle two for an even count), smallest and largest.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
-    /// Median (mean of the middle two for an even count).
     pub med: f64,
-    /// Smallest.
     pub min: f64,
-    /// Largest.
     pub max: f64,
 }
 
 impl Spread {
     /// None for no values.
-    pub fn of(v: &[f64]) -> Option<Spread> {
-        if v.is_empty() {
-            return None;
-        }
-        let mut s = v.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let n = s.len();
+    pub fn of(v: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut s: Vec<f64> = v.into_iter().collect();
+        s.sort_by(f64::total_cmp);
+        let (n, min, max) = (s.len(), *s.first()?, *s.last()?);
         let med = if n % 2 == 1 {
             s[n / 2]
         } else {
             (s[n / 2 - 1] + s[n / 2]) / 2.0
         };
-        Some(Spread {
-            med,
-            min: s[0],
-            max: s[n - 1],
-        })
+        Some(Spread { med, min, max })
     }
 
     /// `12.3 (11.9–12.8)`, with `d` decimals.
@@ -50,7 +40,6 @@ impl Spread {
 /// The figures of one tool on one workload.
 #[derive(Debug, Clone)]
 pub struct Figures {
-    /// Wall seconds.
     pub wall: Spread,
     /// MiB/s moved (copy workloads).
     pub mibps: Spread,
@@ -58,13 +47,12 @@ pub struct Figures {
     pub objps: Spread,
     /// CPU seconds, user + system.
     pub cpu: Spread,
-    /// CPU seconds per GiB moved (copy workloads).
     pub cpu_per_gib: Spread,
     /// Peak RSS, MiB.
     pub rss: Spread,
-    /// Share of the machine's CPU time the copier and both servers used.
+    /// Share of the machine's CPU time the copier and both servers used, percent.
     pub busy: Spread,
-    /// Share of the machine's CPU time other processes used meanwhile (shared machine).
+    /// Share other processes used meanwhile (the machine is shared), percent.
     pub others: Spread,
     /// The sample with the median wall time (requests and latencies come from it).
     pub median_sample: Sample,
@@ -74,60 +62,26 @@ pub struct Figures {
 
 /// Figures of a series, when at least one run counted.
 pub fn figures(w: &WorkloadResult, s: &Series, cores: f64) -> Option<Figures> {
-    let ok: Vec<&Sample> = s.samples.iter().filter(|x| x.problem.is_none()).collect();
-    if ok.is_empty() {
-        return None;
-    }
-    let gib = w.bytes as f64 / (1u64 << 30) as f64;
-    let walls: Vec<f64> = ok.iter().map(|x| x.measured.wall_seconds).collect();
-    let cpu: Vec<f64> = ok
-        .iter()
-        .map(|x| x.measured.user_seconds + x.measured.sys_seconds)
-        .collect();
-    let mut by_wall: Vec<&&Sample> = ok.iter().collect();
-    by_wall.sort_by(|a, b| a.measured.wall_seconds.total_cmp(&b.measured.wall_seconds));
+    let mut ok: Vec<&Sample> = s.samples.iter().filter(|x| x.problem.is_none()).collect();
+    ok.sort_by(|a, b| a.measured.wall_seconds.total_cmp(&b.measured.wall_seconds));
+    let of = |f: &dyn Fn(&Sample) -> f64| Spread::of(ok.iter().map(|x| f(x)));
+    let gib = (w.bytes as f64 / (1u64 << 30) as f64).max(1e-9);
+    let share = |x: &Sample, cpu: f64| 100.0 * cpu / (x.measured.wall_seconds * cores);
     let mut requests_max = BTreeMap::new();
-    for x in &ok {
-        for (k, v) in &x.requests {
-            let e = requests_max.entry(k.clone()).or_insert(0);
-            *e = (*e).max(*v);
-        }
+    for (k, v) in ok.iter().flat_map(|x| &x.requests) {
+        let e = requests_max.entry(k.clone()).or_insert(0);
+        *e = (*e).max(*v);
     }
     Some(Figures {
-        wall: Spread::of(&walls)?,
-        mibps: Spread::of(
-            &walls
-                .iter()
-                .map(|t| w.bytes as f64 / t / (1 << 20) as f64)
-                .collect::<Vec<_>>(),
-        )?,
-        objps: Spread::of(
-            &walls
-                .iter()
-                .map(|t| w.objects as f64 / t)
-                .collect::<Vec<_>>(),
-        )?,
-        cpu_per_gib: Spread::of(&cpu.iter().map(|c| c / gib.max(1e-9)).collect::<Vec<_>>())?,
-        cpu: Spread::of(&cpu)?,
-        rss: Spread::of(
-            &ok.iter()
-                .map(|x| x.measured.max_rss_kib as f64 / 1024.0)
-                .collect::<Vec<_>>(),
-        )?,
-        busy: Spread::of(
-            &ok.iter()
-                .map(|x| {
-                    let c = x.measured.user_seconds + x.measured.sys_seconds;
-                    100.0 * (c + x.server_cpu_seconds) / (x.measured.wall_seconds * cores)
-                })
-                .collect::<Vec<_>>(),
-        )?,
-        others: Spread::of(
-            &ok.iter()
-                .map(|x| 100.0 * x.other_cpu_seconds / (x.measured.wall_seconds * cores))
-                .collect::<Vec<_>>(),
-        )?,
-        median_sample: (*by_wall[by_wall.len() / 2]).clone(),
+        wall: of(&|x| x.measured.wall_seconds)?,
+        mibps: of(&|x| w.bytes as f64 / x.measured.wall_seconds / (1 << 20) as f64)?,
+        objps: of(&|x| w.objects as f64 / x.measured.wall_seconds)?,
+        cpu: of(&|x| x.measured.cpu())?,
+        cpu_per_gib: of(&|x| x.measured.cpu() / gib)?,
+        rss: of(&|x| x.measured.max_rss_kib as f64 / 1024.0)?,
+        busy: of(&|x| share(x, x.measured.cpu() + x.server_cpu_seconds))?,
+        others: of(&|x| share(x, x.other_cpu_seconds))?,
+        median_sample: ok[ok.len() / 2].clone(),
         requests_max,
     })
 }
@@ -138,11 +92,10 @@ mod tests {
 
     #[test]
     fn spread_takes_the_middle() {
-        let s = Spread::of(&[3.0, 1.0, 2.0]).expect("values");
+        let s = Spread::of([3.0, 1.0, 2.0]).expect("values");
         assert_eq!((s.med, s.min, s.max), (2.0, 1.0, 3.0));
-        let s = Spread::of(&[4.0, 1.0, 2.0, 3.0]).expect("values");
-        assert_eq!(s.med, 2.5);
-        assert_eq!(s.show(1), "2.5 (1.0–4.0)");
-        assert!(Spread::of(&[]).is_none());
+        let s = Spread::of([4.0, 1.0, 2.0, 3.0]).expect("values");
+        assert_eq!((s.med, s.show(1)), (2.5, "2.5 (1.0–4.0)".to_string()));
+        assert!(Spread::of([]).is_none());
     }
 }

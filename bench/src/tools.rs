@@ -3,66 +3,62 @@
 //! tool has the knob), and the measurement of one run as a child process: wall time,
 //! CPU (user + system) and peak RSS from `wait4`'s rusage, as the OS reports them.
 
-use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use testkit::{ACCESS_KEY, SECRET_KEY};
 
-use crate::servers::{die_with_parent, ACCESS_KEY, SECRET_KEY};
+static HARNESS_EXE: OnceLock<PathBuf> = OnceLock::new();
 
-static HARNESS_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Runs `measure-child` and `diff-memory` from this copy of the harness binary (a
-/// rebuild of the workspace during a run must not change the binary mid-run).
+/// Children (`measure-child`, `diff-memory`) run from this copy of the harness binary: a
+/// rebuild of the workspace during a run must not swap the binary mid-run.
 pub fn set_harness_exe(p: PathBuf) {
     let _ = HARNESS_EXE.set(p);
 }
 
-/// The harness binary children are started from.
 pub fn harness_exe() -> Result<PathBuf> {
-    match HARNESS_EXE.get() {
-        Some(p) => Ok(p.clone()),
-        None => Ok(std::env::current_exe()?),
-    }
+    Ok(HARNESS_EXE
+        .get()
+        .cloned()
+        .map_or_else(std::env::current_exe, Ok)?)
 }
 
-/// The tools compared.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ToolId {
-    /// This project.
     Snapferry,
-    /// rclone (`sync`).
     Rclone,
-    /// MinIO's client (`mc mirror`).
     Mc,
-    /// s3sync (crates.io).
     S3sync,
 }
 
 impl ToolId {
-    /// Display name.
+    pub const ALL: [ToolId; 4] = [
+        ToolId::Snapferry,
+        ToolId::Rclone,
+        ToolId::Mc,
+        ToolId::S3sync,
+    ];
+
     pub fn name(self) -> &'static str {
-        match self {
-            ToolId::Snapferry => "snapferry",
-            ToolId::Rclone => "rclone",
-            ToolId::Mc => "mc mirror",
-            ToolId::S3sync => "s3sync",
-        }
+        ["snapferry", "rclone", "mc mirror", "s3sync"][self as usize]
+    }
+
+    /// Its key in `--unavailable TOOL=REASON`.
+    pub fn key(self) -> &'static str {
+        ["snapferry", "rclone", "mc", "s3sync"][self as usize]
     }
 }
 
 /// A tool found (or not) on this machine.
 #[derive(Debug, Clone)]
 pub struct Tool {
-    /// Which.
     pub id: ToolId,
     /// Its binary, when it can run here.
     pub bin: Option<PathBuf>,
-    /// Its version line.
     pub version: String,
     /// Why it cannot run here.
     pub unavailable: Option<String>,
@@ -70,60 +66,46 @@ pub struct Tool {
 
 impl Tool {
     /// Probes a binary for its version; a missing or broken one is listed with the reason.
-    pub fn probe(id: ToolId, bin: Option<PathBuf>, reason_if_missing: Option<String>) -> Tool {
+    pub fn probe(id: ToolId, bin: Option<PathBuf>, reason: Option<String>) -> Tool {
+        let missing = |why: String| Tool {
+            id,
+            bin: None,
+            version: String::new(),
+            unavailable: Some(why),
+        };
         let Some(bin) = bin else {
-            return Tool {
-                id,
-                bin: None,
-                version: String::new(),
-                unavailable: Some(
-                    reason_if_missing.unwrap_or_else(|| "no binary given".to_string()),
-                ),
-            };
+            return missing(reason.unwrap_or_else(|| "no binary given".into()));
         };
         // s3sync built without its default features has no --version: probe --help and
         // take the version from its install directory (s3sync-<version>).
-        let arg = match id {
-            ToolId::Rclone => "version",
-            ToolId::S3sync => "--help",
-            _ => "--version",
+        let arg = ["--version", "version", "--version", "--help"][id as usize];
+        let o = match Command::new(&bin).arg(arg).stdin(Stdio::null()).output() {
+            Err(e) => return missing(format!("cannot run {}: {e}", bin.display())),
+            Ok(o) if !o.status.success() => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                return missing(format!("{} {arg} failed: {}", bin.display(), err.trim()));
+            }
+            Ok(o) => o,
         };
-        match Command::new(&bin).arg(arg).stdin(Stdio::null()).output() {
-            Ok(o) if o.status.success() => Tool {
-                id,
-                version: if id == ToolId::S3sync {
-                    bin.ancestors()
-                        .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("s3sync-"))
-                        .next()
-                        .map(|v| format!("s3sync {v} (crates.io, --no-default-features)"))
-                        .unwrap_or_else(|| "s3sync (version unknown)".into())
-                } else {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string()
-                },
-                bin: Some(bin),
-                unavailable: None,
-            },
-            Ok(o) => Tool {
-                id,
-                bin: None,
-                version: String::new(),
-                unavailable: Some(format!(
-                    "{} {arg} failed: {}",
-                    bin.display(),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )),
-            },
-            Err(e) => Tool {
-                id,
-                bin: None,
-                version: String::new(),
-                unavailable: Some(format!("cannot run {}: {e}", bin.display())),
-            },
+        let version = if id == ToolId::S3sync {
+            let v = bin
+                .ancestors()
+                .find_map(|p| p.file_name()?.to_str()?.strip_prefix("s3sync-"));
+            v.map(|v| format!("s3sync {v} (crates.io, --no-default-features)"))
+                .unwrap_or_else(|| "s3sync (version unknown)".into())
+        } else {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        Tool {
+            id,
+            bin: Some(bin),
+            version,
+            unavailable: None,
         }
     }
 }
@@ -133,41 +115,33 @@ impl Tool {
 pub struct Knobs {
     /// Transfers (parts for snapferry; objects for the peers) in flight.
     pub concurrency: usize,
-    /// Multipart part size.
     pub part_size: u64,
     /// Objects above this go multipart.
     pub threshold: u64,
 }
 
-/// One side of a copy.
-#[derive(Debug, Clone)]
-pub struct Side {
-    /// `http://127.0.0.1:PORT`.
-    pub endpoint: String,
-    /// Bucket.
-    pub bucket: String,
-}
+/// One side of a copy: `http://127.0.0.1:PORT` and a bucket (or `bucket/prefix`).
+pub struct Side<'a>(pub &'a str, pub &'a str);
 
-/// A ready-to-run command, and how it reads in RESULTS.md.
+/// A ready-to-run command (environment cleared, credentials set), and how it reads in
+/// RESULTS.md (endpoints as `$SRC`/`$DST`, no secret).
 pub struct Invocation {
-    /// The command (environment cleared, credentials set).
     pub cmd: Command,
-    /// The command line with endpoints as `$SRC`/`$DST` and no secret.
     pub shown: String,
     /// Where snapferry writes its JSON report.
     pub report: Option<PathBuf>,
 }
 
-fn mib(b: u64) -> u64 {
-    b >> 20
+fn words(s: String) -> Vec<String> {
+    s.split(' ').map(String::from).collect()
 }
 
 /// The command that copies (or re-syncs) `src` into `dst` with `tool`. `home` is a
 /// scratch directory for the tool's config.
 pub fn invocation(
     tool: &Tool,
-    src: &Side,
-    dst: &Side,
+    src: Side,
+    dst: Side,
     k: Knobs,
     home: &Path,
     report: &Path,
@@ -177,41 +151,22 @@ pub fn invocation(
     };
     std::fs::create_dir_all(home)?;
     let mut cmd = Command::new(bin);
+    let path = std::env::var("PATH").unwrap_or_default();
     cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PATH", path)
         .env("HOME", home)
         .stdin(Stdio::null());
-    let c = k.concurrency.to_string();
-    let (args, report_path): (Vec<String>, Option<PathBuf>) = match tool.id {
+    let (c, part, thr) = (k.concurrency, k.part_size >> 20, k.threshold >> 20);
+    let (Side(se, sb), Side(de, db)) = (src, dst);
+    let args = match tool.id {
         ToolId::Snapferry => {
-            cmd.env("SNAPFERRY_SRC_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("SNAPFERRY_SRC_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("SNAPFERRY_DST_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("SNAPFERRY_DST_SECRET_ACCESS_KEY", SECRET_KEY);
-            (
-                vec![
-                    "sync".into(),
-                    format!("s3://{}", src.bucket),
-                    format!("s3://{}", dst.bucket),
-                    "--src-endpoint".into(),
-                    src.endpoint.clone(),
-                    "--dst-endpoint".into(),
-                    dst.endpoint.clone(),
-                    "--concurrency".into(),
-                    c.clone(),
-                    "--part-size".into(),
-                    format!("{}MiB", mib(k.part_size)),
-                    "--multipart-threshold".into(),
-                    format!("{}MiB", mib(k.threshold)),
-                    "--snapshot-aware".into(),
-                    "off".into(),
-                    "--progress".into(),
-                    "never".into(),
-                    "--report".into(),
-                    report.display().to_string(),
-                ],
-                Some(report.to_path_buf()),
-            )
+            for side in ["SRC", "DST"] {
+                cmd.env(format!("SNAPFERRY_{side}_ACCESS_KEY_ID"), ACCESS_KEY);
+                cmd.env(format!("SNAPFERRY_{side}_SECRET_ACCESS_KEY"), SECRET_KEY);
+            }
+            let mut a = words(format!("sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report"));
+            a.push(report.display().to_string());
+            a
         }
         ToolId::Rclone => {
             // Remotes from the environment; an empty config file keeps rclone from
@@ -219,98 +174,42 @@ pub fn invocation(
             let conf = home.join("rclone.conf");
             std::fs::write(&conf, "")?;
             cmd.env("RCLONE_CONFIG", &conf);
-            for (side, s) in [("SRC", src), ("DST", dst)] {
-                cmd.env(format!("RCLONE_CONFIG_{side}_TYPE"), "s3")
-                    .env(format!("RCLONE_CONFIG_{side}_PROVIDER"), "Minio")
-                    .env(format!("RCLONE_CONFIG_{side}_ENDPOINT"), &s.endpoint)
-                    .env(format!("RCLONE_CONFIG_{side}_REGION"), "us-east-1")
-                    .env(format!("RCLONE_CONFIG_{side}_ACCESS_KEY_ID"), ACCESS_KEY)
-                    .env(
-                        format!("RCLONE_CONFIG_{side}_SECRET_ACCESS_KEY"),
-                        SECRET_KEY,
-                    );
+            for (side, e) in [("SRC", se), ("DST", de)] {
+                let var = |v: &str| format!("RCLONE_CONFIG_{side}_{v}");
+                cmd.env(var("TYPE"), "s3")
+                    .env(var("PROVIDER"), "Minio")
+                    .env(var("ENDPOINT"), e);
+                cmd.env(var("REGION"), "us-east-1")
+                    .env(var("ACCESS_KEY_ID"), ACCESS_KEY);
+                cmd.env(var("SECRET_ACCESS_KEY"), SECRET_KEY);
             }
-            (
-                vec![
-                    "sync".into(),
-                    format!("src:{}", src.bucket),
-                    format!("dst:{}", dst.bucket),
-                    "--transfers".into(),
-                    c.clone(),
-                    "--checkers".into(),
-                    c.clone(),
-                    "--s3-upload-concurrency".into(),
-                    "4".into(),
-                    "--s3-chunk-size".into(),
-                    format!("{}Mi", mib(k.part_size)),
-                    "--s3-upload-cutoff".into(),
-                    format!("{}Mi", mib(k.threshold)),
-                    "--fast-list".into(),
-                    "--checksum".into(),
-                    "--s3-no-check-bucket".into(),
-                    "-q".into(),
-                ],
-                None,
-            )
+            words(format!("sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q"))
         }
         ToolId::Mc => {
-            for (side, s) in [("src", src), ("dst", dst)] {
-                let hostport = s.endpoint.trim_start_matches("http://");
+            for (side, e) in [("src", se), ("dst", de)] {
+                let hostport = e.trim_start_matches("http://");
                 cmd.env(
                     format!("MC_HOST_{side}"),
                     format!("http://{ACCESS_KEY}:{SECRET_KEY}@{hostport}"),
                 );
             }
-            cmd.env(
-                "MC_UPLOAD_MULTIPART_SIZE",
-                format!("{}MiB", mib(k.part_size)),
-            )
-            .env("MC_UPLOAD_MULTIPART_THREADS", "4");
-            (
-                vec![
-                    "--config-dir".into(),
-                    home.join("mc").display().to_string(),
-                    "--quiet".into(),
-                    "--no-color".into(),
-                    "mirror".into(),
-                    "--overwrite".into(),
-                    "--checksum".into(),
-                    "CRC32".into(),
-                    format!("src/{}", src.bucket),
-                    format!("dst/{}", dst.bucket),
-                ],
-                None,
-            )
+            cmd.env("MC_UPLOAD_MULTIPART_SIZE", format!("{part}MiB"))
+                .env("MC_UPLOAD_MULTIPART_THREADS", "4");
+            let mut a = vec![
+                "--config-dir".to_string(),
+                home.join("mc").display().to_string(),
+            ];
+            a.extend(words(format!(
+                "--quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}"
+            )));
+            a
         }
         ToolId::S3sync => {
             cmd.env("SOURCE_ACCESS_KEY", ACCESS_KEY)
-                .env("SOURCE_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("TARGET_ACCESS_KEY", ACCESS_KEY)
+                .env("SOURCE_SECRET_ACCESS_KEY", SECRET_KEY);
+            cmd.env("TARGET_ACCESS_KEY", ACCESS_KEY)
                 .env("TARGET_SECRET_ACCESS_KEY", SECRET_KEY);
-            (
-                vec![
-                    "--source-endpoint-url".into(),
-                    src.endpoint.clone(),
-                    "--source-force-path-style".into(),
-                    "--source-region".into(),
-                    "us-east-1".into(),
-                    "--target-endpoint-url".into(),
-                    dst.endpoint.clone(),
-                    "--target-force-path-style".into(),
-                    "--target-region".into(),
-                    "us-east-1".into(),
-                    "--worker-size".into(),
-                    c.clone(),
-                    "--multipart-threshold".into(),
-                    format!("{}MiB", mib(k.threshold)),
-                    "--multipart-chunksize".into(),
-                    format!("{}MiB", mib(k.part_size)),
-                    "--show-no-progress".into(),
-                    format!("s3://{}", src.bucket),
-                    format!("s3://{}", dst.bucket),
-                ],
-                None,
-            )
+            words(format!("--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}"))
         }
     };
     cmd.args(&args);
@@ -318,20 +217,18 @@ pub fn invocation(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let show = |a: &String| {
+        a.replace(se, "$SRC")
+            .replace(de, "$DST")
+            .replace(&report.display().to_string(), "report.json")
+            .replace(&home.display().to_string(), "$HOME")
+    };
     let shown = std::iter::once(name)
-        .chain(args.iter().map(|a| {
-            a.replace(&src.endpoint, "$SRC")
-                .replace(&dst.endpoint, "$DST")
-                .replace(&report.display().to_string(), "report.json")
-                .replace(&home.display().to_string(), "$HOME")
-        }))
+        .chain(args.iter().map(show))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Invocation {
-        cmd,
-        shown,
-        report: report_path,
-    })
+    let report = (tool.id == ToolId::Snapferry).then(|| report.to_path_buf());
+    Ok(Invocation { cmd, shown, report })
 }
 
 /// How a child process ran, as the OS accounts it.
@@ -339,9 +236,7 @@ pub fn invocation(
 pub struct Measured {
     /// Spawn to reap.
     pub wall_seconds: f64,
-    /// User CPU seconds.
     pub user_seconds: f64,
-    /// System CPU seconds.
     pub sys_seconds: f64,
     /// Peak resident set size (KiB).
     pub max_rss_kib: u64,
@@ -351,44 +246,50 @@ pub struct Measured {
     pub timed_out: bool,
     /// The last lines of stderr (failures only).
     pub stderr_tail: String,
-    /// stdout (small: snapferry-bench's own probe).
+    /// stdout (when small: snapferry-bench's own probe).
     pub stdout: String,
 }
 
-/// Runs `cmd` to completion (or `limit`), stdout/stderr to files beside `log_base`,
-/// and measures it with `wait4`.
+impl Measured {
+    pub fn cpu(&self) -> f64 {
+        self.user_seconds + self.sys_seconds
+    }
+}
+
+/// Makes a child die when the harness dies (SIGKILL on parent exit).
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and the only call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Runs `cmd` to completion (or `limit`), stdout/stderr to files beside `log_base`, and
+/// measures it with `wait4`, with exactly the environment `cmd` sets (callers clear it).
 ///
-/// The command runs under a small intermediary, this same binary's `measure-child`,
-/// which spawns it, waits for it with `wait4` and writes the figures as JSON. Linux
-/// starts a process's peak RSS (`ru_maxrss`) at the RSS of the address space it had
-/// when it called exec, that is at the RSS of whoever forked it: a child forked
-/// straight from the harness (which holds the 80 MiB data pool) would never report
-/// less than the harness. Forked from the intermediary, the floor is a few MiB, below
-/// any copier's own peak, so the figure is the tool's own.
-///
-/// The command runs with exactly the environment it sets (callers clear it).
+/// It runs under a small intermediary, this binary's `measure-child`. Linux starts a
+/// process's peak RSS (`ru_maxrss`) at the RSS its forker had at exec: a child forked
+/// straight from the harness (which holds the 80 MiB data pool) would never report less
+/// than the harness. Forked from the intermediary, the floor is a few MiB.
 pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Measured> {
-    let out_path = log_base.with_extension("stdout");
-    let err_path = log_base.with_extension("stderr");
-    let json_path = log_base.with_extension("rusage.json");
+    let file = |ext: &str| log_base.with_extension(ext);
     let mut m = Command::new(harness_exe()?);
     m.arg("measure-child")
         .arg("--limit-ms")
-        .arg(limit.as_millis().to_string())
-        .arg("--out")
-        .arg(&json_path)
+        .arg(limit.as_millis().to_string());
+    m.arg("--out")
+        .arg(file("rusage.json"))
         .arg("--")
         .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?);
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            m.env(k, v);
-        }
-    }
+        .args(cmd.get_args());
+    m.env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null());
+    m.stdout(std::fs::File::create(file("stdout"))?)
+        .stderr(std::fs::File::create(file("stderr"))?);
     if let Some(d) = cmd.get_current_dir() {
         m.current_dir(d);
     }
@@ -396,18 +297,15 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
     let status = m
         .status()
         .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let mut got: Measured = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .with_context(|| {
-            format!(
-                "measuring {:?} failed ({status}): {}",
-                cmd.get_program(),
-                tail(&stderr, 4)
-            )
-        })?;
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let read = |ext: &str| std::fs::read_to_string(file(ext)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    let mut got: Measured = serde_json::from_str(&read("rusage.json")).with_context(|| {
+        format!(
+            "measuring {:?} failed ({status}): {}",
+            cmd.get_program(),
+            tail(&stderr, 4)
+        )
+    })?;
     if got.status != 0 || got.timed_out {
         // Some tools (s3sync) log to stdout.
         got.stderr_tail = if stderr.trim().is_empty() {
@@ -439,24 +337,19 @@ pub fn measure_direct(mut cmd: Command, limit: Duration) -> Result<Measured> {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let r = loop {
             let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-            if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            if r != -1 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
             {
-                continue;
+                break r;
             }
-            break r;
         };
         let _ = tx.send((r, status, ru, start.elapsed()));
     });
-    let mut timed_out = false;
-    let got = match rx.recv_timeout(limit) {
-        Ok(v) => v,
+    let (got, timed_out) = match rx.recv_timeout(limit) {
+        Ok(v) => (v, false),
         Err(_) => {
-            timed_out = true;
             // SAFETY: signalling our own, not yet reaped, child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            rx.recv().context("wait for the killed child")?
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            (rx.recv().context("wait for the killed child")?, true)
         }
     };
     drop(child);
@@ -477,24 +370,16 @@ pub fn measure_direct(mut cmd: Command, limit: Duration) -> Result<Measured> {
         max_rss_kib: ru.ru_maxrss as u64,
         status: code,
         timed_out,
-        stderr_tail: String::new(),
-        stdout: String::new(),
+        ..Measured::default()
     })
 }
 
-/// The last `n` non-empty lines, secrets redacted.
+/// The last `n` non-empty lines, joined with ` | `, the secret redacted.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..]
         .join(" | ")
         .replace(SECRET_KEY, "<secret>")
-}
-
-/// An argument list as an `OsString` vector (for perf's command line).
-pub fn argv(cmd: &Command) -> Vec<OsString> {
-    std::iter::once(cmd.get_program().to_os_string())
-        .chain(cmd.get_args().map(|a| a.to_os_string()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -504,16 +389,16 @@ mod tests {
     #[test]
     fn measures_cpu_and_rss_of_a_child() {
         let mut c = Command::new("sh");
-        // Busy for a moment, then exit 3.
         c.args([
             "-c",
             "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 3",
         ]);
         let m = measure_direct(c, Duration::from_secs(60)).expect("run");
         assert_eq!(m.status, 3);
-        assert!(m.user_seconds + m.sys_seconds > 0.0, "{m:?}");
-        assert!(m.max_rss_kib > 100, "{m:?}");
-        assert!(m.wall_seconds > 0.0);
+        assert!(
+            m.cpu() > 0.0 && m.max_rss_kib > 100 && m.wall_seconds > 0.0,
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -77,28 +77,58 @@ fn stop_at_eof(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A running MinIO server; stopped (killed and reaped) on drop.
+/// A running MinIO server; stopped (killed and reaped) on drop, its data directory removed.
 pub struct Minio {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// How to start a [`Minio`] other than the tests' way; the default is theirs. The
+/// benchmark harness uses it for its own binary, data under its work directory (it needs
+/// the disk space and copies a bucket's directory between servers), public Prometheus
+/// metrics (it counts every tool's requests server-side), and a log file instead of a
+/// pipe nobody reads during a half-hour run.
+#[derive(Debug, Clone, Default)]
+pub struct MinioOptions {
+    /// The server binary; default [`minio_binary`].
+    pub binary: Option<PathBuf>,
+    /// The directory the data directory is made in; default the system's temp directory.
+    pub data_in: Option<PathBuf>,
+    /// Extra environment variables, set after the defaults.
+    pub env: Vec<(String, String)>,
+    /// A file for the server's stderr; default a pipe, read when start-up fails.
+    pub log: Option<PathBuf>,
 }
 
 impl Minio {
     /// Starts a server with a fresh data directory and waits until it is ready.
     pub fn start() -> Minio {
-        let bin = minio_binary();
+        Minio::start_with(&MinioOptions::default())
+    }
+
+    /// As [`Minio::start`], started as `o` says.
+    pub fn start_with(o: &MinioOptions) -> Minio {
+        let bin = o.binary.clone().unwrap_or_else(minio_binary);
         assert!(
             bin.exists(),
             "setup failed: MinIO not found at {}; run `bash fixtures/install-minio.sh` (fixtures/test.sh does) or set SNAPFERRY_MINIO",
             bin.display()
         );
-        let dir = tempfile::tempdir().expect("temp dir for MinIO data");
+        let dir = match &o.data_in {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir for MinIO data");
         let mut last_err = String::new();
         for _ in 0..3 {
             let port = free_port();
             let console = free_port();
+            let stderr = match &o.log {
+                Some(p) => Stdio::from(std::fs::File::create(p).expect("MinIO log file")),
+                None => Stdio::piped(),
+            };
             let mut child = Command::new(&bin)
                 .args(["server", "--quiet", "--address"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -112,8 +142,9 @@ impl Minio {
                 .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
                 .env("MINIO_BROWSER", "off")
                 .env("MINIO_UPDATE", "off")
+                .envs(o.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|e| panic!("setup failed: cannot start {}: {e}", bin.display()));
             match wait_ready(port, &mut child) {
@@ -121,7 +152,7 @@ impl Minio {
                     return Minio {
                         child,
                         endpoint: format!("http://127.0.0.1:{port}"),
-                        _dir: dir,
+                        dir,
                     }
                 }
                 Err(e) => {
@@ -130,12 +161,24 @@ impl Minio {
                     let mut err = String::new();
                     if let Some(mut s) = child.stderr.take() {
                         let _ = s.read_to_string(&mut err);
+                    } else if let Some(p) = &o.log {
+                        err = std::fs::read_to_string(p).unwrap_or_default();
                     }
                     last_err = format!("{e}; stderr: {err}");
                 }
             }
         }
         panic!("setup failed: MinIO did not start: {last_err}");
+    }
+
+    /// The server's process id (the benchmark reads its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's data directory: a bucket is the directory of its name inside.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// An independent S3 client for this server.
