@@ -18,6 +18,7 @@
 
 pub mod fs;
 pub mod layer;
+pub mod memory;
 pub mod oss;
 pub mod s3;
 pub mod watch;
