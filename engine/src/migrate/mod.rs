@@ -7,6 +7,12 @@
 //! new generation), a restore (indices closed first when they exist), recovery, and a
 //! per-index document count comparison. State is kept in `<job>.state.json` so phases can
 //! run from cron days apart and a failed phase can be re-run.
+//!
+//! The cutover's own steps (writes stopped before the final round, the destination
+//! repository verified after it) are in [`cutover`], so that the binary only renders
+//! what the workflow reports.
+
+mod cutover;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -451,6 +457,28 @@ fn settings_shown(s: &Side, readonly: bool) -> Value {
 }
 
 impl Migration {
+    /// Both clusters' clients ([`Side::cluster_config`], secrets from `env`) around the
+    /// two repository stores. No request is sent yet.
+    pub async fn new(
+        job: Job,
+        src_store: Arc<dyn Store>,
+        dst_store: Arc<dyn Store>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Migration> {
+        // Both sides are resolved before either error is returned (the source's first).
+        let src = job.source.cluster_config("SRC", env).await;
+        let dst = job.destination.cluster_config("DST", env).await;
+        let (src, dst) = (Cluster::new(src?)?, Cluster::new(dst?)?);
+        Ok(Migration {
+            job,
+            src,
+            dst,
+            src_store,
+            dst_store,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
     /// Preflight: reachable, compatible, repositories in place, no snapshot running.
     /// Returns the source indices the patterns match.
     pub async fn preflight(&self) -> Result<Vec<String>> {
@@ -477,14 +505,7 @@ impl Migration {
         }
         indices.sort();
         indices.dedup();
-        let running = self
-            .src
-            .call(reqwest::Method::GET, "/_snapshot/_status", None)
-            .await?;
-        if running["snapshots"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
+        if self.src.snapshot_running().await? {
             return Err(Error::invalid_input(
                 "a snapshot is already running on the source cluster; wait for it to finish",
             ));
@@ -510,13 +531,7 @@ impl Migration {
     async fn refresh_destination_repository(&self) -> Result<()> {
         let d = &self.job.destination;
         if self.dst.repository(&d.repository).await?.is_some() {
-            self.dst
-                .call(
-                    reqwest::Method::DELETE,
-                    &format!("/_snapshot/{}", d.repository),
-                    None,
-                )
-                .await?;
+            self.dst.delete_repository(&d.repository).await?;
         }
         self.dst
             .register_repository(&d.repository, &d.repository_type, settings_json(d, true))
@@ -608,8 +623,17 @@ impl Migration {
         Ok(calls)
     }
 
-    /// Runs one phase.
-    pub async fn run(&self, phase: Phase, state_file: &Path) -> Result<PhaseRecord> {
+    /// Runs one phase. At cutover, writes to the source indices must be stopped first
+    /// ([`Migration::stop_writes`]; `set_write_block` stops them instead of checking).
+    pub async fn run(
+        &self,
+        phase: Phase,
+        set_write_block: bool,
+        state_file: &Path,
+    ) -> Result<PhaseRecord> {
+        if phase == Phase::Cutover {
+            self.stop_writes(set_write_block).await?;
+        }
         let indices = self.preflight().await?;
         let snapshot = Self::snapshot_name(phase);
         self.ensure_repositories().await?;
