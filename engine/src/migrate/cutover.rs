@@ -11,11 +11,7 @@ impl Migration {
     /// Cutover needs writes stopped: every source index the job's patterns match is
     /// write-blocked, or (with `set`) is blocked now.
     pub async fn stop_writes(&self, set: bool) -> Result<()> {
-        let mut indices = Vec::new();
-        for p in &self.job.indices {
-            indices.extend(self.src.indices(p).await?);
-        }
-        for i in &indices {
+        for i in &self.source_indices().await? {
             if set {
                 self.src.set_write_block(i).await?;
             } else if !self.src.write_blocked(i).await? {
