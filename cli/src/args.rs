@@ -14,9 +14,7 @@ use snapferry_engine::pipeline::{
 };
 use snapferry_engine::probe::{ProbeOptions, SizeSpec};
 use snapferry_engine::size::{parse_rate, parse_size};
-use snapferry_engine::store::oss::creds::OssCredentialSource;
-use snapferry_engine::store::oss::sign::OssCredentials;
-use snapferry_engine::store::s3::StaticCredentials;
+use snapferry_engine::store::env as store_env;
 use snapferry_engine::store::StoreOptions;
 
 /// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
@@ -400,9 +398,6 @@ pub struct SyncArgs {
     pub verbose: u8,
 }
 
-/// Static credentials: (access key id, secret, session token).
-type Creds = (String, String, Option<String>);
-
 /// A validated sync.
 #[derive(Debug)]
 pub struct Plan {
@@ -422,112 +417,9 @@ pub struct Plan {
     pub progress: ProgressMode,
 }
 
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn credentials(side: &str) -> Result<Option<Creds>, String> {
-    let id = env_nonempty(&format!("SNAPFERRY_{side}_ACCESS_KEY_ID"));
-    let secret = env_nonempty(&format!("SNAPFERRY_{side}_SECRET_ACCESS_KEY"));
-    let token = env_nonempty(&format!("SNAPFERRY_{side}_SESSION_TOKEN"));
-    match (id, secret) {
-        (Some(i), Some(s)) => Ok(Some((i, s, token))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(format!(
-            "SNAPFERRY_{side}_ACCESS_KEY_ID is set but SNAPFERRY_{side}_SECRET_ACCESS_KEY is not; set both or neither"
-        )),
-        (None, Some(_)) => Err(format!(
-            "SNAPFERRY_{side}_SECRET_ACCESS_KEY is set but SNAPFERRY_{side}_ACCESS_KEY_ID is not; set both or neither"
-        )),
-    }
-}
-
-/// Where OSS credentials come from, in this order (the first that is set wins):
-/// `SNAPFERRY_{SIDE}_ACCESS_KEY_ID`/`_SECRET_ACCESS_KEY` (`_SESSION_TOKEN`),
-/// `SNAPFERRY_{SIDE}_CREDENTIAL_PROCESS`, then Alibaba Cloud's own chain:
-/// `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET` (`ALIBABA_CLOUD_SECURITY_TOKEN`), RRSA/OIDC
-/// (`ALIBABA_CLOUD_ROLE_ARN`, `_OIDC_PROVIDER_ARN`, `_OIDC_TOKEN_FILE`), an ECS RAM role
-/// (`ALIBABA_CLOUD_ECS_METADATA`), `ALIBABA_CLOUD_CREDENTIALS_URI`; last `OSS_ACCESS_KEY_*`.
-fn oss_credentials(side: &str) -> Result<OssCredentialSource, String> {
-    let fixed = |(i, s, t): Creds| {
-        OssCredentialSource::Static(OssCredentials {
-            access_key_id: i,
-            access_key_secret: s,
-            security_token: t,
-        })
-    };
-    if let Some(c) = credentials(side)? {
-        return Ok(fixed(c));
-    }
-    if let Some(command) = env_nonempty(&format!("SNAPFERRY_{side}_CREDENTIAL_PROCESS")) {
-        return Ok(OssCredentialSource::Process { command });
-    }
-    let pair = |id: &str, secret: &str, token: &str| -> Result<Option<Creds>, String> {
-        match (env_nonempty(id), env_nonempty(secret)) {
-            (Some(i), Some(s)) => Ok(Some((i, s, env_nonempty(token)))),
-            (None, None) => Ok(None),
-            _ => Err(format!("{id} and {secret} must be set together")),
-        }
-    };
-    if let Some(c) = pair(
-        "ALIBABA_CLOUD_ACCESS_KEY_ID",
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        "ALIBABA_CLOUD_SECURITY_TOKEN",
-    )? {
-        return Ok(fixed(c));
-    }
-    let oidc = [
-        "ALIBABA_CLOUD_ROLE_ARN",
-        "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
-        "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
-    ]
-    .map(|n| (n, env_nonempty(n)));
-    match &oidc {
-        [(_, Some(role)), (_, Some(provider)), (_, Some(file))] => {
-            return Ok(OssCredentialSource::Oidc {
-                role_arn: role.clone(),
-                provider_arn: provider.clone(),
-                token_file: file.into(),
-                session_name: env_nonempty("ALIBABA_CLOUD_ROLE_SESSION_NAME")
-                    .unwrap_or_else(|| "snapferry".into()),
-                sts_endpoint: env_nonempty("ALIBABA_CLOUD_STS_ENDPOINT")
-                    .unwrap_or_else(|| snapferry_engine::store::oss::creds::STS_ENDPOINT.into()),
-            })
-        }
-        [(_, None), (_, None), (_, None)] => {}
-        partial => {
-            let missing: Vec<&str> = partial
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(n, _)| *n)
-                .collect();
-            return Err(format!(
-                "RRSA/OIDC credentials need {} as well (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE go together)",
-                missing.join(" and ")
-            ));
-        }
-    }
-    if let Some(role) = env_nonempty("ALIBABA_CLOUD_ECS_METADATA") {
-        return Ok(OssCredentialSource::EcsRole {
-            role: Some(role),
-            endpoint: env_nonempty("SNAPFERRY_ECS_METADATA_ENDPOINT")
-                .unwrap_or_else(|| snapferry_engine::store::oss::creds::ECS_METADATA.into()),
-        });
-    }
-    if let Some(url) = env_nonempty("ALIBABA_CLOUD_CREDENTIALS_URI") {
-        return Ok(OssCredentialSource::Uri { url });
-    }
-    if let Some(c) = pair(
-        "OSS_ACCESS_KEY_ID",
-        "OSS_ACCESS_KEY_SECRET",
-        "OSS_SESSION_TOKEN",
-    )? {
-        return Ok(fixed(c));
-    }
-    Err(format!(
-        "no OSS credentials for the {}; set SNAPFERRY_{side}_ACCESS_KEY_ID and SNAPFERRY_{side}_SECRET_ACCESS_KEY, SNAPFERRY_{side}_CREDENTIAL_PROCESS, or Alibaba Cloud's ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (also RRSA, ALIBABA_CLOUD_ECS_METADATA, ALIBABA_CLOUD_CREDENTIALS_URI)",
-        if side == "SRC" { "source" } else { "destination" }
-    ))
+/// The process's environment, as the engine's resolvers read it.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Credentials and endpoint of one side, checked. `name` is SRC or DST (the variable
@@ -542,7 +434,7 @@ pub fn resolve_side(
 ) -> Result<StoreOptions, String> {
     let mut oss_source = None;
     let (credentials, oss_endpoint) = match loc {
-        Location::S3 { .. } => (credentials(name)?, None),
+        Location::S3 { .. } => (store_env::static_credentials(&env, name)?, None),
         Location::Oss { .. } => {
             let ep = match (endpoint, region) {
                 (Some(e), _) => e.clone(),
@@ -555,7 +447,7 @@ pub fn resolve_side(
             };
             let resolved = snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
                 .map_err(|e| format!("{flag}-endpoint: {e}"))?;
-            oss_source = Some(oss_credentials(name)?);
+            oss_source = Some(store_env::oss_credentials(&env, name)?);
             (None, Some(resolved))
         }
         Location::Fs { .. } => (None, None),
@@ -567,13 +459,9 @@ pub fn resolve_side(
     });
     o.endpoint = endpoint.clone();
     o.region = region.clone();
-    o.credentials = credentials.map(|(id, secret, token)| StaticCredentials {
-        access_key_id: id,
-        secret_access_key: secret,
-        session_token: token,
-    });
+    o.credentials = credentials;
     o.profile = match loc {
-        Location::S3 { .. } => env_nonempty(&format!("SNAPFERRY_{name}_PROFILE")),
+        Location::S3 { .. } => store_env::nonempty(&env, &format!("SNAPFERRY_{name}_PROFILE")),
         _ => None,
     };
     o.oss_credentials = oss_source;

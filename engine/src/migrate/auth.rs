@@ -6,6 +6,7 @@
 
 use super::job::{AuthKind, Side};
 use crate::error::{Error, Result};
+use crate::store::env::nonempty;
 
 impl Side {
     /// How to reach this side's cluster. `side` is `SRC` or `DST`; secrets come from
@@ -23,7 +24,7 @@ impl Side {
         } else {
             ("destination", crate::error::Side::DestinationCluster)
         };
-        let var = |k: &str| env(&format!("SNAPFERRY_{side}_CLUSTER_{k}")).filter(|v| !v.is_empty());
+        let var = |k: &str| nonempty(env, &format!("SNAPFERRY_{side}_CLUSTER_{k}"));
         let auth = match self.auth_kind() {
             AuthKind::None => Auth::None,
             AuthKind::Basic => {

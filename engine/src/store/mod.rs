@@ -17,6 +17,7 @@
 //! [`StoreOptions`], and wrapped by [`layer::Layered`], which applies the run's rate
 //! limits, retry policy and request accounting to every call.
 
+pub mod env;
 pub mod fs;
 pub mod layer;
 pub mod open;
