@@ -4,35 +4,28 @@
 //! - its modules depend one way, `main` → `commands` → {`args`, `output`, `exit`}: the
 //!   leaves name neither the commands nor each other.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Every `.rs` file under `cli/src`, relative to it, with its text.
+/// Every `.rs` file under `cli/src`, relative to it, with its text, in path order.
 fn sources() -> Vec<(String, String)> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).expect("cli/src").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    walk(&root, &mut files);
-    files.sort();
-    files
+    let files: Vec<_> = walkdir::WalkDir::new(&root)
+        .sort_by_file_name()
         .into_iter()
+        .map(|e| e.expect("walk cli/src").into_path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
         .map(|p| {
-            let rel = p
-                .strip_prefix(&root)
-                .expect("under src")
-                .to_string_lossy()
-                .into_owned();
-            (rel, std::fs::read_to_string(&p).expect("read source"))
+            let rel = p.strip_prefix(&root).expect("under src");
+            let text = std::fs::read_to_string(&p).expect("read source");
+            (rel.to_string_lossy().into_owned(), text)
         })
-        .collect()
+        .collect();
+    assert!(
+        files.len() > 5,
+        "only {} sources found under cli/src",
+        files.len()
+    );
+    files
 }
 
 #[test]
