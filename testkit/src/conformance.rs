@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use snapferry_engine::error::ErrorKind;
-use snapferry_engine::store::{LevelEntry, Presence, PutOptions, SourceRecord, Store};
+use snapferry_engine::store::{LevelEntry, Part, Presence, PutOptions, SourceRecord, Store};
 
 use crate::{data, md5_hex};
 
@@ -309,15 +309,31 @@ pub async fn conformance(s: Arc<dyn Store>) {
         let b = Bytes::copy_from_slice(chunk);
         let c = crc32fast::hash(&b);
         parts.push(
-            s.upload_part("mp/obj", &id, i as u32 + 1, b, c)
-                .await
-                .expect("part"),
+            s.upload_part(
+                "mp/obj",
+                &id,
+                Part {
+                    number: i as u32 + 1,
+                    data: b,
+                    crc32: c,
+                },
+            )
+            .await
+            .expect("part"),
         );
     }
     // A part with a wrong checksum is refused.
     let b = Bytes::from(vec![1u8; 5 << 20]);
     let e = s
-        .upload_part("mp/obj", &id, 9, b.clone(), crc32fast::hash(&b) ^ 1)
+        .upload_part(
+            "mp/obj",
+            &id,
+            Part {
+                number: 9,
+                data: b.clone(),
+                crc32: crc32fast::hash(&b) ^ 1,
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e:?}");
@@ -360,9 +376,17 @@ pub async fn conformance(s: Arc<dyn Store>) {
     // Abort leaves nothing.
     let id = s.create_multipart("mp/aborted", &opts).await.unwrap();
     let b = Bytes::from(vec![3u8; 5 << 20]);
-    s.upload_part("mp/aborted", &id, 1, b.clone(), crc32fast::hash(&b))
-        .await
-        .unwrap();
+    s.upload_part(
+        "mp/aborted",
+        &id,
+        Part {
+            number: 1,
+            data: b.clone(),
+            crc32: crc32fast::hash(&b),
+        },
+    )
+    .await
+    .unwrap();
     s.abort_multipart("mp/aborted", &id).await.unwrap();
     assert!(s.list_multipart_uploads().await.unwrap().is_empty());
     assert!(s.head("mp/aborted").await.unwrap().is_none());

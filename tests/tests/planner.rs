@@ -279,7 +279,7 @@ fn metadata_plans_equal_listing_plans_round_after_round_and_restore() {
         .as_str()
         .unwrap()
         .to_string();
-    let lost = walk_files(&dst)
+    let lost = tree(&dst)
         .into_iter()
         .find(|p| {
             p.starts_with(&format!("indices/{orders}/"))
@@ -343,29 +343,6 @@ fn metadata_plans_equal_listing_plans_round_after_round_and_restore() {
     let (again, again_report) = planned(&src, &dst, &[]);
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(again_report["snapshot"]["planned_from"], "metadata");
-}
-
-/// Every file under `root`, as relative `/`-separated paths, sorted.
-fn walk_files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(
-                    p.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .replace('\\', "/"),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The current root `index-N` of a directory repository, parsed.

@@ -412,13 +412,7 @@ fn minio_native_sts_refuses_durations_below_900_seconds() {
         "{creds:?}: {left:?} left"
     );
     // MinIO's temporary credentials work against MinIO directly.
-    let conf = minio
-        .client()
-        .config()
-        .to_builder()
-        .credentials_provider(creds.sdk())
-        .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    let c = s3_client_with(&minio.endpoint, |b| b.credentials_provider(creds.sdk()));
     rt().block_on(async {
         create_bucket(&c, "native").await;
         put(&c, "native", "k", b"v".to_vec()).await;
@@ -436,13 +430,7 @@ fn minio_native_sts_credentials_stop_working_after_expiry() {
     let (ok, stdout, stderr) = minio_assume_role(&minio, 900);
     assert!(ok, "{stderr}");
     let creds = TempCredentials::from_process_json(&stdout);
-    let conf = minio
-        .client()
-        .config()
-        .to_builder()
-        .credentials_provider(creds.sdk())
-        .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    let c = s3_client_with(&minio.endpoint, |b| b.credentials_provider(creds.sdk()));
     rt().block_on(async {
         c.list_objects_v2()
             .bucket("native")

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::Ctx;
 use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::store::Part;
 use crate::store::{is_reserved, LevelEntry, ObjectMeta, Store};
 
 /// Capacity of a listing channel: about one page ahead of the differ.
@@ -458,14 +460,7 @@ mod tests {
         async fn create_multipart(&self, _: &str, _: &PutOptions) -> Result<String> {
             unused()
         }
-        async fn upload_part(
-            &self,
-            _: &str,
-            _: &str,
-            _: u32,
-            _: Bytes,
-            _: u32,
-        ) -> Result<CompletedPart> {
+        async fn upload_part(&self, _: &str, _: &str, _part: Part) -> Result<CompletedPart> {
             unused()
         }
         async fn complete_multipart(

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::*;
 use crate::retry::RetryPolicy;
 use crate::store::fs::FsStore;
-use crate::store::{CompletedPart, ListStream, PendingUpload};
+use crate::store::{CompletedPart, ListStream, Part, PendingUpload};
 
 /// What to inject.
 #[derive(Default)]
@@ -86,17 +86,23 @@ impl Store for Faulty {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         self.inner.create_multipart(key, opts).await
     }
-    async fn upload_part(
-        &self,
-        key: &str,
-        id: &str,
-        n: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number: n,
+            data,
+            crc32,
+        } = part;
         self.server_error(key)?;
         self.inner
-            .upload_part(key, id, n, self.mangle(key, data), crc32)
+            .upload_part(
+                key,
+                id,
+                Part {
+                    number: n,
+                    data: self.mangle(key, data),
+                    crc32,
+                },
+            )
             .await
     }
     async fn complete_multipart(
@@ -360,23 +366,19 @@ async fn fixture_repository() -> Arc<MemoryStore> {
         .collect();
     dirs.sort();
     let repo = dirs.pop().expect("an opensearch fixture").join("repo");
-    let mut objects = Vec::new();
-    let mut stack = vec![repo.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let key = p
-                    .strip_prefix(&repo)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                objects.push((key, Bytes::from(std::fs::read(&p).unwrap())));
-            }
-        }
-    }
+    let objects: Vec<(String, Bytes)> = walkdir::WalkDir::new(&repo)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let key = p
+                .strip_prefix(&repo)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (key, Bytes::from(std::fs::read(&p).unwrap()))
+        })
+        .collect();
     memory_with("fixture", &objects).await
 }
 

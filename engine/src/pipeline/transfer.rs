@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::Ctx;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{CompletedPart, ObjectMeta, PutOptions, SourceRecord, Stored, VerifiedBy};
+use crate::store::{CompletedPart, ObjectMeta, Part, PutOptions, SourceRecord, Stored, VerifiedBy};
 
 /// Whether a Lucene file whose bytes but the last 8 have CRC32 `computed` and whose last 8
 /// bytes are `footer` carries the checksum the snapshot recorded (base 36): the check a
@@ -533,9 +533,11 @@ pub async fn uploader(
                     .upload_part(
                         &obj.src.key,
                         &obj.upload_id,
-                        *number,
-                        data.clone(),
-                        sums.crc32,
+                        Part {
+                            number: *number,
+                            data: data.clone(),
+                            crc32: sums.crc32,
+                        },
                     )
                     .await;
                 drop(data);
@@ -641,7 +643,15 @@ async fn verify_or_repair(
             if sums.crc32 != p.crc32 || len != p.size {
                 *p = ctx
                     .dst
-                    .upload_part(&obj.src.key, &obj.upload_id, p.number, data, sums.crc32)
+                    .upload_part(
+                        &obj.src.key,
+                        &obj.upload_id,
+                        Part {
+                            number: p.number,
+                            data,
+                            crc32: sums.crc32,
+                        },
+                    )
                     .await?;
                 ctx.counters
                     .transferred_bytes

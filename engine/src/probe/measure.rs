@@ -20,7 +20,7 @@ use crate::pipeline::scheduler::{is_multipart, part_ranges, MAX_PARTS};
 use crate::pipeline::{NoObserver, Report, SnapshotAware, SyncOptions, SyncRun};
 use crate::stats::{Kind, Latencies, LatencySummary};
 use crate::store::layer::{Layered, Policy};
-use crate::store::{CompletedPart, ObjectMeta, Store};
+use crate::store::{CompletedPart, ObjectMeta, Part, Store};
 
 impl Probe {
     /// One level: GETs alone and PUTs alone (sweep levels, `est` = None), then a copy of
@@ -165,8 +165,16 @@ impl Probe {
                             if n > MAX_PARTS {
                                 break;
                             }
-                            dst.upload_part(&key, id, n as u32, data.clone(), crc)
-                                .await?;
+                            dst.upload_part(
+                                &key,
+                                id,
+                                Part {
+                                    number: n as u32,
+                                    data: data.clone(),
+                                    crc32: crc,
+                                },
+                            )
+                            .await?;
                         }
                         None => {
                             let k = format!("{key}/{n:06}");
@@ -414,7 +422,15 @@ impl Probe {
                     let data = random_bytes(r.end - r.start).await?;
                     let crc = crate::checksum::hash(&data, crc32fast::hash).await;
                     let p = store
-                        .upload_part(key, id, i as u32 + 1, data.clone(), crc)
+                        .upload_part(
+                            key,
+                            id,
+                            Part {
+                                number: i as u32 + 1,
+                                data: data.clone(),
+                                crc32: crc,
+                            },
+                        )
                         .await?;
                     sh.written.fetch_add(r.end - r.start, Ordering::Relaxed);
                     Ok::<CompletedPart, Error>(p)

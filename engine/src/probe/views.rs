@@ -16,7 +16,8 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    CompletedPart, ListStream, ObjectMeta, PendingUpload, Presence, PutOptions, Store, LIST_PAGE,
+    CompletedPart, ListStream, ObjectMeta, Part, PendingUpload, Presence, PutOptions, Store,
+    LIST_PAGE,
 };
 
 /// When uploads landed: (instant, bytes), in completion order.
@@ -144,18 +145,24 @@ impl Store for Prefixed {
         self.inner.create_multipart(&self.full(key), opts).await
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         let n = data.len() as u64;
         let p = self
             .inner
-            .upload_part(&self.full(key), upload_id, number, data, crc32)
+            .upload_part(
+                &self.full(key),
+                upload_id,
+                Part {
+                    number,
+                    data,
+                    crc32,
+                },
+            )
             .await?;
         self.landed(n);
         Ok(p)
@@ -303,14 +310,7 @@ impl Store for Repeated {
         Err(Self::read_only())
     }
 
-    async fn upload_part(
-        &self,
-        _: &str,
-        _: &str,
-        _: u32,
-        _: Bytes,
-        _: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, _: &str, _: &str, _part: Part) -> Result<CompletedPart> {
         Err(Self::read_only())
     }
 

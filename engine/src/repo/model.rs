@@ -170,6 +170,20 @@ fn strings(m: Option<HashMap<String, Scalar>>) -> HashMap<String, String> {
 }
 
 impl RepositoryData {
+    /// The key of the index metadata blob that snapshot `s` recorded for index `index_id`:
+    /// `meta-<blob>.dat` through the deduplicating identifiers (7.9+), else the old layout's
+    /// `meta-<snapshot uuid>.dat`.
+    pub fn index_meta_key(&self, s: &SnapshotEntry, index_id: &str) -> String {
+        match s
+            .index_metadata_lookup
+            .get(index_id)
+            .and_then(|ident| self.index_metadata_identifiers.get(ident))
+        {
+            Some(blob) => format!("indices/{index_id}/meta-{blob}.dat"),
+            None => format!("indices/{index_id}/meta-{}.dat", s.uuid),
+        }
+    }
+
     /// The snapshots selected by name (all when `names` is empty); unknown names fail.
     pub fn select(&self, names: &[String]) -> Result<Vec<&SnapshotEntry>> {
         if names.is_empty() {
@@ -631,14 +645,7 @@ impl Repository {
                 continue;
             }
             for s in &in_sel {
-                let meta = match s
-                    .index_metadata_lookup
-                    .get(&ix.id)
-                    .and_then(|ident| self.data.index_metadata_identifiers.get(ident))
-                {
-                    Some(blob) => format!("indices/{}/meta-{blob}.dat", ix.id),
-                    None => format!("indices/{}/meta-{}.dat", ix.id, s.uuid),
-                };
+                let meta = self.data.index_meta_key(s, &ix.id);
                 add(&mut refs, meta, BlobKind::IndexMeta, None);
             }
             for shard in self.shard_dirs(&ix.id) {

@@ -87,16 +87,7 @@ pub async fn verify(
         }
         // The selected snapshots' metadata of this index.
         for s in &in_sel {
-            meta.push(
-                match s
-                    .index_metadata_lookup
-                    .get(&ix.id)
-                    .and_then(|ident| data.index_metadata_identifiers.get(ident))
-                {
-                    Some(blob) => format!("indices/{}/meta-{blob}.dat", ix.id),
-                    None => format!("indices/{}/meta-{}.dat", ix.id, s.uuid),
-                },
-            );
+            meta.push(data.index_meta_key(s, &ix.id));
         }
         let numeric = ix.shard_generations.is_empty()
             || ix.shard_generations.iter().flatten().any(|g| is_numeric(g));

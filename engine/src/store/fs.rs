@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, Part, PendingUpload, Presence,
     PutOptions, SourceRecord, Store,
 };
 use crate::error::{Error, Result};
@@ -687,14 +687,12 @@ impl Store for FsStore {
         .await
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         let dir = self.upload_dir(upload_id)?;
         let what = format!("{key} part {number}");
         blocking(move || {

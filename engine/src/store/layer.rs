@@ -28,7 +28,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, Part, PendingUpload, Presence,
     PutOptions, Store, Stored,
 };
 use crate::error::{Error, ErrorKind, Result, Side};
@@ -535,22 +535,27 @@ impl Store for Layered {
             .await
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         let out = self
             .call(
                 Kind::UploadPart,
                 Idempotency::Idempotent,
                 &self.policy.retry,
                 || {
-                    self.inner
-                        .upload_part(key, upload_id, number, data.clone(), crc32)
+                    self.inner.upload_part(
+                        key,
+                        upload_id,
+                        Part {
+                            number,
+                            data: data.clone(),
+                            crc32,
+                        },
+                    )
                 },
             )
             .await;
@@ -669,15 +674,24 @@ mod tests {
         async fn create_multipart(&self, k: &str, o: &PutOptions) -> Result<String> {
             self.inner.create_multipart(k, o).await
         }
-        async fn upload_part(
-            &self,
-            k: &str,
-            id: &str,
-            n: u32,
-            d: Bytes,
-            c: u32,
-        ) -> Result<CompletedPart> {
-            let mut p = self.inner.upload_part(k, id, n, d.clone(), c).await?;
+        async fn upload_part(&self, k: &str, id: &str, part: Part) -> Result<CompletedPart> {
+            let Part {
+                number: n,
+                data: d,
+                crc32: c,
+            } = part;
+            let mut p = self
+                .inner
+                .upload_part(
+                    k,
+                    id,
+                    Part {
+                        number: n,
+                        data: d.clone(),
+                        crc32: c,
+                    },
+                )
+                .await?;
             p.crc64 = Some(crate::store::oss::crc64(&d));
             Ok(p)
         }
@@ -722,7 +736,15 @@ mod tests {
             let crc = crc32fast::hash(&chunk);
             parts.push(
                 store
-                    .upload_part(key, &id, i as u32 + 1, Bytes::from(chunk), crc)
+                    .upload_part(
+                        key,
+                        &id,
+                        Part {
+                            number: i as u32 + 1,
+                            data: Bytes::from(chunk),
+                            crc32: crc,
+                        },
+                    )
                     .await?,
             );
         }

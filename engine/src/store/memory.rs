@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
 
 use super::{
-    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
+    CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, Part, PendingUpload, Presence,
     PutOptions, SourceRecord, Store, LIST_PAGE,
 };
 use crate::error::{Error, Result};
@@ -284,14 +284,12 @@ impl Store for MemoryStore {
         Ok(id)
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         confirm(key, &data, crc32)?;
         let mut st = self.lock();
         let Some(u) = st.uploads.get_mut(upload_id).filter(|u| u.key == key) else {

@@ -189,6 +189,19 @@ pub struct PutOptions {
     pub if_match: Option<String>,
 }
 
+/// One part of a multipart upload as the caller hands it to [`Store::upload_part`]: its
+/// number, its bytes, and the CRC32 the caller computed over them, which the store must
+/// confirm it holds (the integrity contract of [`Store`]).
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// 1-based part number.
+    pub number: u32,
+    /// The part's bytes.
+    pub data: Bytes,
+    /// CRC32 of `data`, as the caller computed it.
+    pub crc32: u32,
+}
+
 /// One uploaded part, as needed to complete the upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedPart {
@@ -392,15 +405,8 @@ pub trait Store: Send + Sync {
     /// Starts a multipart upload; returns its id.
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
 
-    /// Uploads one part (1-based number).
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart>;
+    /// Uploads one part of upload `upload_id` of `key`.
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart>;
 
     /// Completes an upload from its parts in ascending order; the object appears atomically.
     async fn complete_multipart(
@@ -455,6 +461,20 @@ pub trait Store: Send + Sync {
     /// and says whether the location holds anything. A bucket that does not exist is
     /// `LocationNotFound`; a directory that does not exist (yet) is [`Presence::Missing`].
     async fn preflight(&self) -> Result<Presence>;
+}
+
+/// A listing of objects from raw pages (a listing without delimiter has no prefixes):
+/// how S3 and OSS answer [`Store::list`] and [`Store::list_prefix`].
+pub(crate) fn objects_of(pages: RawPages<'_>) -> ListStream<'_> {
+    use futures::StreamExt;
+    Box::pin(pages.map(|r| r.map(|(objects, _)| objects)))
+}
+
+/// A one-level listing from raw pages with delimiter `/`: how S3 and OSS answer
+/// [`Store::list_level`].
+pub(crate) fn level_of(pages: RawPages<'_>) -> LevelStream<'_> {
+    use futures::StreamExt;
+    Box::pin(pages.map(|r| r.map(|(objects, prefixes)| merge_level(objects, prefixes))))
 }
 
 /// A one-level listing page from its objects and common prefixes (each in byte order, as

@@ -29,8 +29,8 @@ use md5::{Digest, Md5};
 
 use super::watch::{ProgressBody, Watch};
 use super::{
-    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
-    PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
+    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, Part, PendingUpload,
+    Presence, PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{find_source, io_kind, root_cause, Error, ErrorKind, Result};
@@ -39,7 +39,6 @@ use aws_credential_types::provider::{
     future::ProvideCredentials as CredentialsFuture, ProvideCredentials,
 };
 use aws_sdk_s3::config::IdentityCache;
-use futures::StreamExt;
 use std::sync::Arc;
 
 use crate::credentials::{Expiring, Fetch, Refreshing};
@@ -736,17 +735,11 @@ impl Store for S3Store {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        Box::pin(
-            self.pages(String::new(), false, start_after)
-                .map(|r| r.map(|(objects, _)| objects)),
-        )
+        super::objects_of(self.pages(String::new(), false, start_after))
     }
 
     fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
-        Box::pin(
-            self.pages(prefix.to_string(), false, start_after)
-                .map(|r| r.map(|(objects, _)| objects)),
-        )
+        super::objects_of(self.pages(prefix.to_string(), false, start_after))
     }
 
     fn lists_levels(&self) -> bool {
@@ -754,10 +747,7 @@ impl Store for S3Store {
     }
 
     fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
-        Box::pin(
-            self.pages(prefix.to_string(), true, start_after)
-                .map(|r| r.map(|(objects, prefixes)| super::merge_level(objects, prefixes))),
-        )
+        super::level_of(self.pages(prefix.to_string(), true, start_after))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -956,14 +946,12 @@ impl Store for S3Store {
             .ok_or_else(|| Error::protocol(format!("{ctx}: response had no UploadId")))
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         let size = data.len() as u64;
         let md5 = if self.content_md5 {

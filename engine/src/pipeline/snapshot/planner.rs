@@ -218,16 +218,7 @@ pub fn index_meta_keys(data: &RepositoryData, ix: &IndexEntry) -> BTreeSet<Strin
     ix.snapshots
         .iter()
         .filter_map(|uuid| data.snapshots.iter().find(|s| &s.uuid == uuid))
-        .map(|s| {
-            match s
-                .index_metadata_lookup
-                .get(&ix.id)
-                .and_then(|ident| data.index_metadata_identifiers.get(ident))
-            {
-                Some(blob) => format!("indices/{}/meta-{blob}.dat", ix.id),
-                None => format!("indices/{}/meta-{}.dat", ix.id, s.uuid),
-            }
-        })
+        .map(|s| data.index_meta_key(s, &ix.id))
         .collect()
 }
 

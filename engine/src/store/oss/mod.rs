@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -33,8 +32,8 @@ use self::creds::OssCredentialSource;
 use self::sign::{encode_path, encode_query, SignInput};
 use super::watch::{ProgressBody, Watch};
 use super::{
-    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, PendingUpload, Presence,
-    PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
+    normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, Part, PendingUpload,
+    Presence, PutOptions, SourceRecord, Store, Stored, VerifiedBy, VerifySource,
 };
 use crate::checksum::verify_crc32_then;
 use crate::error::{root_cause, Error, ErrorKind, Result};
@@ -673,17 +672,11 @@ impl Store for OssStore {
     }
 
     fn list(&self, start_after: Option<String>) -> ListStream<'_> {
-        Box::pin(
-            self.pages(String::new(), false, start_after)
-                .map(|r| r.map(|(objects, _)| objects)),
-        )
+        super::objects_of(self.pages(String::new(), false, start_after))
     }
 
     fn list_prefix(&self, prefix: &str, start_after: Option<String>) -> ListStream<'_> {
-        Box::pin(
-            self.pages(prefix.to_string(), false, start_after)
-                .map(|r| r.map(|(objects, _)| objects)),
-        )
+        super::objects_of(self.pages(prefix.to_string(), false, start_after))
     }
 
     fn lists_levels(&self) -> bool {
@@ -691,10 +684,7 @@ impl Store for OssStore {
     }
 
     fn list_level(&self, prefix: &str, start_after: Option<String>) -> LevelStream<'_> {
-        Box::pin(
-            self.pages(prefix.to_string(), true, start_after)
-                .map(|r| r.map(|(objects, prefixes)| super::merge_level(objects, prefixes))),
-        )
+        super::level_of(self.pages(prefix.to_string(), true, start_after))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -847,14 +837,12 @@ impl Store for OssStore {
         Ok(x.upload_id)
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-        crc32: u32,
-    ) -> Result<CompletedPart> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
+        let Part {
+            number,
+            data,
+            crc32,
+        } = part;
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(Error::invalid_input(format!(
