@@ -1,30 +1,4 @@
-//! snapferry's benchmark harness.
-//!
-//! ```text
-//! snapferry-bench run --out bench/RESULTS.md --chart bench/throughput.svg [options]
-//! snapferry-bench report --json bench/results.json --out bench/RESULTS.md
-//! snapferry-bench diff-memory [KEYS]
-//! ```
-//! `run` starts its own MinIO servers on loopback (through the test kit), writes each
-//! workload to the source once, runs snapferry, rclone, `mc mirror` and s3sync against
-//! the same data in alternating order, measures the pipe limit, and writes a JSON file
-//! of every sample, the SVG chart and the generated blocks of RESULTS.md; `report`
-//! renders the last two again from a saved JSON. `bash bench/run.sh` builds and
-//! installs everything and runs it. `diff-memory` is the differ memory probe (W5).
-//!
-//! Layout: `run.rs` (the orchestration), `workloads.rs` (W1–W4), `tools.rs` (command
-//! lines and the measured child process), `s3util.rs` (the harness's own S3 client and
-//! the servers' counters), `stats.rs`, `report.rs` (RESULTS.md's blocks, the targets
-//! table, the merge that keeps the prose), `chart.rs` (SVG), `diff_memory.rs` (W5).
-
-mod chart;
-mod diff_memory;
-mod report;
-mod run;
-mod s3util;
-mod stats;
-mod tools;
-mod workloads;
+//! `snapferry-bench`'s command line; the harness is the library (see its docs).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use snapferry_bench::{chart, diff_memory, report, run, tools};
 
 #[derive(Parser)]
 #[command(name = "snapferry-bench", about = "snapferry's benchmark harness")]
@@ -137,7 +112,7 @@ fn main() -> ExitCode {
         } => {
             let mut c = std::process::Command::new(&argv[0]);
             c.args(&argv[1..]).stdin(std::process::Stdio::null());
-            tools::measure_direct(c, Duration::from_millis(limit_ms))
+            tools::Measured::direct(c, Duration::from_millis(limit_ms))
                 .and_then(|m| Ok(std::fs::write(&out, serde_json::to_string(&m)?)?))
         }
         Cmd::Run(a) => run::run(&a).and_then(|mut r| {

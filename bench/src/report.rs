@@ -14,9 +14,9 @@ use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 
 use crate::run::{Results, Sample, Series, WorkloadResult};
-use crate::s3util::KINDS;
 use crate::stats::{figures, Figures, Spread};
 use crate::tools::ToolId;
+use testkit::load::KINDS;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Metric {
@@ -81,7 +81,7 @@ fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
 }
 
 fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
-    let mibps = |p: &crate::s3util::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
+    let mibps = |p: &crate::run::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
     Spread::of(w.pipe.iter().map(mibps))
 }
 
@@ -696,50 +696,4 @@ pub fn merge(existing: Option<&str>, blocks: &BTreeMap<String, String>) -> Resul
         out.push_str(&marked(name, Some(body)));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prose_outside_the_markers_survives_and_blocks_are_replaced() {
-        let blocks = BTreeMap::from([
-            ("a".to_string(), "new A".to_string()),
-            ("b".to_string(), "new B".to_string()),
-        ]);
-        let old = "# T\n\nProse one.\n<!-- generated: a -->\nold A\n<!-- /generated -->\nProse two.\n\n<!-- generated: gone -->\nx\n<!-- /generated -->\n";
-        let new = merge(Some(old), &blocks).expect("merge");
-        assert_eq!(new, "# T\n\nProse one.\n<!-- generated: a -->\n\nnew A\n\n<!-- /generated -->\nProse two.\n\n<!-- generated: gone -->\n\n*Not measured in this run.*\n\n<!-- /generated -->\n\n<!-- generated: b -->\n\nnew B\n\n<!-- /generated -->\n");
-        assert_eq!(
-            merge(Some(&new), &blocks).expect("again"),
-            new,
-            "regenerating changes nothing"
-        );
-        assert!(merge(Some("<!-- generated: a -->\nprose lost?\n"), &blocks).is_err());
-    }
-
-    #[test]
-    fn profile_lines_fall_into_categories() {
-        let lines = [
-            "17.00%  [kernel.kallsyms]  [k] _copy_from_iter",
-            "7.21%  [kernel.kallsyms]  [k] exc_page_fault",
-            "4.72%  snapferry  [.] crc32fast::calculate",
-            "3.47%  libc.so.6  [.] malloc",
-            "1.00%  [kernel.kallsyms]  [k] tcp_sendmsg",
-        ];
-        let c = profile_categories(&lines.map(String::from));
-        assert_eq!(c[0], ("kernel: copying bytes to and from sockets", 17.0));
-        assert_eq!(
-            c[1],
-            (
-                "kernel: page faults, zeroing and freeing fresh memory",
-                7.21
-            )
-        );
-        assert!(
-            c.contains(&("allocator (glibc malloc/free)", 3.47))
-                && c.contains(&("kernel: other (TCP, syscalls, scheduling, locks)", 1.0))
-        );
-    }
 }

@@ -10,12 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use indicatif::HumanBytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-#[derive(Debug, Clone)]
-pub struct Obj {
-    pub key: String,
-    pub size: u64,
-}
+pub use testkit::load::Obj;
 
 /// A workload: its objects in key order, in a bucket of the same name on every server.
 #[derive(Debug, Clone)]
@@ -50,7 +45,7 @@ impl Workload {
     }
 }
 
-const MIB: u64 = 1 << 20;
+pub const MIB: u64 = 1 << 20;
 
 fn uuid(rng: &mut StdRng) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -230,39 +225,4 @@ pub fn size_summary(objects: &[Obj], threshold: u64) -> String {
         s.iter().filter(|&&x| x > threshold).count(),
         HumanBytes(threshold)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn workloads_have_their_shapes() {
-        let w1 = w1(1.0);
-        assert_eq!((w1.objects.len(), w1.bytes()), (8, 8 * 512 * MIB));
-        let w2 = w2(1.0);
-        assert_eq!(w2.objects.len(), 20_000);
-        assert!(w2.objects.iter().all(|o| (4096..=65536).contains(&o.size)));
-        let w4 = w4(1.0, None);
-        let mut keys: Vec<&str> = w4.objects.iter().map(|o| o.key.as_str()).collect();
-        keys.dedup();
-        assert_eq!(keys.len(), 100_000, "keys are unique");
-    }
-
-    #[test]
-    fn w3_scales_a_real_repository_to_the_target() {
-        let repo =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/repos/opensearch-2.19.6/repo");
-        let w = w3(&repo, 2 << 30).expect("fixture repository");
-        let total = w.bytes() as f64;
-        assert!((total / (2u64 << 30) as f64 - 1.0).abs() < 0.01, "{total}");
-        assert!(w
-            .objects
-            .iter()
-            .any(|o| o.key == "index.latest" && o.size == 8));
-        assert!(
-            w.objects.iter().any(|o| o.size > 64 * MIB),
-            "some go multipart"
-        );
-    }
 }
