@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 pub use testkit::load::Obj;
@@ -57,9 +57,8 @@ fn uuid(rng: &mut StdRng) -> String {
 /// `n` blobs of `min..=max` bytes spread over `indices` indices (default one per 1,000
 /// blobs) of 5 shards each.
 fn blobs(rng: &mut StdRng, n: u64, indices: Option<u64>, (min, max): (u64, u64)) -> Vec<Obj> {
-    let ids: Vec<String> = (0..indices.unwrap_or(n / 1000).max(1))
-        .map(|_| uuid(rng))
-        .collect();
+    let n_ids = indices.unwrap_or(n / 1000).max(1);
+    let ids: Vec<String> = (0..n_ids).map(|_| uuid(rng)).collect();
     (0..n)
         .map(|i| {
             let idx = &ids[(i as usize) % ids.len()];
@@ -111,12 +110,8 @@ pub fn w4(scale: f64, indices: Option<u64>) -> Workload {
         indices,
         (1 << 10, 4 << 10),
     );
-    Workload::new(
-        "W4",
-        format!("no-op re-sync of {n} objects already in sync"),
-        objects,
-        true,
-    )
+    let title = format!("no-op re-sync of {n} objects already in sync");
+    Workload::new("W4", title, objects, true)
 }
 
 /// Data blobs above this size are the ones that grow with an index (stored fields,
@@ -128,8 +123,11 @@ const W3_REPLICAS: u64 = 2;
 /// indices replicated twice under new index UUIDs, and the data blobs that grow with an
 /// index scaled by one factor so the whole is about `target` bytes.
 pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
-    let mut files = Vec::new();
-    walk(repo, repo, &mut files).with_context(|| format!("read {}", repo.display()))?;
+    let size = |k: &String| Ok((k.clone(), std::fs::metadata(repo.join(k))?.len()));
+    let files: Vec<(String, u64)> = testkit::tree(repo)
+        .iter()
+        .map(size)
+        .collect::<Result<_>>()?;
     if files.is_empty() {
         bail!("no blobs under {}", repo.display());
     }
@@ -138,20 +136,15 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
         p.len() == 4 && p[0] == "indices" && p[3].starts_with("__")
     };
     let grows = |k: &str, s: u64| is_data(k) && s > GROWS_ABOVE;
-    let copies = |k: &str| {
-        if k.starts_with("indices/") {
-            W3_REPLICAS
-        } else {
-            1
-        }
-    };
+    let copies = |k: &str| [1, W3_REPLICAS][usize::from(k.starts_with("indices/"))];
     let (mut fixed, mut growing) = (0u64, 0u64);
     for (k, s) in &files {
-        *(if grows(k, *s) {
+        let sum = if grows(k, *s) {
             &mut growing
         } else {
             &mut fixed
-        }) += s * copies(k);
+        };
+        *sum += s * copies(k);
     }
     let factor = target.saturating_sub(fixed) as f64 / growing.max(1) as f64;
     let mut objects = Vec::new();
@@ -179,34 +172,12 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     }
     let data_blobs = files.iter().filter(|(k, _)| is_data(k)).count();
     let grown = files.iter().filter(|(k, s)| grows(k, *s)).count();
-    let total: u64 = objects.iter().map(|o| o.size).sum();
-    let title = format!(
-        "repository mix: {} blobs, {:.2} GiB",
-        objects.len(),
-        total as f64 / (1u64 << 30) as f64
-    );
+    let gib = objects.iter().map(|o| o.size).sum::<u64>() as f64 / (1u64 << 30) as f64;
+    let title = format!("repository mix: {} blobs, {gib:.2} GiB", objects.len());
     let mut w = Workload::new("W3", title, objects, false);
-    w.note = format!(
-        "from {} ({} blobs: {data_blobs} data blobs, {} metadata blobs): its indices replicated {W3_REPLICAS}× under new index UUIDs; the {grown} data blobs larger than 4 KiB (the ones that grow with an index) scaled by {factor:.0}×, every other blob at its real size",
-        repo.display(),
-        files.len(),
-        files.len() - data_blobs,
-    );
+    let (repo, n, meta) = (repo.display(), files.len(), files.len() - data_blobs);
+    w.note = format!("from {repo} ({n} blobs: {data_blobs} data blobs, {meta} metadata blobs): its indices replicated {W3_REPLICAS}× under new index UUIDs; the {grown} data blobs larger than 4 KiB (the ones that grow with an index) scaled by {factor:.0}×, every other blob at its real size");
     Ok(w)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let p = e.path();
-        if e.file_type()?.is_dir() {
-            walk(root, &p, out)?;
-        } else if e.file_type()?.is_file() {
-            let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
-            out.push((rel, e.metadata()?.len()));
-        }
-    }
-    Ok(())
 }
 
 /// Count, smallest, median, largest and how many exceed `threshold` (multipart).
@@ -216,13 +187,11 @@ pub fn size_summary(objects: &[Obj], threshold: u64) -> String {
     let (Some(&min), Some(&max)) = (s.first(), s.last()) else {
         return "empty".into();
     };
-    format!(
-        "{} objects; smallest {}, median {}, largest {}; {} above the {} multipart threshold",
-        s.len(),
+    let (n, med, thr) = (s.len(), HumanBytes(s[s.len() / 2]), HumanBytes(threshold));
+    let (min, max, above) = (
         HumanBytes(min),
-        HumanBytes(s[s.len() / 2]),
         HumanBytes(max),
         s.iter().filter(|&&x| x > threshold).count(),
-        HumanBytes(threshold)
-    )
+    );
+    format!("{n} objects; smallest {min}, median {med}, largest {max}; {above} above the {thr} multipart threshold")
 }
