@@ -259,24 +259,37 @@ fn minio(bin: &Path, work: &Path, n: usize) -> Minio {
     })
 }
 
-/// The workload's objects in `bucket` at `endpoint`, `conc` at a time.
-fn write(
-    rt: &tokio::runtime::Runtime,
-    endpoint: &str,
-    w: &Workload,
-    pool: &Pool,
-    conc: usize,
-) -> Result<()> {
-    Ok(rt.block_on(load::generate(
-        &client(endpoint),
-        &w.bucket,
-        &w.objects,
-        pool,
-        conc,
-    ))?)
-}
-
 impl Env<'_> {
+    /// The workload's objects into its bucket at `endpoint`.
+    fn write(&self, endpoint: &str, w: &Workload) -> Result<()> {
+        let (c, pool, n) = (client(endpoint), &self.pool, self.a.gen_concurrency);
+        Ok(self
+            .rt
+            .block_on(load::generate(&c, &w.bucket, &w.objects, pool, n))?)
+    }
+
+    /// `tool` from the source's `bucket` (or `bucket/prefix`) into `dst`'s, its scratch
+    /// directory and report under `dir`.
+    fn invocation(
+        &self,
+        tool: &Tool,
+        bucket: &str,
+        dst: &Minio,
+        dir: &Path,
+    ) -> Result<tools::Invocation> {
+        let (s, d) = (
+            Side(&self.src.endpoint, bucket),
+            Side(&dst.endpoint, bucket),
+        );
+        tools::invocation(
+            tool,
+            s,
+            d,
+            self.knobs,
+            &dir.join("home"),
+            &dir.join("report.json"),
+        )
+    }
     /// A fresh destination server with `bucket` created.
     fn server(&mut self, bucket: &str) -> Minio {
         self.servers += 1;
@@ -297,18 +310,7 @@ impl Env<'_> {
         env: &[(&str, &str)],
     ) -> Result<(Sample, String)> {
         let dir = self.work.join("runs").join(tag);
-        let (s, d) = (
-            Side(&self.src.endpoint, &w.bucket),
-            Side(&dst.endpoint, &w.bucket),
-        );
-        let inv = tools::invocation(
-            tool,
-            s,
-            d,
-            self.knobs,
-            &dir.join("home"),
-            &dir.join("report.json"),
-        )?;
+        let inv = self.invocation(tool, &w.bucket, dst, &dir)?;
         let mut cmd = inv.cmd;
         cmd.envs(env.iter().copied());
         let counts = || -> Result<_> {
@@ -428,13 +430,7 @@ impl Env<'_> {
                 "{}: the directory copy failed; writing the destination with PUTs",
                 w.id
             ));
-            write(
-                &self.rt,
-                &dst.endpoint,
-                w,
-                &self.pool,
-                self.a.gen_concurrency,
-            )?;
+            self.write(&dst.endpoint, w)?;
         }
         Ok(dst)
     }
@@ -459,11 +455,7 @@ impl Env<'_> {
             .filter(|&i| tools[i].bin.is_some())
             .collect();
         let t = Instant::now();
-        let shared = if w.noop {
-            Some(self.identical(w)?)
-        } else {
-            None
-        };
+        let shared = w.noop.then(|| self.identical(w)).transpose()?;
         gen += t.elapsed().as_secs_f64();
         for &i in run.iter().filter(|_| shared.is_some()) {
             let dst = shared.as_ref().expect("W4's destination");
@@ -481,11 +473,7 @@ impl Env<'_> {
                 if run.get(e).is_some_and(|&i| series[i].skipped.is_some()) {
                     continue;
                 }
-                let fresh = if shared.is_none() {
-                    Some(self.server(&w.bucket))
-                } else {
-                    None
-                };
+                let fresh = shared.is_none().then(|| self.server(&w.bucket));
                 let dst = shared.as_ref().or(fresh.as_ref()).expect("a destination");
                 match run.get(e) {
                     Some(&i) => self.sample(&mut series[i], &tools[i], w, dst, (rep, pos))?,
@@ -511,17 +499,12 @@ impl Env<'_> {
         })
     }
 
+    /// One pipe-limit run of `w` into `dst`.
     fn pipe(&self, w: &Workload, dst: &Minio, rep: usize) -> Result<PipeRun> {
         let (src, dc) = (client(&self.src.endpoint), client(&dst.endpoint));
         let (c, part) = (self.knobs.concurrency, self.knobs.part_size);
-        let p = self.rt.block_on(pipe_limit(
-            &src,
-            &dc,
-            &w.bucket,
-            &w.objects,
-            (c, part),
-            &self.pool,
-        ))?;
+        let p = pipe_limit((&src, &dc), &w.bucket, &w.objects, (c, part), &self.pool);
+        let p = self.rt.block_on(p)?;
         let (get, put, mibps) = (p.get_seconds, p.put_seconds, mib(p.bytes) / p.wall_seconds);
         log(format!("{} pipe limit rep {rep}: {mibps:.1} MiB/s (GETs done at {get:.1} s, PUTs at {put:.1} s)", w.id));
         Ok(p)
@@ -531,8 +514,7 @@ impl Env<'_> {
 /// Measures the pipe limit over `objects` (read from `src`, written as `pipe/<key>` to
 /// `dst`, the same bucket name on both) with `part`-sized ranges and parts, `conc` deep.
 async fn pipe_limit(
-    src: &aws_sdk_s3::Client,
-    dst: &aws_sdk_s3::Client,
+    (src, dst): (&aws_sdk_s3::Client, &aws_sdk_s3::Client),
     bucket: &str,
     objects: &[Obj],
     (conc, part): (usize, u64),
@@ -544,12 +526,8 @@ async fn pipe_limit(
         (0..size.div_ceil(part))
             .map(move |p| (i, p as i32 + 1, p * part, ((p + 1) * part).min(size)))
     };
-    let jobs: Vec<(usize, i32, u64, u64)> = objects
-        .iter()
-        .map(|o| o.size)
-        .enumerate()
-        .flat_map(each)
-        .collect();
+    let sizes = objects.iter().map(|o| o.size).enumerate();
+    let jobs: Vec<(usize, i32, u64, u64)> = sizes.flat_map(each).collect();
     let get_side = async {
         let get = |&(i, _, a, b): &(usize, i32, u64, u64)| async move {
             let key = &objects[i].key;
@@ -743,7 +721,7 @@ pub fn run(a: &RunArgs) -> Result<Results> {
             &client(&env.src.endpoint),
             &w.bucket,
         ));
-        write(&env.rt, &env.src.endpoint, w, &env.pool, a.gen_concurrency)?;
+        env.write(&env.src.endpoint, w)?;
         gen.push(t.elapsed().as_secs_f64());
         let (n, b, s) = (w.objects.len(), HumanBytes(w.bytes()), gen[gen.len() - 1]);
         log(format!("{}: wrote {n} objects, {b} in {s:.1} s", w.id));
@@ -822,18 +800,7 @@ fn profile(env: &mut Env, tool: &Tool, w: &Workload) -> Result<Profile> {
     let slice = w.objects.iter().filter(|o| o.key.starts_with(&prefix));
     let (n, bytes) = slice.fold((0, 0), |(n, b), o| (n + 1, b + o.size));
     let bucket = format!("{}/{prefix}", w.bucket);
-    let (s, d) = (
-        Side(&env.src.endpoint, &bucket),
-        Side(&dst.endpoint, &bucket),
-    );
-    let inv = tools::invocation(
-        tool,
-        s,
-        d,
-        env.knobs,
-        &dir.join("home"),
-        &dir.join("report.json"),
-    )?;
+    let inv = env.invocation(tool, &bucket, &dst, &dir)?;
     let data = dir.join("perf.data");
     let mut perf = Command::new("perf");
     perf.args(["record", "-F", "999", "-o"])

@@ -34,17 +34,52 @@ pub enum ToolId {
     S3sync,
 }
 
-/// Per tool: its name in the tables, its key in `--unavailable TOOL=REASON`, the argument
-/// that prints its version, and its command line (`{c}` concurrency, `{part}`/`{thr}`
-/// part size and multipart threshold in MiB, `{se}`/`{sb}` source endpoint and bucket,
-/// `{de}`/`{db}` destination's, `{home}` its scratch directory, `{report}` snapferry's
-/// JSON report). s3sync built without its default features has no --version: --help
-/// probes it and the version comes from its install directory (s3sync-<version>).
-const TOOLS: [(&str, &str, &str, &str); 4] = [
-    ("snapferry", "snapferry", "--version", "sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}"),
-    ("rclone", "rclone", "version", "sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q"),
-    ("mc mirror", "mc", "--version", "--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}"),
-    ("s3sync", "s3sync", "--help", "--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}"),
+/// How each tool is run: its name in the tables, its key in `--unavailable TOOL=REASON`,
+/// the argument that prints its version, its environment and its command line. In the
+/// last two, `{c}` is the concurrency, `{part}`/`{thr}` the part size and multipart
+/// threshold in MiB, `{se}`/`{sb}` the source's endpoint and bucket, `{de}`/`{db}` the
+/// destination's, `{sh}`/`{dh}` their host:port, `{ak}`/`{sk}` the credentials, `{home}`
+/// the tool's scratch directory and `{report}` snapferry's JSON report.
+struct Spec {
+    name: &'static str,
+    key: &'static str,
+    version_arg: &'static str,
+    env: &'static str,
+    args: &'static str,
+}
+
+/// rclone's remotes come from the environment (an empty config file keeps it from
+/// looking for one). s3sync built without its default features has no --version:
+/// --help probes it and the version comes from its install directory (s3sync-<version>).
+const TOOLS: [Spec; 4] = [
+    Spec {
+        name: "snapferry",
+        key: "snapferry",
+        version_arg: "--version",
+        env: "SNAPFERRY_SRC_ACCESS_KEY_ID={ak} SNAPFERRY_SRC_SECRET_ACCESS_KEY={sk} SNAPFERRY_DST_ACCESS_KEY_ID={ak} SNAPFERRY_DST_SECRET_ACCESS_KEY={sk}",
+        args: "sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}",
+    },
+    Spec {
+        name: "rclone",
+        key: "rclone",
+        version_arg: "version",
+        env: "RCLONE_CONFIG={home}/rclone.conf RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio RCLONE_CONFIG_SRC_ENDPOINT={se} RCLONE_CONFIG_SRC_REGION=us-east-1 RCLONE_CONFIG_SRC_ACCESS_KEY_ID={ak} RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY={sk} RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Minio RCLONE_CONFIG_DST_ENDPOINT={de} RCLONE_CONFIG_DST_REGION=us-east-1 RCLONE_CONFIG_DST_ACCESS_KEY_ID={ak} RCLONE_CONFIG_DST_SECRET_ACCESS_KEY={sk}",
+        args: "sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q",
+    },
+    Spec {
+        name: "mc mirror",
+        key: "mc",
+        version_arg: "--version",
+        env: "MC_HOST_src=http://{ak}:{sk}@{sh} MC_HOST_dst=http://{ak}:{sk}@{dh} MC_UPLOAD_MULTIPART_SIZE={part}MiB MC_UPLOAD_MULTIPART_THREADS=4",
+        args: "--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}",
+    },
+    Spec {
+        name: "s3sync",
+        key: "s3sync",
+        version_arg: "--help",
+        env: "SOURCE_ACCESS_KEY={ak} SOURCE_SECRET_ACCESS_KEY={sk} TARGET_ACCESS_KEY={ak} TARGET_SECRET_ACCESS_KEY={sk}",
+        args: "--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}",
+    },
 ];
 
 impl ToolId {
@@ -56,12 +91,12 @@ impl ToolId {
     ];
 
     pub fn name(self) -> &'static str {
-        TOOLS[self as usize].0
+        TOOLS[self as usize].name
     }
 
     /// Its key in `--unavailable TOOL=REASON`.
     pub fn key(self) -> &'static str {
-        TOOLS[self as usize].1
+        TOOLS[self as usize].key
     }
 }
 
@@ -80,7 +115,7 @@ impl Tool {
     /// Probes a binary for its version; a missing or broken one is listed with the reason.
     pub fn probe(id: ToolId, bin: Option<PathBuf>, reason: Option<String>) -> Tool {
         let probed = |bin: &Path| -> std::result::Result<String, String> {
-            let arg = TOOLS[id as usize].2;
+            let arg = TOOLS[id as usize].version_arg;
             let o = Command::new(bin).arg(arg).stdin(Stdio::null()).output();
             let o = o.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
             if !o.status.success() {
@@ -158,72 +193,38 @@ pub fn invocation(
         .env("PATH", path)
         .env("HOME", home)
         .stdin(Stdio::null());
-    let mut env = |k: String, v: String| _ = cmd.env(k, v);
-    match tool.id {
-        ToolId::Snapferry => {
-            for side in ["SRC", "DST"] {
-                env(format!("SNAPFERRY_{side}_ACCESS_KEY_ID"), AK.into());
-                env(format!("SNAPFERRY_{side}_SECRET_ACCESS_KEY"), SK.into());
-            }
-        }
-        ToolId::Rclone => {
-            // Remotes from the environment; an empty config file keeps rclone from
-            // looking for one.
-            let conf = home.join("rclone.conf");
-            std::fs::write(&conf, "")?;
-            env("RCLONE_CONFIG".into(), conf.display().to_string());
-            for (side, e) in [("SRC", se), ("DST", de)] {
-                let vars = [("TYPE", "s3"), ("PROVIDER", "Minio"), ("ENDPOINT", e)];
-                let creds = [("REGION", "us-east-1"), ("ACCESS_KEY_ID", AK)];
-                for (v, val) in vars
-                    .into_iter()
-                    .chain(creds)
-                    .chain([("SECRET_ACCESS_KEY", SK)])
-                {
-                    env(format!("RCLONE_CONFIG_{side}_{v}"), val.into());
-                }
-            }
-        }
-        ToolId::Mc => {
-            for (side, e) in [("src", se), ("dst", de)] {
-                let hostport = e.trim_start_matches("http://");
-                env(
-                    format!("MC_HOST_{side}"),
-                    format!("http://{AK}:{SK}@{hostport}"),
-                );
-            }
-            env(
-                "MC_UPLOAD_MULTIPART_SIZE".into(),
-                format!("{}MiB", k.part_size >> 20),
-            );
-            env("MC_UPLOAD_MULTIPART_THREADS".into(), "4".into());
-        }
-        ToolId::S3sync => {
-            for (v, val) in [("ACCESS_KEY", AK), ("SECRET_ACCESS_KEY", SK)] {
-                env(format!("SOURCE_{v}"), val.into());
-                env(format!("TARGET_{v}"), val.into());
-            }
-        }
+    if tool.id == ToolId::Rclone {
+        std::fs::write(home.join("rclone.conf"), "")?;
     }
     let (c, part) = (k.concurrency.to_string(), (k.part_size >> 20).to_string());
     let thr = (k.threshold >> 20).to_string();
     let fill = |w: &str, [se, de, home, report]: [&str; 4]| {
         let (c, part, thr) = (c.as_str(), part.as_str(), thr.as_str());
-        let vars = [
+        let knobs = [
             ("c", c),
             ("part", part),
             ("thr", thr),
-            ("sb", sb),
-            ("db", db),
+            ("ak", AK),
+            ("sk", SK),
         ];
-        let vars =
-            vars.into_iter()
-                .chain([("se", se), ("de", de), ("home", home), ("report", report)]);
+        let sides = [("se", se), ("de", de), ("sb", sb), ("db", db)];
+        let hosts = [
+            ("sh", se.trim_start_matches("http://")),
+            ("dh", de.trim_start_matches("http://")),
+        ];
+        let vars = knobs.into_iter().chain(sides).chain(hosts);
+        let vars = vars.chain([("home", home), ("report", report)]);
         vars.fold(w.to_string(), |w, (k, v)| w.replace(&format!("{{{k}}}"), v))
     };
-    let words: Vec<&str> = TOOLS[tool.id as usize].3.split(' ').collect();
+    let spec = &TOOLS[tool.id as usize];
     let (home, rep) = (home.display().to_string(), report.display().to_string());
-    cmd.args(words.iter().map(|w| fill(w, [se, de, &home, &rep])));
+    let real = [se, de, home.as_str(), rep.as_str()];
+    for var in spec.env.split(' ') {
+        let (k, v) = var.split_once('=').expect("NAME=value");
+        cmd.env(k, fill(v, real));
+    }
+    let words: Vec<&str> = spec.args.split(' ').collect();
+    cmd.args(words.iter().map(|w| fill(w, real)));
     let name = bin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use snapferry_bench::report::{merge, profile_categories};
+use snapferry_bench::run::Results;
 use snapferry_bench::stats::Spread;
+use snapferry_bench::tools::{invocation, Side, Tool};
 use snapferry_bench::workloads::{w1, w2, w3, w4, MIB};
 
 #[test]
@@ -86,4 +88,38 @@ fn w3_scales_a_real_repository_to_the_target() {
         w.objects.iter().any(|o| o.size > 64 * MIB),
         "some go multipart"
     );
+}
+
+#[test]
+fn command_lines_are_the_ones_the_last_run_recorded() {
+    let json = Path::new(env!("CARGO_MANIFEST_DIR")).join("results.json");
+    let r: Results = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for s in &r.workloads[0].series {
+        let bin = s.command.split(' ').next().unwrap();
+        let tool = Tool {
+            id: s.tool,
+            bin: Some(tmp.path().join(bin)),
+            version: String::new(),
+            unavailable: None,
+        };
+        let bucket = format!("bench-{}", r.workloads[0].id.to_lowercase());
+        let (src, dst) = (
+            Side("http://127.0.0.1:1", &bucket),
+            Side("http://127.0.0.1:2", &bucket),
+        );
+        let (home, report) = (tmp.path().join("home"), tmp.path().join("r.json"));
+        let inv = invocation(&tool, src, dst, r.knobs, &home, &report).unwrap();
+        assert_eq!(inv.shown, s.command);
+        let env: Vec<String> = inv
+            .cmd
+            .get_envs()
+            .map(|(k, v)| format!("{k:?}={v:?}"))
+            .collect();
+        assert!(
+            env.iter().any(|e| e.contains(testkit::SECRET_KEY)),
+            "{env:?}"
+        );
+        assert!(!env.iter().any(|e| e.contains('{')), "unfilled: {env:?}");
+    }
 }
