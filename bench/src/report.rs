@@ -502,7 +502,7 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
     if let Some(d) = &r.diff {
         let s = &d.samples;
         let of = |f: fn(&Measured) -> f64, d| spread(s.iter().map(f), d);
-        let (wall, cpu) = (of(|m| m.wall_seconds, 2), of(Measured::cpu, 2));
+        let (wall, cpu) = (of(|m| m.wall_seconds, 2), of(|m| m.cpu(), 2));
         let rss = of(|m| m.max_rss_kib as f64 / 1024.0, 1);
         let line = s
             .last()

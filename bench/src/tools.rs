@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use testkit::usage::Usage;
 use testkit::{ACCESS_KEY as AK, SECRET_KEY as SK};
 
 static HARNESS_EXE: OnceLock<PathBuf> = OnceLock::new();
@@ -240,47 +241,35 @@ pub fn invocation(
     Ok(Invocation { cmd, shown, report })
 }
 
-/// How a child process ran, as the OS accounts it.
+/// How a child process ran, as the OS accounts it (wall time, CPU, peak RSS, exit), and
+/// what it printed.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Measured {
-    /// Spawn to reap.
-    pub wall_seconds: f64,
-    pub user_seconds: f64,
-    pub sys_seconds: f64,
-    /// Peak resident set size (KiB).
-    pub max_rss_kib: u64,
-    /// Exit code, or -signal.
-    pub status: i32,
-    /// Killed at the time limit.
-    pub timed_out: bool,
+    #[serde(flatten)]
+    pub usage: Usage,
     /// The last lines of stderr (failures only).
     pub stderr_tail: String,
     /// stdout (when small: snapferry-bench's own probe).
     pub stdout: String,
 }
 
-impl Measured {
-    pub fn cpu(&self) -> f64 {
-        self.user_seconds + self.sys_seconds
-    }
+impl std::ops::Deref for Measured {
+    type Target = Usage;
 
+    fn deref(&self) -> &Usage {
+        &self.usage
+    }
+}
+
+impl Measured {
     /// The intermediary's side (`measure-child`): runs `cmd` with stdio and environment
     /// inherited, kills it at `limit`.
     pub fn direct(cmd: Command, limit: Duration) -> Result<Measured> {
-        let u = testkit::usage::run_with_usage(cmd, limit).context("run the measured child")?;
-        let (wall_seconds, user_seconds, sys_seconds) =
-            (u.wall_seconds, u.user_seconds, u.sys_seconds);
-        let (max_rss_kib, status, timed_out) = (u.max_rss_kib, u.status, u.timed_out);
-        let m = Measured {
-            wall_seconds,
-            user_seconds,
-            sys_seconds,
-            max_rss_kib,
-            status,
-            timed_out,
+        let usage = testkit::usage::run_with_usage(cmd, limit).context("run the measured child")?;
+        Ok(Measured {
+            usage,
             ..Measured::default()
-        };
-        Ok(m)
+        })
     }
 }
 

@@ -8,8 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// How a child process ran.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a child process ran (serialisable, so a harness can keep it with its results).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Spawn to reap.
     pub wall_seconds: f64,
@@ -23,6 +23,13 @@ pub struct Usage {
     pub status: i32,
     /// Killed at the time limit.
     pub timed_out: bool,
+}
+
+impl Usage {
+    /// CPU seconds, user + system.
+    pub fn cpu(&self) -> f64 {
+        self.user_seconds + self.sys_seconds
+    }
 }
 
 /// Makes a child die when its parent dies (SIGKILL on parent exit).
