@@ -531,17 +531,13 @@ async fn pipe_limit(
     let get_side = async {
         let get = |&(i, _, a, b): &(usize, i32, u64, u64)| async move {
             let key = &objects[i].key;
-            let r = src
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .range(format!("bytes={a}-{}", b - 1));
+            let r = src.get_object().bucket(bucket).key(key);
+            let (range, err) = (
+                format!("bytes={a}-{}", b - 1),
+                load::sdk_err(format!("get {key}")),
+            );
             // Drain the body chunk by chunk, holding no more than one at a time.
-            let mut body = r
-                .send()
-                .await
-                .map_err(load::sdk_err(format!("get {key}")))?
-                .body;
+            let mut body = r.range(range).send().await.map_err(err)?.body;
             let mut got = 0u64;
             while let Some(chunk) = body.try_next().await? {
                 got += chunk.len() as u64;
@@ -549,9 +545,8 @@ async fn pipe_limit(
             ensure!(got == b - a, "short read of {key}: {got} of {}", b - a);
             Ok(())
         };
-        futures::stream::iter(jobs.iter().map(Ok))
-            .try_for_each_concurrent(conc, get)
-            .await?;
+        let gets = futures::stream::iter(jobs.iter().map(Ok));
+        gets.try_for_each_concurrent(conc, get).await?;
         Ok::<_, anyhow::Error>(start.elapsed().as_secs_f64())
     };
     let put_side = async {
@@ -563,22 +558,15 @@ async fn pipe_limit(
         }
         let (keys, ids) = (&keys, &ids);
         let put = |(i, n, a, b): (usize, i32, u64, u64)| async move {
-            let body = pool.chunk(&keys[i], n as u64, b - a);
-            Ok::<_, anyhow::Error>((
-                i,
-                load::upload_part(dst, (bucket, &keys[i], &ids[i]), n, body).await?,
-            ))
+            let (key, body) = (&keys[i], pool.chunk(&keys[i], n as u64, b - a));
+            let part = load::upload_part(dst, (bucket, key, &ids[i]), n, body).await?;
+            Ok::<_, anyhow::Error>((i, part))
         };
-        let done: Vec<_> = futures::stream::iter(jobs.iter().copied().map(put))
-            .buffer_unordered(conc)
-            .try_collect()
-            .await?;
+        let puts = futures::stream::iter(jobs.iter().copied().map(put));
+        let done: Vec<_> = puts.buffer_unordered(conc).try_collect().await?;
         for (i, (k, id)) in keys.iter().zip(ids).enumerate() {
-            let parts = done
-                .iter()
-                .filter(|(j, _)| *j == i)
-                .map(|(_, p)| p.clone())
-                .collect();
+            let parts = done.iter().filter(|(j, _)| *j == i).map(|(_, p)| p.clone());
+            let parts = parts.collect();
             load::complete(dst, (bucket, k, id), parts).await?;
         }
         Ok::<_, anyhow::Error>(start.elapsed().as_secs_f64())
@@ -597,24 +585,25 @@ async fn pipe_limit(
 /// The tools as the command line gives them, each probed for its version.
 pub fn tools(a: &RunArgs) -> Vec<Tool> {
     let bins = [
-        Some(a.snapferry.clone()),
-        a.rclone.clone(),
-        a.mc.clone(),
-        a.s3sync.clone(),
+        Some(&a.snapferry),
+        a.rclone.as_ref(),
+        a.mc.as_ref(),
+        a.s3sync.as_ref(),
     ];
-    let probe = |(id, bin): (ToolId, Option<PathBuf>)| {
+    let probe = |(id, bin): (ToolId, Option<&PathBuf>)| {
         let why = a
             .unavailable
             .iter()
             .find_map(|r| r.strip_prefix(id.key())?.strip_prefix('='));
-        let mut t = Tool::probe(id, bin, why.map(str::to_string));
+        let mut t = Tool::probe(id, bin.cloned(), why.map(str::to_string));
         if let (ToolId::Snapferry, Some(r)) = (id, &a.snapferry_revision) {
             t.version = format!("{} ({r})", t.version);
         }
-        let status = t
+        let why = t
             .unavailable
             .as_ref()
-            .map_or(t.version.clone(), |w| format!("cannot run here: {w}"));
+            .map(|w| format!("cannot run here: {w}"));
+        let status = why.unwrap_or_else(|| t.version.clone());
         log(format!("{}: {status}", id.name()));
         t
     };
@@ -652,11 +641,8 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     let (reps, reps_w2) = (a.reps.max(1), a.reps_w2.unwrap_or(a.reps).max(1));
     let version = Command::new(&a.minio).arg("--version").output();
     let version = version.with_context(|| format!("run {} --version", a.minio.display()))?;
-    let minio_version = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let minio_version = String::from_utf8_lossy(&version.stdout);
+    let minio_version = minio_version.lines().next().unwrap_or("").to_string();
     let want = |id: &str| a.workloads.iter().any(|w| w.eq_ignore_ascii_case(id));
     let mut ws = Vec::new();
     let built = [
@@ -666,10 +652,8 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     ];
     ws.extend(built.into_iter().filter(|(id, _)| want(id)).map(|(_, w)| w));
     if want("W3") {
-        ws.push(workloads::w3(
-            &a.fixture_repo,
-            ((2u64 << 30) as f64 * a.scale) as u64,
-        )?);
+        let target = ((2u64 << 30) as f64 * a.scale) as u64;
+        ws.push(workloads::w3(&a.fixture_repo, target)?);
     }
 
     std::fs::create_dir_all(&a.work_dir)?;
@@ -717,10 +701,8 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     let mut gen = Vec::new();
     for w in &ws {
         let t = Instant::now();
-        env.rt.block_on(testkit::create_bucket(
-            &client(&env.src.endpoint),
-            &w.bucket,
-        ));
+        let c = client(&env.src.endpoint);
+        env.rt.block_on(testkit::create_bucket(&c, &w.bucket));
         env.write(&env.src.endpoint, w)?;
         gen.push(t.elapsed().as_secs_f64());
         let (n, b, s) = (w.objects.len(), HumanBytes(w.bytes()), gen[gen.len() - 1]);
