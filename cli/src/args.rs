@@ -1,15 +1,21 @@
-//! Command-line arguments and their validation into engine options.
+//! Command-line arguments and their validation into engine options: what the user typed
+//! (flags, job-file store fields, `SNAPFERRY_*` and the clouds' credential variables) is
+//! checked here, before any store or cluster is contacted, and becomes the engine's own
+//! option types ([`SyncOptions`], [`StoreOptions`], [`ProbeOptions`]). Nothing here
+//! prints or opens anything; the error is one line naming the problem and the fix.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use snapferry_engine::error::Side as StoreSide;
 use snapferry_engine::location::Location;
 use snapferry_engine::pipeline::{
     MaxDelete, PlanFrom, SnapshotAware, SyncOptions, VerifyDestination,
 };
+use snapferry_engine::probe::{ProbeOptions, SizeSpec};
 use snapferry_engine::size::{parse_rate, parse_size};
-use snapferry_engine::store::oss::creds::OssCredentialSource;
-use snapferry_engine::store::oss::sign::OssCredentials;
+use snapferry_engine::store::env as store_env;
+use snapferry_engine::store::StoreOptions;
 
 /// snapferry: move Elasticsearch snapshot repositories between object stores, verified.
 #[derive(Debug, Parser)]
@@ -44,7 +50,7 @@ pub enum BenchCommand {
     /// Measure listing, GET, PUT and copy rates between SRC and DST at increasing
     /// concurrency (scratch objects, removed afterwards); recommend --concurrency and
     /// --part-size and predict how long a sync of --size or of the source takes.
-    Probe(crate::probe::ProbeArgs),
+    Probe(ProbeArgs),
 }
 
 /// Migration phases.
@@ -91,7 +97,7 @@ pub enum RepoCommand {
 }
 
 /// A location with its checked settings.
-pub type Side = (Location, SideArgs);
+pub type Side = (Location, StoreOptions);
 
 /// `repo diff SRC DST` (credentials and endpoints as for sync).
 #[derive(Debug, clap::Args)]
@@ -161,11 +167,12 @@ pub struct VerifyArgs {
 }
 
 impl RepoArgs {
-    /// The location and its side settings, checked.
-    pub fn resolve(&self) -> Result<(Location, SideArgs), String> {
+    /// The location and its side settings, checked (credentials as a sync source's).
+    pub fn resolve(&self) -> Result<Side, String> {
         let loc = Location::parse(&self.url).map_err(|e| e.to_string())?;
         check_endpoint("--endpoint", &self.endpoint, &loc)?;
-        let side = resolve_side(&loc, &self.endpoint, &self.region, "SRC", "-")?;
+        let mut side = resolve_side(&loc, &self.endpoint, &self.region, "SRC", "-")?;
+        side.side = StoreSide::Repository;
         Ok((loc, side))
     }
 }
@@ -391,159 +398,43 @@ pub struct SyncArgs {
     pub verbose: u8,
 }
 
-/// Static credentials: (access key id, secret, session token).
-pub type Creds = (String, String, Option<String>);
-
-/// One side's connection settings.
-#[derive(Debug, Clone, Default)]
-pub struct SideArgs {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub credentials: Option<Creds>,
-    /// The AWS profile for s3:// (`SNAPFERRY_{SRC,DST}_PROFILE`).
-    pub profile: Option<String>,
-    /// Where oss:// credentials come from.
-    pub oss_credentials: Option<OssCredentialSource>,
-    /// The resolved OSS endpoint, for oss:// locations.
-    pub oss_endpoint: Option<snapferry_engine::store::oss::Endpoint>,
-    /// Idle limit of a request (`--io-timeout`); the store's default when unset.
-    pub io_timeout: Option<std::time::Duration>,
-    /// `--verify-source`.
-    pub verify_source: snapferry_engine::store::VerifySource,
-}
-
 /// A validated sync.
 #[derive(Debug)]
 pub struct Plan {
+    /// Where from.
     pub src: Location,
+    /// Where to.
     pub dst: Location,
-    pub src_side: SideArgs,
-    pub dst_side: SideArgs,
+    /// How to reach the source (credentials, endpoint, `--io-timeout`, `--verify-source`).
+    pub src_side: StoreOptions,
+    /// How to reach the destination.
+    pub dst_side: StoreOptions,
+    /// The pipeline's options.
     pub opts: SyncOptions,
+    /// `--report`, checked writable.
     pub report_path: Option<PathBuf>,
+    /// `--progress`.
     pub progress: ProgressMode,
 }
 
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn credentials(side: &str) -> Result<Option<Creds>, String> {
-    let id = env_nonempty(&format!("SNAPFERRY_{side}_ACCESS_KEY_ID"));
-    let secret = env_nonempty(&format!("SNAPFERRY_{side}_SECRET_ACCESS_KEY"));
-    let token = env_nonempty(&format!("SNAPFERRY_{side}_SESSION_TOKEN"));
-    match (id, secret) {
-        (Some(i), Some(s)) => Ok(Some((i, s, token))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(format!(
-            "SNAPFERRY_{side}_ACCESS_KEY_ID is set but SNAPFERRY_{side}_SECRET_ACCESS_KEY is not; set both or neither"
-        )),
-        (None, Some(_)) => Err(format!(
-            "SNAPFERRY_{side}_SECRET_ACCESS_KEY is set but SNAPFERRY_{side}_ACCESS_KEY_ID is not; set both or neither"
-        )),
-    }
-}
-
-/// Where OSS credentials come from, in this order (the first that is set wins):
-/// `SNAPFERRY_{SIDE}_ACCESS_KEY_ID`/`_SECRET_ACCESS_KEY` (`_SESSION_TOKEN`),
-/// `SNAPFERRY_{SIDE}_CREDENTIAL_PROCESS`, then Alibaba Cloud's own chain:
-/// `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET` (`ALIBABA_CLOUD_SECURITY_TOKEN`), RRSA/OIDC
-/// (`ALIBABA_CLOUD_ROLE_ARN`, `_OIDC_PROVIDER_ARN`, `_OIDC_TOKEN_FILE`), an ECS RAM role
-/// (`ALIBABA_CLOUD_ECS_METADATA`), `ALIBABA_CLOUD_CREDENTIALS_URI`; last `OSS_ACCESS_KEY_*`.
-fn oss_credentials(side: &str) -> Result<OssCredentialSource, String> {
-    let fixed = |(i, s, t): Creds| {
-        OssCredentialSource::Static(OssCredentials {
-            access_key_id: i,
-            access_key_secret: s,
-            security_token: t,
-        })
-    };
-    if let Some(c) = credentials(side)? {
-        return Ok(fixed(c));
-    }
-    if let Some(command) = env_nonempty(&format!("SNAPFERRY_{side}_CREDENTIAL_PROCESS")) {
-        return Ok(OssCredentialSource::Process { command });
-    }
-    let pair = |id: &str, secret: &str, token: &str| -> Result<Option<Creds>, String> {
-        match (env_nonempty(id), env_nonempty(secret)) {
-            (Some(i), Some(s)) => Ok(Some((i, s, env_nonempty(token)))),
-            (None, None) => Ok(None),
-            _ => Err(format!("{id} and {secret} must be set together")),
-        }
-    };
-    if let Some(c) = pair(
-        "ALIBABA_CLOUD_ACCESS_KEY_ID",
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        "ALIBABA_CLOUD_SECURITY_TOKEN",
-    )? {
-        return Ok(fixed(c));
-    }
-    let oidc = [
-        "ALIBABA_CLOUD_ROLE_ARN",
-        "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
-        "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
-    ]
-    .map(|n| (n, env_nonempty(n)));
-    match &oidc {
-        [(_, Some(role)), (_, Some(provider)), (_, Some(file))] => {
-            return Ok(OssCredentialSource::Oidc {
-                role_arn: role.clone(),
-                provider_arn: provider.clone(),
-                token_file: file.into(),
-                session_name: env_nonempty("ALIBABA_CLOUD_ROLE_SESSION_NAME")
-                    .unwrap_or_else(|| "snapferry".into()),
-                sts_endpoint: env_nonempty("ALIBABA_CLOUD_STS_ENDPOINT")
-                    .unwrap_or_else(|| snapferry_engine::store::oss::creds::STS_ENDPOINT.into()),
-            })
-        }
-        [(_, None), (_, None), (_, None)] => {}
-        partial => {
-            let missing: Vec<&str> = partial
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(n, _)| *n)
-                .collect();
-            return Err(format!(
-                "RRSA/OIDC credentials need {} as well (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE go together)",
-                missing.join(" and ")
-            ));
-        }
-    }
-    if let Some(role) = env_nonempty("ALIBABA_CLOUD_ECS_METADATA") {
-        return Ok(OssCredentialSource::EcsRole {
-            role: Some(role),
-            endpoint: env_nonempty("SNAPFERRY_ECS_METADATA_ENDPOINT")
-                .unwrap_or_else(|| snapferry_engine::store::oss::creds::ECS_METADATA.into()),
-        });
-    }
-    if let Some(url) = env_nonempty("ALIBABA_CLOUD_CREDENTIALS_URI") {
-        return Ok(OssCredentialSource::Uri { url });
-    }
-    if let Some(c) = pair(
-        "OSS_ACCESS_KEY_ID",
-        "OSS_ACCESS_KEY_SECRET",
-        "OSS_SESSION_TOKEN",
-    )? {
-        return Ok(fixed(c));
-    }
-    Err(format!(
-        "no OSS credentials for the {}; set SNAPFERRY_{side}_ACCESS_KEY_ID and SNAPFERRY_{side}_SECRET_ACCESS_KEY, SNAPFERRY_{side}_CREDENTIAL_PROCESS, or Alibaba Cloud's ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (also RRSA, ALIBABA_CLOUD_ECS_METADATA, ALIBABA_CLOUD_CREDENTIALS_URI)",
-        if side == "SRC" { "source" } else { "destination" }
-    ))
+/// The process's environment, as the engine's resolvers read it.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Credentials and endpoint of one side, checked. `name` is SRC or DST (the variable
-/// prefix), `flag` the option prefix (`--src`, `--dst`, or `-` for `repo` commands).
+/// prefix, and the side the store is: source or destination), `flag` the option prefix
+/// (`--src`, `--dst`, or `-` for `repo` commands).
 pub fn resolve_side(
     loc: &Location,
     endpoint: &Option<String>,
     region: &Option<String>,
     name: &str,
     flag: &str,
-) -> Result<SideArgs, String> {
+) -> Result<StoreOptions, String> {
     let mut oss_source = None;
     let (credentials, oss_endpoint) = match loc {
-        Location::S3 { .. } => (credentials(name)?, None),
+        Location::S3 { .. } => (store_env::static_credentials(&env, name)?, None),
         Location::Oss { .. } => {
             let ep = match (endpoint, region) {
                 (Some(e), _) => e.clone(),
@@ -556,24 +447,41 @@ pub fn resolve_side(
             };
             let resolved = snapferry_engine::store::oss::Endpoint::parse(&ep, region.as_deref())
                 .map_err(|e| format!("{flag}-endpoint: {e}"))?;
-            oss_source = Some(oss_credentials(name)?);
+            oss_source = Some(store_env::oss_credentials(&env, name)?);
             (None, Some(resolved))
         }
         Location::Fs { .. } => (None, None),
     };
-    Ok(SideArgs {
-        endpoint: endpoint.clone(),
-        region: region.clone(),
-        credentials,
-        profile: match loc {
-            Location::S3 { .. } => env_nonempty(&format!("SNAPFERRY_{name}_PROFILE")),
-            _ => None,
-        },
-        oss_credentials: oss_source,
-        oss_endpoint,
-        io_timeout: None,
-        verify_source: Default::default(),
-    })
+    let mut o = StoreOptions::new(if name == "SRC" {
+        StoreSide::Source
+    } else {
+        StoreSide::Destination
+    });
+    o.endpoint = endpoint.clone();
+    o.region = region.clone();
+    o.credentials = credentials;
+    o.profile = match loc {
+        Location::S3 { .. } => store_env::nonempty(&env, &format!("SNAPFERRY_{name}_PROFILE")),
+        _ => None,
+    };
+    o.oss_credentials = oss_source;
+    o.oss_endpoint = oss_endpoint;
+    Ok(o)
+}
+
+/// One side's repository store of a migration job file (`store`, `store_endpoint`,
+/// `store_region`), checked as the sync flags are; `name` is SRC or DST.
+pub fn job_store(
+    name: &str,
+    store: &str,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> Result<Side, String> {
+    let loc = Location::parse(store).map_err(|e| format!("job file: {name} store: {e}"))?;
+    check_endpoint("store_endpoint", endpoint, &loc)
+        .map_err(|m| format!("job file: {name} {m}"))?;
+    let side = resolve_side(&loc, endpoint, region, name, "store")?;
+    Ok((loc, side))
 }
 
 /// Checks an S3 endpoint flag (scheme, host, port; no userinfo or query string).
@@ -749,7 +657,7 @@ impl SyncArgs {
             VerifySourceArg::Md5 => snapferry_engine::store::VerifySource::Md5,
             VerifySourceArg::Off => snapferry_engine::store::VerifySource::Off,
         };
-        let timed = |mut s: SideArgs| {
+        let timed = |mut s: StoreOptions| {
             s.io_timeout = Some(io_timeout);
             s.verify_source = verify_source;
             s
@@ -773,5 +681,145 @@ impl SyncArgs {
             report_path: self.report.clone(),
             progress: self.progress,
         })
+    }
+}
+
+const PROBE_AFTER_HELP: &str = "\
+The probe writes scratch objects under a temporary prefix on each side (at most about
+--max-scratch bytes at once), measures listing, GETs and PUTs alone, and a real copy through
+sync's pipeline at concurrency 1, 2, 4, ... until the gain drops below 10%, then removes
+every scratch object and aborts every scratch upload (also on errors and Ctrl-C).
+It refuses a location that already holds objects unless --scratch-prefix names an empty
+prefix (relative to each location) for its scratch objects.
+
+Credentials and endpoints as for sync (SNAPFERRY_SRC_* / SNAPFERRY_DST_*, then the chains).
+
+Exit codes: 0 measured (and predicted); 1 the probe failed or was interrupted (scratch
+objects removed), or its scratch objects could not all be removed (the message names the
+prefix); 2 bad usage, or a location that holds data without --scratch-prefix; 3 cannot
+reach or authenticate to a store.";
+
+/// `snapferry bench probe SRC DST [options]`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PROBE_AFTER_HELP)]
+pub struct ProbeArgs {
+    /// Source: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
+    pub src: String,
+    /// Destination: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
+    pub dst: String,
+    #[command(flatten)]
+    pub ends: Endpoints,
+    /// Predict the time to move this much data (e.g. 12TiB), in objects of --object-size.
+    #[arg(long, value_name = "SIZE", conflicts_with = "from_source")]
+    pub size: Option<String>,
+    /// Predict the time to move what SRC holds (its listing is summed; SRC then holds
+    /// data, so give --scratch-prefix).
+    #[arg(long)]
+    pub from_source: bool,
+    /// JSON output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Put the scratch objects under this prefix of each location (must be empty there);
+    /// needed when a location already holds objects.
+    #[arg(long, value_name = "P")]
+    pub scratch_prefix: Option<String>,
+    /// Time budget of one level (a quarter each for GETs and PUTs, half for the copy;
+    /// the chosen setting is copied once more for the whole budget).
+    #[arg(long, value_name = "DURATION", default_value = "4s")]
+    pub duration: String,
+    /// Highest --concurrency tried.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Most scratch bytes on either side at once (also bounds a level's copy).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    pub max_scratch: String,
+    /// Size of the scratch objects: what the data blobs to move look like.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB")]
+    pub object_size: String,
+    /// Probe only this part size (default: 16MiB for the sweep, then 8, 32, 64MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub part_size: Option<String>,
+    /// Small objects written to measure listing and per-object costs (0: skip).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub list_objects: usize,
+}
+
+/// `--duration`: `2s`, `500ms`, `1m`, `1.5s`, or plain seconds (which humantime's
+/// [`parse_duration`] refuses; the probe has always read them).
+fn probe_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(std::time::Duration::from_secs_f64(v * scale)),
+        _ => Err(format!(
+            "--duration: cannot read {s:?}; write e.g. 4s, 500ms or 1m"
+        )),
+    }
+}
+
+impl ProbeArgs {
+    /// Checks every argument; the error is one line naming the problem and the fix.
+    pub fn validate(&self) -> Result<(ProbeOptions, SizeSpec, Side, Side), String> {
+        let (src, dst) = self.ends.resolve(&self.src, &self.dst)?;
+        if src.0 == dst.0 && self.ends.src_endpoint == self.ends.dst_endpoint {
+            return Err(
+                "source and destination are the same location; give two different ones".into(),
+            );
+        }
+        let size = match (&self.size, self.from_source) {
+            (Some(s), _) => SizeSpec::Bytes(parse_size(s).map_err(|e| format!("--size: {e}"))?),
+            (None, true) => SizeSpec::FromSource,
+            (None, false) => SizeSpec::None,
+        };
+        let part_size = match &self.part_size {
+            Some(p) => Some(parse_size(p).map_err(|e| format!("--part-size: {e}"))?),
+            None => None,
+        };
+        let opts = ProbeOptions {
+            part_size,
+            object_size: parse_size(&self.object_size)
+                .map_err(|e| format!("--object-size: {e}"))?,
+            max_concurrency: self.max_concurrency,
+            duration: probe_duration(&self.duration)?,
+            max_scratch: parse_size(&self.max_scratch)
+                .map_err(|e| format!("--max-scratch: {e}"))?,
+            list_objects: self.list_objects,
+            ..ProbeOptions::default()
+        };
+        opts.validate().map_err(|e| e.to_string())?;
+        Ok((opts, size, src, dst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_durations_read_as_operators_write_them() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("4s", Some(4.0)),
+            ("500ms", Some(0.5)),
+            ("1m", Some(60.0)),
+            ("2.5", Some(2.5)),
+            ("soon", None),
+            ("-1s", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(
+                probe_duration(s).ok().map(|d| d.as_secs_f64()),
+                *want,
+                "{s:?}"
+            );
+        }
     }
 }

@@ -44,9 +44,18 @@ pub fn for_error(e: &Error) -> u8 {
 /// The exit code of a finished sync: a fatal error's kind decides (a protocol violation
 /// mid-run is 3, a lost lease 4); else failures, an interruption or refused deletes are 1.
 pub fn for_report(r: &snapferry_engine::pipeline::Report) -> u8 {
-    match r.fatal_error_kind {
+    for_outcome(
+        r.fatal_error_kind,
+        r.interrupted || r.failed_objects > 0 || r.deletes_refused.is_some(),
+    )
+}
+
+/// [`for_report`]'s rule: a fatal error's kind decides (never below 1: the run did not
+/// finish); else anything short of "in sync" is 1.
+fn for_outcome(fatal: Option<ErrorKind>, incomplete: bool) -> u8 {
+    match fatal {
         Some(k) => code(k).max(FAILED),
-        None if r.interrupted || r.failed_objects > 0 || r.deletes_refused.is_some() => FAILED,
+        None if incomplete => FAILED,
         None => OK,
     }
 }
@@ -88,6 +97,27 @@ mod tests {
         );
         for (k, want) in table {
             assert_eq!(code(k), want, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn a_finished_sync_exits_by_its_fatal_error_else_by_what_is_left() {
+        let table = [
+            (None, false, OK),
+            (None, true, FAILED),
+            // A protocol violation mid-run is 3, a lost lease 4, whatever else is left.
+            (Some(ErrorKind::Protocol), false, STORE),
+            (Some(ErrorKind::Locked), true, LOCKED),
+            // A fatal error whose kind maps to 0 or 1 still ends a run that did not finish.
+            (Some(ErrorKind::Cancelled), false, FAILED),
+            (Some(ErrorKind::InvalidInput), false, USAGE),
+        ];
+        for (fatal, incomplete, want) in table {
+            assert_eq!(
+                for_outcome(fatal, incomplete),
+                want,
+                "{fatal:?} {incomplete}"
+            );
         }
     }
 }

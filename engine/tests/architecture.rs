@@ -7,29 +7,24 @@ use std::path::{Path, PathBuf};
 /// Every `.rs` file under `engine/src`, with its text up to the first `#[cfg(test)]`
 /// (unit tests may well look at message text).
 fn sources() -> Vec<(PathBuf, String)> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).expect("engine/src").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    walk(&root, &mut files);
-    files.sort();
-    files
+    let files: Vec<_> = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
         .into_iter()
-        .filter(|p| !p.ends_with("tests.rs"))
+        .map(|e| e.expect("walk engine/src").into_path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs") && !p.ends_with("tests.rs"))
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("read source");
             let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
             (p, code)
         })
-        .collect()
+        .collect();
+    assert!(
+        files.len() > 5,
+        "only {} sources found under engine/src",
+        files.len()
+    );
+    files
 }
 
 #[test]

@@ -754,11 +754,15 @@ pub fn http_request(
 }
 
 /// The one HTTP client of the kit's control calls: no proxy from the environment
-/// (hermetic), no redirects followed, every status an answer (not an error), 30 s at most.
+/// (hermetic), no redirects followed, every status an answer (not an error), 30 s at most,
+/// and a fresh connection per call (no pool: a fixture restarted or reset by a test never
+/// hands a stale kept-alive connection to the next call).
 fn agent() -> &'static ureq::Agent {
     static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
     AGENT.get_or_init(|| {
         ureq::Agent::config_builder()
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .proxy(None)
             .max_redirects(0)
             .http_status_as_error(false)

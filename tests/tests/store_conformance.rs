@@ -155,5 +155,13 @@ async fn oss_store_conforms() {
         .keys("conf")
         .iter()
         .all(|k| k.starts_with("some/prefix/")));
-    assert_eq!(gw.stats()["signature_failures"], 0);
+    let stats = gw.stats();
+    assert_eq!(stats["signature_failures"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    use snapferry_engine::store::memory::MemoryStore;
+    conformance(Arc::new(MemoryStore::new("conf"))).await;
+    missing_root(&MemoryStore::missing("absent")).await;
 }

@@ -358,6 +358,44 @@ impl Cluster {
         }
     }
 
+    /// `DELETE _snapshot/REPO`: unregisters the repository (its data stays where it is).
+    pub async fn delete_repository(&self, repo: &str) -> Result<()> {
+        self.call(Method::DELETE, &format!("/_snapshot/{repo}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET _snapshot/_status`: whether any snapshot is running on the cluster (a new one
+    /// would be refused, or queue behind it).
+    pub async fn snapshot_running(&self) -> Result<bool> {
+        let v = self.call(Method::GET, "/_snapshot/_status", None).await?;
+        Ok(v["snapshots"].as_array().is_some_and(|a| !a.is_empty()))
+    }
+
+    /// `PUT INDEX/_settings {"index.blocks.write": true}`: stops writes to the index
+    /// (reads, snapshots and metadata changes still work).
+    pub async fn set_write_block(&self, index: &str) -> Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("/{index}/_settings"),
+            Some(json!({"index.blocks.write": true})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET INDEX/_settings/index.blocks.write`: whether writes to the index are blocked.
+    pub async fn write_blocked(&self, index: &str) -> Result<bool> {
+        let v = self
+            .call(
+                Method::GET,
+                &format!("/{index}/_settings/index.blocks.write"),
+                None,
+            )
+            .await?;
+        Ok(v[index]["settings"]["index"]["blocks"]["write"].as_str() == Some("true"))
+    }
+
     /// `PUT _snapshot/REPO/NAME` without waiting (gateways time out long requests).
     pub async fn create_snapshot(&self, repo: &str, name: &str, indices: &str) -> Result<()> {
         self.call(

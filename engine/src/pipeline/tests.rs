@@ -301,3 +301,111 @@ async fn cancellation_aborts_in_flight_uploads_and_reports_interrupted() {
     );
     assert!(!s.dst.join("big").exists());
 }
+
+// ---- fast tests over the in-memory store (no directory, no server)
+
+use crate::store::memory::MemoryStore;
+
+/// Puts `objects` into a fresh in-memory store.
+async fn memory_with(name: &str, objects: &[(String, Bytes)]) -> Arc<MemoryStore> {
+    let s = Arc::new(MemoryStore::new(name));
+    for (k, d) in objects {
+        s.put(k, d.clone(), crc32fast::hash(d), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    s
+}
+
+async fn sync_memory(src: &Arc<MemoryStore>, dst: &Arc<MemoryStore>, o: SyncOptions) -> Report {
+    let run = SyncRun::new(src.clone(), dst.clone(), o, Arc::new(NoObserver));
+    run.preflight().await.unwrap();
+    run.run().await.unwrap()
+}
+
+#[tokio::test]
+async fn memory_stores_copy_exactly_then_the_round_is_a_no_op() {
+    let objects: Vec<(String, Bytes)> = FILES
+        .iter()
+        .enumerate()
+        .map(|(i, (k, n))| {
+            let d: Vec<u8> = (0..*n).map(|j| (j * 31 + i * 7) as u8).collect();
+            (k.to_string(), Bytes::from(d))
+        })
+        .collect();
+    let src = memory_with("src", &objects).await;
+    let dst = Arc::new(MemoryStore::new("dst"));
+    let r = sync_memory(&src, &dst, opts()).await;
+    assert_eq!(r.failed_objects, 0, "{:?}", r.failures);
+    assert_eq!(r.copied_objects, 3);
+    for (k, d) in &objects {
+        assert_eq!(dst.bytes(k).as_ref(), Some(d), "{k}");
+    }
+    // The multipart copy (12 MiB in 5 MiB parts) left no upload behind.
+    assert!(dst.list_multipart_uploads().await.unwrap().is_empty());
+    let again = sync_memory(&src, &dst, opts()).await;
+    assert_eq!((again.copied_objects, again.skipped_objects), (0, 3));
+}
+
+/// The committed OpenSearch fixture repository, loaded into memory.
+async fn fixture_repository() -> Arc<MemoryStore> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/repos");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("opensearch"))
+        })
+        .collect();
+    dirs.sort();
+    let repo = dirs.pop().expect("an opensearch fixture").join("repo");
+    let mut objects = Vec::new();
+    let mut stack = vec![repo.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p
+                    .strip_prefix(&repo)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                objects.push((key, Bytes::from(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    memory_with("fixture", &objects).await
+}
+
+#[tokio::test]
+async fn a_repository_in_memory_copies_snapshot_aware_and_the_next_round_costs_nothing() {
+    let src = fixture_repository().await;
+    let dst = Arc::new(MemoryStore::new("dst"));
+    let r = sync_memory(&src, &dst, opts()).await;
+    assert_eq!(r.failed_objects, 0, "{:?}", r.failures);
+    let snap = r.snapshot.as_ref().expect("the source is a repository");
+    assert!(snap.completed, "{snap:?}");
+    // Every blob arrived byte for byte (the state record is snapferry's own, extra).
+    for k in src.keys() {
+        assert_eq!(dst.bytes(&k), src.bytes(&k), "{k}");
+    }
+    let extra: Vec<String> = dst
+        .keys()
+        .into_iter()
+        .filter(|k| src.bytes(k).is_none())
+        .collect();
+    assert!(
+        extra.iter().all(|k| crate::store::is_reserved(k)),
+        "{extra:?}"
+    );
+    // The destination now holds the root snapferry wrote: the next round plans from
+    // metadata, finds the roots identical and examines no shard.
+    let again = sync_memory(&src, &dst, opts()).await;
+    let snap = again.snapshot.as_ref().expect("still a repository");
+    assert_eq!(again.copied_objects, 0);
+    assert_eq!(snap.planned_from, "metadata", "{snap:?}");
+    assert_eq!(snap.examined_units, 0, "{snap:?}");
+}

@@ -13,14 +13,20 @@
 //! empty listing; the caller decides whether that is acceptable (a destination that
 //! will be created) or an error (a source).
 //!
-//! Backends are wrapped by [`layer::Layered`], which applies the run's rate limits,
-//! retry policy and request accounting to every call.
+//! Backends are built in one place, [`open()`], from a location and its resolved
+//! [`StoreOptions`], and wrapped by [`layer::Layered`], which applies the run's rate
+//! limits, retry policy and request accounting to every call.
 
+pub mod env;
 pub mod fs;
 pub mod layer;
+pub mod memory;
+pub mod open;
 pub mod oss;
 pub mod s3;
 pub mod watch;
+
+pub use open::{open, open_existing, StoreOptions};
 
 use std::ops::Range;
 use std::pin::Pin;

@@ -1,4 +1,6 @@
-//! Progress display, dry-run plan printing and signal handling.
+//! A sync's progress: the bar (a terminal) or periodic lines (a log file, a CronJob),
+//! and its events — the dry-run plan on stdout, one action per line, and with `-v` what
+//! was copied and deleted. The counters are the pipeline's; this only reads them.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering;
@@ -10,22 +12,17 @@ use snapferry_engine::pipeline::{Event, Observer};
 use snapferry_engine::stats::Counters;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::ProgressMode;
+use super::human;
 
-/// Human-readable binary size.
-pub fn human(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
+/// When to show progress (`--progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A bar on a terminal, a line every 10 s otherwise.
+    Auto,
+    /// As auto, but a line every second when stderr is not a terminal.
+    Always,
+    /// Nothing.
+    Never,
 }
 
 /// Prints the plan in dry-run mode (stdout, one action per line) and events with -v, and
@@ -37,6 +34,7 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// `banner` is printed when the run starts; `verbose` adds copied and deleted keys.
     pub fn new(dry_run: bool, verbose: bool, banner: String) -> Self {
         Printer {
             dry_run,
@@ -75,35 +73,6 @@ impl Observer for Printer {
     }
 }
 
-/// Cancels the run on Ctrl-C or SIGTERM (a second Ctrl-C exits at once).
-pub async fn on_signal(cancel: CancellationToken) {
-    interrupted().await;
-    err!("snapferry: interrupted: aborting in-flight uploads and writing the report (Ctrl-C again to quit at once)");
-    cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        std::process::exit(1);
-    }
-}
-
-/// Returns at the first Ctrl-C or SIGTERM.
-pub async fn interrupted() {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// A running progress display.
 pub struct Display {
     stop: CancellationToken,
@@ -111,6 +80,7 @@ pub struct Display {
 }
 
 impl Display {
+    /// Stops the display (the bar is cleared) and waits for its last line.
     pub async fn finish(mut self) {
         self.stop.cancel();
         if let Some(t) = self.task.take() {
@@ -135,11 +105,11 @@ fn line(c: &Counters, started: Instant) -> String {
 }
 
 /// Starts the display for `mode`.
-pub fn spawn(counters: Arc<Counters>, mode: ProgressMode, _cancel: CancellationToken) -> Display {
+pub fn spawn(counters: Arc<Counters>, mode: Mode) -> Display {
     let stop = CancellationToken::new();
     let tty = std::io::stderr().is_terminal();
     let task = match (mode, tty) {
-        (ProgressMode::Never, _) => None,
+        (Mode::Never, _) => None,
         (_, true) => {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
             bar.set_style(
@@ -173,7 +143,7 @@ pub fn spawn(counters: Arc<Counters>, mode: ProgressMode, _cancel: CancellationT
             let started = Instant::now();
             // Not a terminal: periodic lines (log files, CronJobs); `always` makes them
             // once a second, `auto` every 10 s.
-            let every = if mode == ProgressMode::Always { 1 } else { 10 };
+            let every = if mode == Mode::Always { 1 } else { 10 };
             Some(tokio::spawn(async move {
                 loop {
                     tokio::select! {
