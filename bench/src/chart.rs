@@ -28,47 +28,42 @@ fn color(t: Option<ToolId>) -> RGBColor {
 /// Bars per workload: MiB/s (and the pipe limit) or objects/s.
 fn groups(r: &Results, ids: &[&str], objects: bool) -> Vec<(String, Vec<Bar>)> {
     let mut out = Vec::new();
+    let bar = |t: Option<ToolId>, value| {
+        let label = t.map_or("pipe limit", ToolId::name).to_string();
+        Bar {
+            label,
+            color: color(t),
+            value,
+        }
+    };
     for w in ids
         .iter()
         .filter_map(|id| r.workloads.iter().find(|w| w.id == *id))
     {
+        let fig = |s| figures(w, s, r.cores).map(|f| if objects { f.objps } else { f.mibps });
         let mut bars: Vec<Bar> = w
             .series
             .iter()
-            .filter_map(|s| {
-                let f = figures(w, s, r.cores)?;
-                let value = if objects { f.objps } else { f.mibps };
-                Some(Bar {
-                    label: s.tool.name().into(),
-                    color: color(Some(s.tool)),
-                    value,
-                })
-            })
+            .filter_map(|s| Some(bar(Some(s.tool), fig(s)?)))
             .collect();
-        let pipe = Spread::of(
-            w.pipe
-                .iter()
-                .map(|p| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64),
-        );
-        if let (false, Some(value)) = (objects, pipe) {
-            bars.push(Bar {
-                label: "pipe limit".into(),
-                color: color(None),
-                value,
-            });
+        let mibps = |p: &crate::run::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
+        if let (false, Some(value)) = (objects, Spread::of(w.pipe.iter().map(mibps))) {
+            bars.push(bar(None, value));
         }
+        let name = if w.noop {
+            format!("{} (no-op, decided)", w.id)
+        } else {
+            w.id.clone()
+        };
         if !bars.is_empty() {
-            out.push((
-                if w.noop {
-                    format!("{} (no-op, decided)", w.id)
-                } else {
-                    w.id.clone()
-                },
-                bars,
-            ));
+            out.push((name, bars));
         }
     }
     out
+}
+
+fn chart_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow!("chart: {e:?}")
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -80,15 +75,14 @@ fn panel(
     groups: &[(String, Vec<Bar>)],
     legend: bool,
 ) -> Result<()> {
-    let e = |e: DrawingAreaErrorKind<_>| anyhow!("chart: {e:?}");
+    let e = chart_err;
     if groups.is_empty() {
         return Ok(());
     }
-    let ymax = groups
+    let top = groups
         .iter()
-        .flat_map(|(_, b)| b.iter().map(|x| x.value.max))
-        .fold(1.0f64, f64::max)
-        * 1.18;
+        .flat_map(|(_, b)| b.iter().map(|x| x.value.max));
+    let ymax = top.fold(1.0f64, f64::max) * 1.18;
     let n = groups.len();
     let names: Vec<String> = groups.iter().map(|(g, _)| g.clone()).collect();
     let mut chart = ChartBuilder::on(area)
@@ -180,24 +174,19 @@ pub fn write(r: &Results, path: &Path) -> Result<()> {
     let copied = groups(r, &["W2"], true);
     let decided = groups(r, &["W4"], true);
     let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("chart: {e:?}"))?;
+    root.fill(&WHITE).map_err(chart_err)?;
     let (top, bottom) = root.split_vertically(40);
     top.titled(
         "snapferry vs peers on two MinIO servers: median throughput, min–max whiskers (higher is better)",
         ("sans-serif", 18),
     )
-    .map_err(|e| anyhow!("chart: {e:?}"))?;
+    .map_err(chart_err)?;
     let (left, rest) = bottom.split_horizontally(560);
     let (mid, right) = rest.split_horizontally(320);
     panel(&left, "Bytes copied", "MiB/s", &bytes, true)?;
     panel(&mid, "Small objects copied", "objects/s", &copied, false)?;
-    panel(
-        &right,
-        "Objects decided, nothing to copy",
-        "objects/s",
-        &decided,
-        false,
-    )?;
-    root.present().map_err(|e| anyhow!("chart: {e:?}"))?;
+    let title = "Objects decided, nothing to copy";
+    panel(&right, title, "objects/s", &decided, false)?;
+    root.present().map_err(chart_err)?;
     Ok(())
 }

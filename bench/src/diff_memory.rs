@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use snapferry_engine::pipeline::differ::{merge_join, DiffStats, Joined};
 use snapferry_engine::store::ObjectMeta;
 use tokio::sync::mpsc;
@@ -42,15 +43,12 @@ fn listing(n: u64, step: u64) -> mpsc::Receiver<snapferry_engine::Result<ObjectM
 }
 
 /// Runs the probe over `n` source keys and prints its one-line result.
-pub fn main(n: u64) {
+pub fn main(n: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("snapferry-bench: cannot start the runtime: {e}");
-            std::process::exit(1);
-        });
+        .build();
+    let rt = rt.context("start the runtime")?;
     let before = peak_rss_kib().unwrap_or(0);
     let t = std::time::Instant::now();
     let (steps, held) = rt.block_on(async {
@@ -65,12 +63,9 @@ pub fn main(n: u64) {
                 Joined::Source(..) | Joined::DestOnly(_) => steps += 1,
             }
         }
-        if let Ok(Err(e)) = join.await {
-            eprintln!("snapferry-bench: differ failed: {e}");
-            std::process::exit(1);
-        }
-        (steps, stats.max_held())
-    });
+        join.await?.context("the differ failed")?;
+        Ok::<_, anyhow::Error>((steps, stats.max_held()))
+    })?;
     let peak = peak_rss_kib().unwrap_or(0);
     println!(
         "diff-memory: {n} source keys x {} destination keys, {steps} steps in {:.2}s; differ held at most {held} entries; peak RSS {:.1} MiB (before the diff {:.1} MiB)",
@@ -79,4 +74,5 @@ pub fn main(n: u64) {
         peak as f64 / 1024.0,
         before as f64 / 1024.0
     );
+    Ok(())
 }

@@ -1,30 +1,4 @@
-//! snapferry's benchmark harness.
-//!
-//! ```text
-//! snapferry-bench run --out bench/RESULTS.md --chart bench/throughput.svg [options]
-//! snapferry-bench report --json bench/results.json --out bench/RESULTS.md
-//! snapferry-bench diff-memory [KEYS]
-//! ```
-//! `run` starts its own MinIO servers on loopback (through the test kit), writes each
-//! workload to the source once, runs snapferry, rclone, `mc mirror` and s3sync against
-//! the same data in alternating order, measures the pipe limit, and writes a JSON file
-//! of every sample, the SVG chart and the generated blocks of RESULTS.md; `report`
-//! renders the last two again from a saved JSON. `bash bench/run.sh` builds and
-//! installs everything and runs it. `diff-memory` is the differ memory probe (W5).
-//!
-//! Layout: `run.rs` (the orchestration), `workloads.rs` (W1–W4), `tools.rs` (command
-//! lines and the measured child process), `s3util.rs` (the harness's own S3 client and
-//! the servers' counters), `stats.rs`, `report.rs` (RESULTS.md's blocks, the targets
-//! table, the merge that keeps the prose), `chart.rs` (SVG), `diff_memory.rs` (W5).
-
-mod chart;
-mod diff_memory;
-mod report;
-mod run;
-mod s3util;
-mod stats;
-mod tools;
-mod workloads;
+//! `snapferry-bench`'s command line; the harness is the library (see its docs).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use snapferry_bench::{chart, diff_memory, report, run, tools};
 
 #[derive(Parser)]
 #[command(name = "snapferry-bench", about = "snapferry's benchmark harness")]
@@ -85,26 +60,20 @@ fn write_outputs(r: &run::Results, out: &Path, chart: &Path, regenerate: &str) -
     chart::write(r, chart)?;
     let name = chart
         .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .map_or(String::new(), |f| f.to_string_lossy().into());
     let old = match std::fs::read_to_string(out) {
-        Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("read {}", out.display())),
+        old => Some(old.with_context(|| format!("read {}", out.display()))?),
     };
-    let md = report::merge(old.as_deref(), &report::blocks(r, regenerate, &name))
-        .with_context(|| format!("merge into {}", out.display()))?;
+    let md = report::merge(old.as_deref(), &report::blocks(r, regenerate, &name));
+    let md = md.with_context(|| format!("merge into {}", out.display()))?;
     std::fs::write(out, md).with_context(|| format!("write {}", out.display()))?;
+    let (out, chart, min) = (out.display(), chart.display(), r.total_seconds / 60.0);
     run::log(format!(
-        "wrote {} and {} (the run took {:.1} min)",
-        out.display(),
-        chart.display(),
-        r.total_seconds / 60.0
+        "wrote {out} and {chart} (the run took {min:.1} min)"
     ));
     for t in report::targets(r) {
-        let verdict = t
-            .met
-            .map_or("not measured", |m| if m { "MET" } else { "MISSED" });
+        let verdict = ["not measured", "MISSED", "MET"][t.met.map_or(0, |m| 1 + m as usize)];
         run::log(format!("{verdict}: {} — {}", t.target, t.measured));
     }
     Ok(())
@@ -112,24 +81,21 @@ fn write_outputs(r: &run::Results, out: &Path, chart: &Path, regenerate: &str) -
 
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
-        Cmd::DiffMemory { keys } => {
-            diff_memory::main(keys);
-            Ok(())
-        }
+        Cmd::DiffMemory { keys } => diff_memory::main(keys),
         Cmd::Report {
             json,
             out,
             chart,
             regenerate,
-        } => std::fs::read_to_string(&json)
-            .with_context(|| format!("read {}", json.display()))
-            .and_then(|s| Ok(serde_json::from_str::<run::Results>(&s)?))
-            .and_then(|mut r| {
-                if r.machine.is_empty() {
-                    r.machine = machine(&std::env::temp_dir());
-                }
-                write_outputs(&r, &out, &chart, &regenerate)
-            }),
+        } => (|| {
+            let s = std::fs::read_to_string(&json)
+                .with_context(|| format!("read {}", json.display()))?;
+            let mut r: run::Results = serde_json::from_str(&s)?;
+            if r.machine.is_empty() {
+                r.machine = machine(&std::env::temp_dir());
+            }
+            write_outputs(&r, &out, &chart, &regenerate)
+        })(),
         Cmd::MeasureChild {
             limit_ms,
             out,
@@ -137,8 +103,8 @@ fn main() -> ExitCode {
         } => {
             let mut c = std::process::Command::new(&argv[0]);
             c.args(&argv[1..]).stdin(std::process::Stdio::null());
-            tools::measure_direct(c, Duration::from_millis(limit_ms))
-                .and_then(|m| Ok(std::fs::write(&out, serde_json::to_string(&m)?)?))
+            let m = tools::Measured::direct(c, Duration::from_millis(limit_ms));
+            m.and_then(|m| Ok(std::fs::write(&out, serde_json::to_string(&m)?)?))
         }
         Cmd::Run(a) => run::run(&a).and_then(|mut r| {
             r.machine = machine(&a.work_dir);
@@ -146,29 +112,26 @@ fn main() -> ExitCode {
                 .json
                 .clone()
                 .unwrap_or_else(|| a.out.with_file_name("results.json"));
-            std::fs::write(&json, serde_json::to_string_pretty(&r)?)
-                .with_context(|| format!("write {}", json.display()))?;
+            let text = serde_json::to_string_pretty(&r)?;
+            std::fs::write(&json, text).with_context(|| format!("write {}", json.display()))?;
             run::log(format!("wrote {}", json.display()));
             write_outputs(&r, &a.out, &a.chart, &a.regenerate)
         }),
     };
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    res.map_or_else(
+        |e| {
             eprintln!("snapferry-bench: {e:#}");
             ExitCode::FAILURE
-        }
-    }
+        },
+        |()| ExitCode::SUCCESS,
+    )
 }
 
 /// A few facts about the machine, as `(what, value)`; `work_dir` holds the servers' data.
 fn machine(work_dir: &Path) -> Vec<(String, String)> {
     let sh = |cmd: &str, args: &[&str]| {
-        let o = std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success());
+        let o = std::process::Command::new(cmd).args(args).output().ok();
+        let o = o.filter(|o| o.status.success());
         o.map_or("unknown".into(), |o| {
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         })
@@ -196,21 +159,15 @@ fn machine(work_dir: &Path) -> Vec<(String, String)> {
         .split_whitespace()
         .collect();
     let cell = |i: usize| d.get(i).copied().unwrap_or("?");
-    let rota = cell(0)
-        .rsplit('/')
-        .next()
-        .map(|dev| file(&format!("/sys/block/{dev}/queue/rotational")));
-    let rota = match rota.as_deref().map(str::trim) {
-        Some("0") => ", non-rotational",
-        Some("1") => ", rotational",
+    let dev = cell(0).rsplit('/').next().unwrap_or_default();
+    let rota = match file(&format!("/sys/block/{dev}/queue/rotational")).trim() {
+        "0" => ", non-rotational",
+        "1" => ", rotational",
         _ => "",
     };
+    let (dev, fs, size, free) = (cell(0), cell(1), cell(2), cell(3));
     let disk = format!(
-        "{} ({}{rota}), {} with {} free, holding the servers' data under {dir}",
-        cell(0),
-        cell(1),
-        cell(2),
-        cell(3)
+        "{dev} ({fs}{rota}), {size} with {free} free, holding the servers' data under {dir}"
     );
     let cores =
         std::thread::available_parallelism().map_or_else(|_| unknown(), |n| n.get().to_string());

@@ -14,9 +14,9 @@ use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 
 use crate::run::{Results, Sample, Series, WorkloadResult};
-use crate::s3util::KINDS;
 use crate::stats::{figures, Figures, Spread};
-use crate::tools::ToolId;
+use crate::tools::{Measured, ToolId};
+use testkit::load::KINDS;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Metric {
@@ -81,7 +81,7 @@ fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
 }
 
 fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
-    let mibps = |p: &crate::s3util::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
+    let mibps = |p: &crate::run::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
     Spread::of(w.pipe.iter().map(mibps))
 }
 
@@ -96,10 +96,8 @@ fn measure(r: &Results, id: &str, m: Metric, thr: f64) -> Option<(f64, String)> 
         }
         PipeShare => {
             let (s, p) = (sf()?.mibps.med, pipe_mibps(wl(r, id)?)?.med);
-            (
-                100.0 * s / p,
-                format!("{:.0}% ({s:.0} of {p:.0} MiB/s)", 100.0 * s / p),
-            )
+            let v = 100.0 * s / p;
+            (v, format!("{v:.0}% ({s:.0} of {p:.0} MiB/s)"))
         }
         ObjectsVsRclone => {
             let (s, c) = (sf()?.objps.med, rc()?.objps.med);
@@ -114,29 +112,17 @@ fn measure(r: &Results, id: &str, m: Metric, thr: f64) -> Option<(f64, String)> 
                 .series
                 .iter()
                 .find(|s| s.tool == ToolId::Snapferry)?;
-            let heads = s
-                .samples
-                .iter()
-                .map(|x| x.requests.get("HEAD").copied().unwrap_or(0));
-            let max = heads.max()?;
+            let heads = s.samples.iter().map(|x| x.requests.get("HEAD").copied());
+            let max = heads.map(Option::unwrap_or_default).max()?;
             let list = sf()?.requests_max.get("LIST").copied().unwrap_or(0);
             let n = s.samples.len();
-            (
-                max as f64,
-                format!("at most {max} HeadObject requests in each of {n} timed runs (server-side count); {list} LIST"),
-            )
+            let shown = format!("at most {max} HeadObject requests in each of {n} timed runs (server-side count); {list} LIST");
+            (max as f64, shown)
         }
         CpuPerGib => {
             let (f, w) = (sf()?, wl(r, id)?);
-            let v = f.cpu_per_gib.med;
-            (
-                v,
-                format!(
-                    "{v:.2} CPU-s/GiB ({:.1} CPU-s for {})",
-                    f.cpu.med,
-                    HumanBytes(w.bytes)
-                ),
-            )
+            let (v, cpu, bytes) = (f.cpu_per_gib.med, f.cpu.med, HumanBytes(w.bytes));
+            (v, format!("{v:.2} CPU-s/GiB ({cpu:.1} CPU-s for {bytes})"))
         }
         RssAboveBuffers => {
             let (f, w, k) = (sf()?, wl(r, id)?, r.knobs);
@@ -146,25 +132,17 @@ fn measure(r: &Results, id: &str, m: Metric, thr: f64) -> Option<(f64, String)> 
                 (false, false) => w.largest_single,
             };
             let buffers = (k.concurrency as u64 * per_job) as f64 / (1 << 20) as f64;
-            let (c, per) = (k.concurrency, HumanBytes(per_job));
-            let shown = format!(
-                "{:.0} MiB peak (limit {:.0} MiB = {thr} MiB + {c} × {per})",
-                f.rss.max,
-                thr + buffers
-            );
+            let (c, per, max, limit) =
+                (k.concurrency, HumanBytes(per_job), f.rss.max, thr + buffers);
+            let shown =
+                format!("{max:.0} MiB peak (limit {limit:.0} MiB = {thr} MiB + {c} × {per})");
             (f.rss.max - buffers, shown)
         }
         DiffRss => {
             let d = r.diff.as_ref()?;
             let rss = Spread::of(d.samples.iter().map(|m| m.max_rss_kib as f64 / 1024.0))?;
-            (
-                rss.max,
-                format!(
-                    "{:.1} MiB peak RSS (largest of {} runs)",
-                    rss.max,
-                    d.samples.len()
-                ),
-            )
+            let (max, n) = (rss.max, d.samples.len());
+            (max, format!("{max:.1} MiB peak RSS (largest of {n} runs)"))
         }
     })
 }
@@ -197,10 +175,13 @@ pub fn targets(r: &Results) -> Vec<Judged> {
         let got = measure(r, id, m, thr);
         let met = got
             .as_ref()
-            .map(|(v, _)| if cmp == AtLeast { *v >= thr } else { *v <= thr });
-        let measured = got.map_or_else(|| "—".to_string(), |(_, s)| s);
+            .map(|&(v, _)| if cmp == AtLeast { v >= thr } else { v <= thr });
+        let (target, measured) = (
+            describe(r, id, m, cmp, thr),
+            got.map_or("—".into(), |(_, s)| s),
+        );
         Judged {
-            target: describe(r, id, m, cmp, thr),
+            target,
             measured,
             met,
         }
@@ -208,44 +189,23 @@ pub fn targets(r: &Results) -> Vec<Judged> {
     TARGETS.iter().map(judge).collect()
 }
 
-/// What a `perf report` line's code does: the first category (kernel lines only, or any)
-/// with one of its words (`*`: every line) in the line.
-const CATEGORIES: &[(&str, bool, &str)] = &[
-    ("SHA-256 (SigV4 payload hashing)", false, "sha2 sha256"),
-    ("CRC32 (integrity checksum)", false, "crc"),
-    ("MD5", false, "md5"),
-    (
-        "kernel: page faults, zeroing and freeing fresh memory",
-        true,
-        PAGE_WORDS,
-    ),
-    (
-        "kernel: copying bytes to and from sockets",
-        true,
-        "copy_from_iter copy_to_iter copy_user",
-    ),
-    (
-        "kernel: other (TCP, syscalls, scheduling, locks)",
-        true,
-        "*",
-    ),
-    ("user-space memory copies", false, "memcpy memmove"),
-    (
-        "allocator (glibc malloc/free)",
-        false,
-        "malloc free realloc _int_ tcache",
-    ),
-    (
-        "aws-sdk-s3 (endpoint resolution, signing, request/response building)",
-        false,
-        "aws_ smithy",
-    ),
-    ("HTTP (hyper)", false, "hyper http h2::"),
-    ("async runtime (tokio)", false, "tokio futures"),
-    ("XML parsing", false, "xml"),
-    ("snapferry's own code", false, "snapferry"),
-];
-const PAGE_WORDS: &str = "fault clear_page mm_ pte page unmap charge lru folio";
+/// What a `perf report` line's code does, one category a line: its name, `k` for kernel
+/// lines only (`-` any line), and its words; a line falls into the first category with
+/// one of its words (`*`: every line) in it.
+const CATEGORIES: &str = "\
+SHA-256 (SigV4 payload hashing)|-|sha2 sha256
+CRC32 (integrity checksum)|-|crc
+MD5|-|md5
+kernel: page faults, zeroing and freeing fresh memory|k|fault clear_page mm_ pte page unmap charge lru folio
+kernel: copying bytes to and from sockets|k|copy_from_iter copy_to_iter copy_user
+kernel: other (TCP, syscalls, scheduling, locks)|k|*
+user-space memory copies|-|memcpy memmove
+allocator (glibc malloc/free)|-|malloc free realloc _int_ tcache
+aws-sdk-s3 (endpoint resolution, signing, request/response building)|-|aws_ smithy
+HTTP (hyper)|-|hyper http h2::
+async runtime (tokio)|-|tokio futures
+XML parsing|-|xml
+snapferry's own code|-|snapferry";
 
 /// Shares of a profile's samples by what the code does, largest first.
 pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
@@ -259,8 +219,12 @@ pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
         };
         let kernel = rest.contains("[k]") || rest.contains("kernel");
         let has = |words: &str| words.split(' ').any(|w| w == "*" || rest.contains(w));
-        let cat = CATEGORIES.iter().find(|c| (kernel || !c.1) && has(c.2));
-        *m.entry(cat.map_or("other", |c| c.0)).or_insert(0.0) += pct;
+        let mut cats = CATEGORIES.lines().filter_map(|c| c.split_once('|'));
+        let cat = cats.find_map(|(name, c)| {
+            let (only_kernel, words) = c.split_once('|')?;
+            ((kernel || only_kernel == "-") && has(words)).then_some(name)
+        });
+        *m.entry(cat.unwrap_or("other")).or_insert(0.0) += pct;
     }
     let mut v: Vec<(&str, f64)> = m.into_iter().collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -302,27 +266,17 @@ fn tool_row(w: &WorkloadResult, s: &Series, cores: f64, pipe: Option<Spread>) ->
     };
     let m = &f.median_sample;
     let digits = if f.objps.med < 10.0 { 2 } else { 0 };
-    let objps = if w.noop {
-        "—".into()
-    } else {
-        f.objps.show(digits)
-    };
-    let per_gib = if w.noop {
-        "—".into()
-    } else {
-        format!("{:.2}", f.cpu_per_gib.med)
-    };
-    let servers = format!("{:.1}", m.server_cpu_seconds);
-    let mut row = vec![
-        name,
+    let copied = |s: String| if w.noop { "—".into() } else { s };
+    let (objps, per_gib) = (
+        copied(f.objps.show(digits)),
+        copied(format!("{:.2}", f.cpu_per_gib.med)),
+    );
+    let (wall, cpu, servers) = (
         f.wall.show(2),
-        thr,
-        objps,
         f.cpu.show(2),
-        servers,
-        per_gib,
-    ];
-    row.push(f.rss.show(0));
+        format!("{:.1}", m.server_cpu_seconds),
+    );
+    let mut row = vec![name, wall, thr, objps, cpu, servers, per_gib, f.rss.show(0)];
     row.extend(
         KINDS
             .iter()
@@ -355,10 +309,8 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
         "objects/s",
         "CPU s",
         "servers CPU s",
-        "CPU s/GiB",
     ];
-    head.push("peak RSS MiB");
-    head.extend(KINDS);
+    head.extend(["CPU s/GiB", "peak RSS MiB"].into_iter().chain(KINDS));
     head.push("busy (others)");
     let mut rows: Vec<Vec<String>> = w
         .series
@@ -366,16 +318,14 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
         .map(|s| tool_row(w, s, r.cores, pipe))
         .collect();
     if let Some(p) = pipe {
-        let (get, put) = (
-            spread(w.pipe.iter().map(|x| x.get_seconds), 1),
-            spread(w.pipe.iter().map(|x| x.put_seconds), 1),
-        );
-        let wall = spread(w.pipe.iter().map(|x| x.wall_seconds), 2);
+        let of = |f: fn(&crate::run::PipeRun) -> f64, d| spread(w.pipe.iter().map(f), d);
+        let (get, put) = (of(|x| x.get_seconds, 1), of(|x| x.put_seconds, 1));
         let done = format!("GETs done at {get} s, PUTs at {put} s");
+        let mibps = format!("{} MiB/s", p.show(1));
         rows.push(vec![
             "**pipe limit**".into(),
-            wall,
-            format!("{} MiB/s", p.show(1)),
+            of(|x| x.wall_seconds, 2),
+            mibps,
             done,
         ]);
     }
@@ -402,11 +352,8 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
             );
         }
         if let Some(p) = s.samples.iter().find_map(|x| x.problem.as_ref()) {
-            let _ = writeln!(
-                o,
-                "\n{tool} on {id}: a run did not count: {}",
-                p.replace('|', "/")
-            );
+            let p = p.replace('|', "/");
+            let _ = writeln!(o, "\n{tool} on {id}: a run did not count: {p}");
         }
     }
     if w.noop {
@@ -418,12 +365,8 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
         {
             let problem = wu.problem.as_deref().map(|p| format!(" — problem: {p}"));
             let (wall, req) = (wu.measured.wall_seconds, show_requests(&wu.requests));
-            let problem = problem.unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "- {}: {wall:.2} s, requests {req}{problem}",
-                s.tool.name()
-            );
+            let (tool, problem) = (s.tool.name(), problem.unwrap_or_default());
+            let _ = writeln!(o, "- {tool}: {wall:.2} s, requests {req}{problem}");
         }
     }
     o
@@ -441,14 +384,9 @@ fn latency_block(r: &Results) -> String {
             let g = |n: &str, d: usize| {
                 format!("{:.d$}", v.get(n).and_then(|x| x.as_f64()).unwrap_or(0.0))
             };
-            rows.push(vec![
-                w.id.clone(),
-                kind,
-                g("count", 0),
-                g("p50_ms", 2),
-                g("p99_ms", 2),
-                g("max_ms", 2),
-            ]);
+            let mut row = vec![w.id.clone(), kind, g("count", 0)];
+            row.extend(["p50_ms", "p99_ms", "max_ms"].map(|n| g(n, 2)));
+            rows.push(row);
         }
     }
     table(
@@ -531,29 +469,23 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
     let (cores, scale) = (r.cores, r.scale);
     b.insert("settings", format!("This run: {reps}; **{c} transfers in flight, {part} parts, multipart above {thr}**; {cores:.0} cores; workloads at scale {scale}."));
     let workload = |x: &WorkloadResult| {
-        let (objects, bytes, secs) = (
-            x.objects.to_string(),
-            HumanBytes(x.bytes).to_string(),
-            format!("{:.0} s", x.generate_seconds),
-        );
+        let (objects, bytes) = (x.objects.to_string(), HumanBytes(x.bytes).to_string());
+        let (id, title, sizes) = (x.id.clone(), x.title.clone(), x.sizes.clone());
         vec![
-            x.id.clone(),
-            x.title.clone(),
+            id,
+            title,
             objects,
             bytes,
-            x.sizes.clone(),
-            secs,
+            sizes,
+            format!("{:.0} s", x.generate_seconds),
         ]
     };
     let mut rows: Vec<Vec<String>> = r.workloads.iter().map(workload).collect();
     if let Some(d) = &r.diff {
         let what = format!("diff of {} source keys against {} destination keys through the engine's real differ (`{}`, no servers)", d.keys, d.keys.div_ceil(2), d.command);
-        rows.push(
-            ["W5".into(), what]
-                .into_iter()
-                .chain(std::iter::repeat_n("—".into(), 4))
-                .collect(),
-        );
+        let mut row = vec!["W5".into(), what];
+        row.resize(6, "—".into());
+        rows.push(row);
     }
     let mut w = table(
         &["", "what", "objects", "bytes", "sizes", "written in"],
@@ -569,11 +501,9 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
     b.insert("latency", latency_block(r));
     if let Some(d) = &r.diff {
         let s = &d.samples;
-        let (wall, cpu) = (
-            spread(s.iter().map(|m| m.wall_seconds), 2),
-            spread(s.iter().map(|m| m.cpu()), 2),
-        );
-        let rss = spread(s.iter().map(|m| m.max_rss_kib as f64 / 1024.0), 1);
+        let of = |f: fn(&Measured) -> f64, d| spread(s.iter().map(f), d);
+        let (wall, cpu) = (of(|m| m.wall_seconds, 2), of(|m| m.cpu(), 2));
+        let rss = of(|m| m.max_rss_kib as f64 / 1024.0, 1);
         let line = s
             .last()
             .map(|m| m.stdout.trim().to_string())
@@ -696,50 +626,4 @@ pub fn merge(existing: Option<&str>, blocks: &BTreeMap<String, String>) -> Resul
         out.push_str(&marked(name, Some(body)));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prose_outside_the_markers_survives_and_blocks_are_replaced() {
-        let blocks = BTreeMap::from([
-            ("a".to_string(), "new A".to_string()),
-            ("b".to_string(), "new B".to_string()),
-        ]);
-        let old = "# T\n\nProse one.\n<!-- generated: a -->\nold A\n<!-- /generated -->\nProse two.\n\n<!-- generated: gone -->\nx\n<!-- /generated -->\n";
-        let new = merge(Some(old), &blocks).expect("merge");
-        assert_eq!(new, "# T\n\nProse one.\n<!-- generated: a -->\n\nnew A\n\n<!-- /generated -->\nProse two.\n\n<!-- generated: gone -->\n\n*Not measured in this run.*\n\n<!-- /generated -->\n\n<!-- generated: b -->\n\nnew B\n\n<!-- /generated -->\n");
-        assert_eq!(
-            merge(Some(&new), &blocks).expect("again"),
-            new,
-            "regenerating changes nothing"
-        );
-        assert!(merge(Some("<!-- generated: a -->\nprose lost?\n"), &blocks).is_err());
-    }
-
-    #[test]
-    fn profile_lines_fall_into_categories() {
-        let lines = [
-            "17.00%  [kernel.kallsyms]  [k] _copy_from_iter",
-            "7.21%  [kernel.kallsyms]  [k] exc_page_fault",
-            "4.72%  snapferry  [.] crc32fast::calculate",
-            "3.47%  libc.so.6  [.] malloc",
-            "1.00%  [kernel.kallsyms]  [k] tcp_sendmsg",
-        ];
-        let c = profile_categories(&lines.map(String::from));
-        assert_eq!(c[0], ("kernel: copying bytes to and from sockets", 17.0));
-        assert_eq!(
-            c[1],
-            (
-                "kernel: page faults, zeroing and freeing fresh memory",
-                7.21
-            )
-        );
-        assert!(
-            c.contains(&("allocator (glibc malloc/free)", 3.47))
-                && c.contains(&("kernel: other (TCP, syscalls, scheduling, locks)", 1.0))
-        );
-    }
 }

@@ -85,17 +85,3 @@ pub fn figures(w: &WorkloadResult, s: &Series, cores: f64) -> Option<Figures> {
         requests_max,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_takes_the_middle() {
-        let s = Spread::of([3.0, 1.0, 2.0]).expect("values");
-        assert_eq!((s.med, s.min, s.max), (2.0, 1.0, 3.0));
-        let s = Spread::of([4.0, 1.0, 2.0, 3.0]).expect("values");
-        assert_eq!((s.med, s.show(1)), (2.5, "2.5 (1.0–4.0)".to_string()));
-        assert!(Spread::of([]).is_none());
-    }
-}

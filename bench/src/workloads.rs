@@ -7,15 +7,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-#[derive(Debug, Clone)]
-pub struct Obj {
-    pub key: String,
-    pub size: u64,
-}
+pub use testkit::load::Obj;
 
 /// A workload: its objects in key order, in a bucket of the same name on every server.
 #[derive(Debug, Clone)]
@@ -50,7 +45,7 @@ impl Workload {
     }
 }
 
-const MIB: u64 = 1 << 20;
+pub const MIB: u64 = 1 << 20;
 
 fn uuid(rng: &mut StdRng) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -62,9 +57,8 @@ fn uuid(rng: &mut StdRng) -> String {
 /// `n` blobs of `min..=max` bytes spread over `indices` indices (default one per 1,000
 /// blobs) of 5 shards each.
 fn blobs(rng: &mut StdRng, n: u64, indices: Option<u64>, (min, max): (u64, u64)) -> Vec<Obj> {
-    let ids: Vec<String> = (0..indices.unwrap_or(n / 1000).max(1))
-        .map(|_| uuid(rng))
-        .collect();
+    let n_ids = indices.unwrap_or(n / 1000).max(1);
+    let ids: Vec<String> = (0..n_ids).map(|_| uuid(rng)).collect();
     (0..n)
         .map(|i| {
             let idx = &ids[(i as usize) % ids.len()];
@@ -116,12 +110,8 @@ pub fn w4(scale: f64, indices: Option<u64>) -> Workload {
         indices,
         (1 << 10, 4 << 10),
     );
-    Workload::new(
-        "W4",
-        format!("no-op re-sync of {n} objects already in sync"),
-        objects,
-        true,
-    )
+    let title = format!("no-op re-sync of {n} objects already in sync");
+    Workload::new("W4", title, objects, true)
 }
 
 /// Data blobs above this size are the ones that grow with an index (stored fields,
@@ -133,8 +123,11 @@ const W3_REPLICAS: u64 = 2;
 /// indices replicated twice under new index UUIDs, and the data blobs that grow with an
 /// index scaled by one factor so the whole is about `target` bytes.
 pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
-    let mut files = Vec::new();
-    walk(repo, repo, &mut files).with_context(|| format!("read {}", repo.display()))?;
+    let size = |k: &String| Ok((k.clone(), std::fs::metadata(repo.join(k))?.len()));
+    let files: Vec<(String, u64)> = testkit::tree(repo)
+        .iter()
+        .map(size)
+        .collect::<Result<_>>()?;
     if files.is_empty() {
         bail!("no blobs under {}", repo.display());
     }
@@ -143,20 +136,15 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
         p.len() == 4 && p[0] == "indices" && p[3].starts_with("__")
     };
     let grows = |k: &str, s: u64| is_data(k) && s > GROWS_ABOVE;
-    let copies = |k: &str| {
-        if k.starts_with("indices/") {
-            W3_REPLICAS
-        } else {
-            1
-        }
-    };
+    let copies = |k: &str| [1, W3_REPLICAS][usize::from(k.starts_with("indices/"))];
     let (mut fixed, mut growing) = (0u64, 0u64);
     for (k, s) in &files {
-        *(if grows(k, *s) {
+        let sum = if grows(k, *s) {
             &mut growing
         } else {
             &mut fixed
-        }) += s * copies(k);
+        };
+        *sum += s * copies(k);
     }
     let factor = target.saturating_sub(fixed) as f64 / growing.max(1) as f64;
     let mut objects = Vec::new();
@@ -184,34 +172,12 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     }
     let data_blobs = files.iter().filter(|(k, _)| is_data(k)).count();
     let grown = files.iter().filter(|(k, s)| grows(k, *s)).count();
-    let total: u64 = objects.iter().map(|o| o.size).sum();
-    let title = format!(
-        "repository mix: {} blobs, {:.2} GiB",
-        objects.len(),
-        total as f64 / (1u64 << 30) as f64
-    );
+    let gib = objects.iter().map(|o| o.size).sum::<u64>() as f64 / (1u64 << 30) as f64;
+    let title = format!("repository mix: {} blobs, {gib:.2} GiB", objects.len());
     let mut w = Workload::new("W3", title, objects, false);
-    w.note = format!(
-        "from {} ({} blobs: {data_blobs} data blobs, {} metadata blobs): its indices replicated {W3_REPLICAS}× under new index UUIDs; the {grown} data blobs larger than 4 KiB (the ones that grow with an index) scaled by {factor:.0}×, every other blob at its real size",
-        repo.display(),
-        files.len(),
-        files.len() - data_blobs,
-    );
+    let (repo, n, meta) = (repo.display(), files.len(), files.len() - data_blobs);
+    w.note = format!("from {repo} ({n} blobs: {data_blobs} data blobs, {meta} metadata blobs): its indices replicated {W3_REPLICAS}× under new index UUIDs; the {grown} data blobs larger than 4 KiB (the ones that grow with an index) scaled by {factor:.0}×, every other blob at its real size");
     Ok(w)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let p = e.path();
-        if e.file_type()?.is_dir() {
-            walk(root, &p, out)?;
-        } else if e.file_type()?.is_file() {
-            let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
-            out.push((rel, e.metadata()?.len()));
-        }
-    }
-    Ok(())
 }
 
 /// Count, smallest, median, largest and how many exceed `threshold` (multipart).
@@ -221,48 +187,11 @@ pub fn size_summary(objects: &[Obj], threshold: u64) -> String {
     let (Some(&min), Some(&max)) = (s.first(), s.last()) else {
         return "empty".into();
     };
-    format!(
-        "{} objects; smallest {}, median {}, largest {}; {} above the {} multipart threshold",
-        s.len(),
+    let (n, med, thr) = (s.len(), HumanBytes(s[s.len() / 2]), HumanBytes(threshold));
+    let (min, max, above) = (
         HumanBytes(min),
-        HumanBytes(s[s.len() / 2]),
         HumanBytes(max),
         s.iter().filter(|&&x| x > threshold).count(),
-        HumanBytes(threshold)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn workloads_have_their_shapes() {
-        let w1 = w1(1.0);
-        assert_eq!((w1.objects.len(), w1.bytes()), (8, 8 * 512 * MIB));
-        let w2 = w2(1.0);
-        assert_eq!(w2.objects.len(), 20_000);
-        assert!(w2.objects.iter().all(|o| (4096..=65536).contains(&o.size)));
-        let w4 = w4(1.0, None);
-        let mut keys: Vec<&str> = w4.objects.iter().map(|o| o.key.as_str()).collect();
-        keys.dedup();
-        assert_eq!(keys.len(), 100_000, "keys are unique");
-    }
-
-    #[test]
-    fn w3_scales_a_real_repository_to_the_target() {
-        let repo =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/repos/opensearch-2.19.6/repo");
-        let w = w3(&repo, 2 << 30).expect("fixture repository");
-        let total = w.bytes() as f64;
-        assert!((total / (2u64 << 30) as f64 - 1.0).abs() < 0.01, "{total}");
-        assert!(w
-            .objects
-            .iter()
-            .any(|o| o.key == "index.latest" && o.size == 8));
-        assert!(
-            w.objects.iter().any(|o| o.size > 64 * MIB),
-            "some go multipart"
-        );
-    }
+    );
+    format!("{n} objects; smallest {min}, median {med}, largest {max}; {above} above the {thr} multipart threshold")
 }

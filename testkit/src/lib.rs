@@ -8,6 +8,8 @@
 //! test sets, so ambient AWS_* variables (AWS_CA_BUNDLE and friends) never leak in.
 //! A missing server binary is a failed setup with a message saying how to install it.
 pub mod conformance;
+pub mod load;
+pub mod usage;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
