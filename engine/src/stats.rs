@@ -139,13 +139,13 @@ impl Default for Latencies {
 pub struct LatencySummary {
     /// Requests timed.
     pub count: u64,
-    /// Median.
+    /// Median: the typical request.
     pub p50_ms: f64,
     /// 90th percentile.
     pub p90_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
-    /// Largest.
+    /// Largest: the one request that stalled a stage longest.
     pub max_ms: f64,
 }
 

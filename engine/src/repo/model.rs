@@ -51,7 +51,7 @@ pub fn state_name(code: Option<u64>) -> &'static str {
 /// One snapshot in the root `index-N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
-    /// Name.
+    /// Snapshot name, as the cluster lists it.
     pub name: String,
     /// UUID.
     pub uuid: String,
@@ -83,15 +83,15 @@ pub struct IndexEntry {
 /// The parsed root `index-N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryData {
-    /// N.
+    /// The generation N of the root `index-N` this was read from.
     pub generation: u64,
     /// Repository UUID (7.12+).
     pub uuid: Option<String>,
     /// `min_version`, as written.
     pub min_version: Option<String>,
-    /// Snapshots.
+    /// Every snapshot the generation holds, in the file's order.
     pub snapshots: Vec<SnapshotEntry>,
-    /// Indices.
+    /// Every index some snapshot holds, with the snapshots that reference it.
     pub indices: Vec<IndexEntry>,
     /// metadata identifier -> `meta-<blob>.dat` id (7.9+).
     pub index_metadata_identifiers: HashMap<String, String>,
@@ -362,7 +362,7 @@ pub enum BlobKind {
 /// A blob the repository needs, with what we know of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referenced {
-    /// Kind.
+    /// What the blob is, which decides the phase it is copied in.
     pub kind: BlobKind,
     /// Exact size, when the metadata records it (data blobs).
     pub size: Option<u64>,
