@@ -1,4 +1,4 @@
-//! Structural promises of the binary, checked on its sources (issue 13):
+//! Structural promises of the binary, checked on its sources:
 //! - it builds no store, calls no cluster and sends no raw HTTP request: the engine does
 //!   (`store::open`, the typed calls of `cluster`, the `migrate` workflow);
 //! - its modules depend one way, `main` → `commands` → {`args`, `output`, `exit`}: the

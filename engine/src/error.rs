@@ -15,7 +15,12 @@ use std::time::Duration;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, as callers decide on it (retry, exit code, report).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+///
+/// `ErrorKind::iter()` (strum's `IntoEnumIterator`) walks every kind, so the table tests
+/// here and in the CLI's exit codes cannot miss one added later.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::EnumIter, strum::EnumCount,
+)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The object (or upload) does not exist.
@@ -69,32 +74,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, for table tests.
-    pub const ALL: [ErrorKind; 22] = [
-        ErrorKind::NotFound,
-        ErrorKind::LocationNotFound,
-        ErrorKind::AccessDenied,
-        ErrorKind::CredentialsExpired,
-        ErrorKind::InvalidInput,
-        ErrorKind::Unreachable,
-        ErrorKind::Throttled,
-        ErrorKind::Timeout,
-        ErrorKind::Server,
-        ErrorKind::ClockSkew,
-        ErrorKind::ChecksumMismatch,
-        ErrorKind::SourceChanged,
-        ErrorKind::Protocol,
-        ErrorKind::Cluster,
-        ErrorKind::NoRepository,
-        ErrorKind::RepositoryFormat,
-        ErrorKind::PreconditionFailed,
-        ErrorKind::Locked,
-        ErrorKind::Cancelled,
-        ErrorKind::StorageFull,
-        ErrorKind::Io,
-        ErrorKind::Other,
-    ];
-
     /// Whether a retry of the same (idempotent) request may succeed.
     pub fn is_transient(self) -> bool {
         matches!(
@@ -152,7 +131,8 @@ impl ErrorKind {
 }
 
 /// Which side of a run an error belongs to (named in the message and its hint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Side {
     /// The source store.
     Source,
@@ -161,21 +141,17 @@ pub enum Side {
     /// The store of a `repo` command.
     Repository,
     /// The source cluster (`migrate`).
+    #[strum(serialize = "source cluster")]
     SourceCluster,
     /// The destination cluster (`migrate`).
+    #[strum(serialize = "destination cluster")]
     DestinationCluster,
 }
 
 impl Side {
     /// How the side is named in messages.
     pub fn name(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Destination => "destination",
-            Side::Repository => "repository",
-            Side::SourceCluster => "source cluster",
-            Side::DestinationCluster => "destination cluster",
-        }
+        self.into()
     }
 
     /// The environment prefix of this side's credentials.
@@ -444,10 +420,11 @@ pub fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::IntoEnumIterator;
 
     #[test]
     fn every_kind_reads_as_one_line_with_its_side_and_hint() {
-        for k in ErrorKind::ALL {
+        for k in ErrorKind::iter() {
             let e = Error::new(k, "get s3://b/k").on(Side::Source);
             let s = e.to_string();
             assert!(!s.contains('\n'), "{k:?}: {s}");
@@ -465,11 +442,30 @@ mod tests {
     }
 
     #[test]
+    fn side_names_are_the_message_names() {
+        let names = [
+            Side::Source,
+            Side::Destination,
+            Side::Repository,
+            Side::SourceCluster,
+            Side::DestinationCluster,
+        ]
+        .map(Side::name);
+        assert_eq!(
+            names,
+            [
+                "source",
+                "destination",
+                "repository",
+                "source cluster",
+                "destination cluster"
+            ]
+        );
+    }
+
+    #[test]
     fn transient_kinds_are_exactly_the_retryable_ones() {
-        let transient: Vec<ErrorKind> = ErrorKind::ALL
-            .into_iter()
-            .filter(|k| k.is_transient())
-            .collect();
+        let transient: Vec<ErrorKind> = ErrorKind::iter().filter(|k| k.is_transient()).collect();
         assert_eq!(
             transient,
             [
@@ -482,7 +478,7 @@ mod tests {
                 ErrorKind::ChecksumMismatch,
             ]
         );
-        for k in ErrorKind::ALL {
+        for k in ErrorKind::iter() {
             assert!(!k.certainly_not_applied() || k.is_transient(), "{k:?}");
         }
     }

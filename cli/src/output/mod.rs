@@ -63,6 +63,10 @@ pub mod progress;
 pub mod report;
 
 /// Human-readable binary size (`1.5 MiB`; bytes below 1 KiB as `512 B`).
+///
+/// Ours rather than a crate's: `indicatif::HumanBytes` prints two decimals (`1.50 MiB`),
+/// and `bytesize`'s IEC display, identical below 1 EiB, switches to `EiB` where this
+/// stays in `PiB`; the progress lines and reports keep the figures they always had.
 pub fn human(n: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -105,4 +109,28 @@ pub fn init_logging(verbose: u8) {
         .log_internal_errors(false)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_read_as_they_always_have() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (1024 * 1024 - 1, "1024.0 KiB"),
+            (5 << 20, "5.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (1 << 40, "1.0 TiB"),
+            (1 << 50, "1.0 PiB"),
+            (1 << 60, "1024.0 PiB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(human(n), want, "{n}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! A thin Elasticsearch/OpenSearch client for the snapshot, restore and cutover calls
-//! that `snapferry migrate` drives (issue 5). Over reqwest (rustls), JSON in and out,
+//! that `snapferry migrate` drives. Over reqwest (rustls), JSON in and out,
 //! `Content-Type: application/json` always, tolerant of the response shapes of
 //! Elasticsearch 5.x–8.x and OpenSearch 1.x–2.x.
 //!
@@ -27,7 +27,7 @@ pub enum Auth {
     None,
     /// HTTP basic.
     Basic {
-        /// User.
+        /// User name for HTTP basic auth.
         user: String,
         /// Password (never printed).
         password: String,
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Auth {
 pub struct ClusterConfig {
     /// Base URL, e.g. `https://search-domain.us-west-2.es.amazonaws.com`.
     pub url: String,
-    /// Credentials.
+    /// How requests authenticate (none, basic, or SigV4 for managed clusters).
     pub auth: Auth,
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<std::path::PathBuf>,
@@ -78,13 +78,13 @@ pub struct ClusterVersion {
 /// A snapshot as `GET _snapshot/REPO/NAME` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
-    /// Name.
+    /// Snapshot name, as the cluster lists it.
     pub name: String,
     /// UUID.
     pub uuid: Option<String>,
     /// IN_PROGRESS, SUCCESS, FAILED, PARTIAL, INCOMPATIBLE.
     pub state: String,
-    /// Indices.
+    /// Indices the snapshot holds, as the cluster reports them.
     pub indices: Vec<String>,
     /// Shards that failed.
     pub failed_shards: u64,

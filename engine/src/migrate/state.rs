@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// One phase run, as kept in the state file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseRecord {
-    /// Phase.
+    /// Which phase this record is of.
     pub phase: Phase,
     /// Snapshot taken.
     pub snapshot: String,

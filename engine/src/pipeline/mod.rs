@@ -80,7 +80,7 @@ pub struct Ctx {
     /// Closed once the lease can no longer be counted on; checked right before the
     /// writes that must not race a newer holder (commit point, index.latest, deletes).
     fence: Mutex<crate::lease::Fence>,
-    /// Knobs.
+    /// The run's options, read by every stage (concurrency, part size, limits, deletes).
     pub opts: SyncOptions,
     /// The part buffers fetches read into, reused once their upload lands.
     pub(crate) buffers: crate::buffers::Pool,

@@ -15,7 +15,7 @@ pub enum Event {
     Started,
     /// A planned copy (printed by `--dry-run`).
     PlanCopy {
-        /// Key.
+        /// Object key, relative to the source root.
         key: String,
         /// Size in bytes.
         size: u64,
@@ -24,33 +24,33 @@ pub enum Event {
     },
     /// A planned delete.
     PlanDelete {
-        /// Key.
+        /// Object key, relative to the destination root.
         key: String,
     },
     /// A stale multipart upload from an earlier, killed run.
     StaleUpload {
-        /// Key.
+        /// Object key the upload was started for.
         key: String,
         /// Whether it was aborted (false in dry-run).
         aborted: bool,
     },
     /// An object copied and verified.
     Copied {
-        /// Key.
+        /// Object key, relative to the destination root.
         key: String,
-        /// Size.
+        /// Bytes copied and verified.
         size: u64,
     },
     /// An object failed.
     Failed {
-        /// Key.
+        /// Object key, relative to the source root.
         key: String,
-        /// Why.
+        /// The one-line error that made the object fail.
         reason: String,
     },
     /// An object deleted.
     Deleted {
-        /// Key.
+        /// Object key, relative to the destination root.
         key: String,
     },
 }

@@ -19,22 +19,39 @@ use super::blob;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// Snapshot states as RepositoryData stores them.
+/// Snapshot states as RepositoryData stores them (the codes 0..=4), named as
+/// Elasticsearch names them in `repo verify`'s report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[repr(u8)]
+pub enum SnapshotState {
+    /// 0: still being written.
+    InProgress = 0,
+    /// 1: complete.
+    Success = 1,
+    /// 2: failed; its blobs may be partial.
+    Failed = 2,
+    /// 3: some shards failed.
+    Partial = 3,
+    /// 4: written by a version that cannot read it back.
+    Incompatible = 4,
+    /// No code recorded, or one this table does not know.
+    Unknown = 255,
+}
+
+/// The name of a state code; `UNKNOWN` for none or an unknown one.
 pub fn state_name(code: Option<u64>) -> &'static str {
-    match code {
-        Some(0) => "IN_PROGRESS",
-        Some(1) => "SUCCESS",
-        Some(2) => "FAILED",
-        Some(3) => "PARTIAL",
-        Some(4) => "INCOMPATIBLE",
-        _ => "UNKNOWN",
-    }
+    code.and_then(|c| u8::try_from(c).ok())
+        .filter(|&c| c <= 4)
+        .and_then(SnapshotState::from_repr)
+        .unwrap_or(SnapshotState::Unknown)
+        .into()
 }
 
 /// One snapshot in the root `index-N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
-    /// Name.
+    /// Snapshot name, as the cluster lists it.
     pub name: String,
     /// UUID.
     pub uuid: String,
@@ -66,15 +83,15 @@ pub struct IndexEntry {
 /// The parsed root `index-N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryData {
-    /// N.
+    /// The generation N of the root `index-N` this was read from.
     pub generation: u64,
     /// Repository UUID (7.12+).
     pub uuid: Option<String>,
     /// `min_version`, as written.
     pub min_version: Option<String>,
-    /// Snapshots.
+    /// Every snapshot the generation holds, in the file's order.
     pub snapshots: Vec<SnapshotEntry>,
-    /// Indices.
+    /// Every index some snapshot holds, with the snapshots that reference it.
     pub indices: Vec<IndexEntry>,
     /// metadata identifier -> `meta-<blob>.dat` id (7.9+).
     pub index_metadata_identifiers: HashMap<String, String>,
@@ -328,28 +345,38 @@ pub struct ShardSnapshot {
 }
 
 /// What a blob is, in the order a safe copy lands them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The string form is the phase's name in a snapshot-aware sync report (`data`,
+/// `shard-snapshots`, ..., `index.latest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr)]
 pub enum BlobKind {
     /// Lucene file bytes (`__*`, `__*.partN`).
+    #[strum(serialize = "data")]
     Data,
     /// Shard-level `snap-*.dat`.
+    #[strum(serialize = "shard-snapshots")]
     ShardSnapshot,
     /// Shard-level `index-<gen>`.
+    #[strum(serialize = "shard-indexes")]
     ShardIndex,
     /// `indices/<id>/meta-*.dat`.
+    #[strum(serialize = "index-metadata")]
     IndexMeta,
     /// Root `meta-*.dat` and `snap-*.dat`.
+    #[strum(serialize = "root-metadata")]
     RootMeta,
     /// Root `index-N` (the commit point).
+    #[strum(serialize = "root-index")]
     RootIndex,
     /// `index.latest`.
+    #[strum(serialize = "index.latest")]
     IndexLatest,
 }
 
 /// A blob the repository needs, with what we know of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referenced {
-    /// Kind.
+    /// What the blob is, which decides the phase it is copied in.
     pub kind: BlobKind,
     /// Exact size, when the metadata records it (data blobs).
     pub size: Option<u64>,
@@ -703,6 +730,47 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names in reports are a contract: pinned as they were written by hand.
+    #[test]
+    fn state_and_phase_names() {
+        let states: Vec<&str> = [None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)]
+            .into_iter()
+            .chain([Some(255), Some(256), Some(u64::MAX)])
+            .map(state_name)
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "UNKNOWN",
+                "IN_PROGRESS",
+                "SUCCESS",
+                "FAILED",
+                "PARTIAL",
+                "INCOMPATIBLE",
+                "UNKNOWN",
+                "UNKNOWN",
+                "UNKNOWN",
+                "UNKNOWN"
+            ]
+        );
+        let phases: Vec<&str> = crate::pipeline::snapshot::PHASES
+            .into_iter()
+            .map(<&str>::from)
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                "data",
+                "shard-snapshots",
+                "shard-indexes",
+                "index-metadata",
+                "root-metadata",
+                "root-index",
+                "index.latest"
+            ]
+        );
+    }
 
     #[test]
     fn generation_and_classification() {

@@ -28,7 +28,7 @@ const DEEP_CHUNK: u64 = 8 << 20;
 /// One snapshot as `repo ls` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SnapshotSummary {
-    /// Name.
+    /// Snapshot name, as the cluster lists it.
     pub name: String,
     /// UUID.
     pub uuid: String,

@@ -62,16 +62,9 @@ pub const PHASES: [BlobKind; 7] = [
     BlobKind::IndexLatest,
 ];
 
+/// A phase's name in the report (derived on [`BlobKind`]).
 fn phase_name(k: BlobKind) -> &'static str {
-    match k {
-        BlobKind::Data => "data",
-        BlobKind::ShardSnapshot => "shard-snapshots",
-        BlobKind::ShardIndex => "shard-indexes",
-        BlobKind::IndexMeta => "index-metadata",
-        BlobKind::RootMeta => "root-metadata",
-        BlobKind::RootIndex => "root-index",
-        BlobKind::IndexLatest => "index.latest",
-    }
+    k.into()
 }
 
 /// One phase in the report.

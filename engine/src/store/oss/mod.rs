@@ -138,11 +138,11 @@ impl Endpoint {
 /// How to reach one OSS bucket.
 #[derive(Debug, Clone)]
 pub struct OssConfig {
-    /// Bucket.
+    /// Bucket the location names.
     pub bucket: String,
     /// Root prefix ("" or ending in `/`).
     pub prefix: String,
-    /// Endpoint.
+    /// Where requests go (region or explicit endpoint, resolved once).
     pub endpoint: Endpoint,
     /// Where the credentials come from (fixed, or temporary ones refreshed before
     /// they expire: [`creds`]).

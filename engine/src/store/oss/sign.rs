@@ -16,7 +16,7 @@
 //! `x-oss-*`, `content-type`, `content-md5` and the requested additional headers that
 //! are present, lower-cased, sorted, `name:value\n`.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
@@ -116,7 +116,7 @@ pub fn iso8601_basic(t: i64) -> String {
 
 fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(msg);
     m.finalize().into_bytes().to_vec()
 }
