@@ -306,12 +306,21 @@ fn the_destination_bucket_deleted_mid_copy_is_a_clear_failure_with_a_report() {
     );
     let r = read_report(&report);
     let failures = r["failures"].as_array().unwrap();
+    // A PUT whose body was still going up when the bucket went is cut by MinIO with 400
+    // IncompleteBody (seen in CI): that object failed because of the delete too, but the
+    // server's answer to it cannot say so. Every other failure names the bucket, and at
+    // least one does.
+    let cut_mid_body = |s: &str| s.contains("IncompleteBody");
     assert!(
         r["fatal_error"].as_str().is_some_and(names_it)
-            || (!failures.is_empty()
-                && failures
-                    .iter()
-                    .all(|f| f["reason"].as_str().is_some_and(names_it))),
+            || (failures
+                .iter()
+                .any(|f| f["reason"].as_str().is_some_and(names_it))
+                && failures.iter().all(|f| {
+                    f["reason"]
+                        .as_str()
+                        .is_some_and(|s| names_it(s) || cut_mid_body(s))
+                })),
         "the report names the missing bucket: {r}"
     );
     assert!(
