@@ -87,11 +87,7 @@ impl Store for Faulty {
         self.inner.create_multipart(key, opts).await
     }
     async fn upload_part(&self, key: &str, id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number: n,
-            data,
-            crc32,
-        } = part;
+        let (n, data, crc32) = (part.number, part.data, part.crc32);
         self.server_error(key)?;
         self.inner
             .upload_part(

@@ -146,11 +146,7 @@ impl Store for Prefixed {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         let n = data.len() as u64;
         let p = self
             .inner

@@ -688,11 +688,7 @@ impl Store for FsStore {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         let dir = self.upload_dir(upload_id)?;
         let what = format!("{key} part {number}");
         blocking(move || {

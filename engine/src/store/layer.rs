@@ -536,11 +536,7 @@ impl Store for Layered {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         let out = self
             .call(
                 Kind::UploadPart,
@@ -675,11 +671,7 @@ mod tests {
             self.inner.create_multipart(k, o).await
         }
         async fn upload_part(&self, k: &str, id: &str, part: Part) -> Result<CompletedPart> {
-            let Part {
-                number: n,
-                data: d,
-                crc32: c,
-            } = part;
+            let (n, d, c) = (part.number, part.data, part.crc32);
             let mut p = self
                 .inner
                 .upload_part(

@@ -285,11 +285,7 @@ impl Store for MemoryStore {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         confirm(key, &data, crc32)?;
         let mut st = self.lock();
         let Some(u) = st.uploads.get_mut(upload_id).filter(|u| u.key == key) else {

@@ -947,11 +947,7 @@ impl Store for S3Store {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         let size = data.len() as u64;
         let md5 = if self.content_md5 {

@@ -838,11 +838,7 @@ impl Store for OssStore {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, part: Part) -> Result<CompletedPart> {
-        let Part {
-            number,
-            data,
-            crc32,
-        } = part;
+        let (number, data, crc32) = (part.number, part.data, part.crc32);
         let ctx = format!("{} part {number}", self.ctx("upload-part", key));
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(Error::invalid_input(format!(
