@@ -48,6 +48,11 @@ pub async fn verify_crc32_then<T: Send + 'static>(
     Ok(out)
 }
 
+/// MD5 of `data`, lower-case hex: a single-part object's ETag as S3 and OSS compute it.
+pub fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
 /// CRC32 as S3 writes it in `x-amz-checksum-crc32` (base64 of the big-endian value).
 pub fn crc32_b64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())

@@ -25,6 +25,7 @@ use super::{
     CompletedPart, LevelEntry, LevelStream, ListStream, ObjectMeta, Part, PendingUpload, Presence,
     PutOptions, SourceRecord, Store, LIST_PAGE,
 };
+use crate::checksum::md5_hex;
 use crate::error::{Error, Result};
 
 /// One stored object.
@@ -153,10 +154,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    hex::encode(Md5::digest(data))
 }
 
 fn confirm(key: &str, data: &[u8], crc32: u32) -> Result<()> {

@@ -530,11 +530,7 @@ struct ListPage {
     token: Option<String>,
 }
 
-use crate::checksum::crc32_b64 as crc_b64;
-
-fn md5_hex(data: &[u8]) -> String {
-    hex::encode(Md5::digest(data))
-}
+use crate::checksum::{crc32_b64 as crc_b64, md5_hex};
 
 /// In Content-MD5 mode: the server checked the MD5 we sent; its ETag must echo it.
 fn verify_md5_etag(ctx: &str, md5: &[u8; 16], etag: Option<&str>) -> Result<()> {
