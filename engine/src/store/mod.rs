@@ -20,6 +20,7 @@
 pub mod env;
 pub mod fs;
 pub mod layer;
+mod listing;
 pub mod memory;
 pub mod open;
 pub mod oss;

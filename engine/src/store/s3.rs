@@ -27,6 +27,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
+use super::listing::{self, Cursor, ListPage, Listed};
 use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, Part, PendingUpload,
@@ -397,72 +398,26 @@ impl S3Store {
         io_within(self.io_timeout, ctx, fut).await
     }
 
-    /// One ListObjectsV2 page under `sub` (relative) as our entries and common prefixes
-    /// (relative), and the continuation token when the listing goes on. Anything that
-    /// breaks the API's invariants (a key outside the prefix, no size, a common prefix not
-    /// ending in the delimiter, truncated without a token) is a protocol error, never a
-    /// shorter listing.
+    /// One ListObjectsV2 page under `sub` (relative), checked by [`listing::check_page`].
     fn page(
         &self,
         ctx: &str,
         sub: &str,
         out: aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
     ) -> Result<ListPage> {
-        let mut page = Vec::with_capacity(out.contents().len());
-        for o in out.contents() {
-            let full = o.key().unwrap_or("");
-            let Some(key) = self.rel_key(full).filter(|k| k.starts_with(sub)) else {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the server listed {full:?}, outside the prefix asked for"
-                )));
-            };
-            if key.is_empty() {
-                continue; // the prefix's own "directory" marker
-            }
-            let Some(size) = o.size().and_then(|s| u64::try_from(s).ok()) else {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the listing gives {full:?} no valid size"
-                )));
-            };
-            page.push(ObjectMeta {
-                key,
-                size,
-                mtime_ms: dt_ms(o.last_modified()),
-                etag: o.e_tag().map(normalize_etag),
-                ..Default::default()
-            });
-        }
-        let mut prefixes = Vec::with_capacity(out.common_prefixes().len());
-        for cp in out.common_prefixes() {
-            let full = cp.prefix().unwrap_or("");
-            match self.rel_key(full) {
-                Some(p) if p.starts_with(sub) && p.len() > sub.len() && p.ends_with('/') => {
-                    prefixes.push(p)
-                }
-                _ => {
-                    return Err(Error::protocol(format!(
-                        "{ctx}: the server listed the common prefix {full:?}, not one level under the prefix asked for"
-                    )))
-                }
-            }
-        }
-        let token = match (
-            out.is_truncated().unwrap_or(false),
-            out.next_continuation_token(),
-        ) {
-            (false, _) => None,
-            (true, Some(t)) if !t.is_empty() => Some(t.to_string()),
-            (true, _) => {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the listing says it is truncated but gives no continuation token"
-                )))
-            }
-        };
-        Ok(ListPage {
-            objects: page,
-            prefixes,
-            token,
-        })
+        let objects = out.contents().iter().map(|o| Listed {
+            full: o.key().unwrap_or("").to_string(),
+            size: o.size().and_then(|s| u64::try_from(s).ok()),
+            mtime_ms: dt_ms(o.last_modified()),
+            etag: o.e_tag().map(normalize_etag),
+        });
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .map(|cp| cp.prefix().unwrap_or("").to_string());
+        let truncated = out.is_truncated().unwrap_or(false);
+        let token = out.next_continuation_token().map(str::to_string);
+        listing::check_page(ctx, &self.prefix, sub, objects, prefixes, truncated, token)
     }
 
     /// The ListObjectsV2 pages of the keys under `sub` (relative to the root), one level
@@ -473,61 +428,26 @@ impl S3Store {
         delimiter: bool,
         start_after: Option<String>,
     ) -> super::RawPages<'_> {
-        struct St {
-            token: Option<String>,
-            done: bool,
-            start_after: Option<String>,
-            sub: String,
-        }
-        let init = St {
-            start_after,
-            token: None,
-            done: false,
-            sub,
-        };
-        Box::pin(futures::stream::unfold(init, move |mut st| async move {
-            if st.done {
-                return None;
-            }
+        listing::paginate(sub, start_after, move |c: Cursor| async move {
             let mut req = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(self.full_key(&st.sub))
+                .prefix(self.full_key(&c.sub))
                 .max_keys(1000);
             if delimiter {
                 req = req.delimiter("/");
             }
-            if let Some(t) = &st.token {
+            if let Some(t) = &c.token {
                 req = req.continuation_token(t);
-            } else if let Some(a) = &st.start_after {
+            } else if let Some(a) = &c.start_after {
                 req = req.start_after(self.full_key(a));
             }
-            let ctx = self.ctx("list", &st.sub);
-            let res = self
-                .io(&ctx, req.send())
-                .await
-                .and_then(|out| self.page(&ctx, &st.sub, out));
-            match res {
-                Ok(p) => {
-                    st.done = p.token.is_none();
-                    st.token = p.token;
-                    Some((Ok((p.objects, p.prefixes)), st))
-                }
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
-        }))
+            let ctx = self.ctx("list", &c.sub);
+            let out = self.io(&ctx, req.send()).await?;
+            self.page(&ctx, &c.sub, out)
+        })
     }
-}
-
-/// One listing page: objects, common prefixes (relative), and the continuation token.
-struct ListPage {
-    objects: Vec<ObjectMeta>,
-    prefixes: Vec<String>,
-    token: Option<String>,
 }
 
 use crate::checksum::{crc32_b64 as crc_b64, md5_hex};

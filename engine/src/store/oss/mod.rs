@@ -30,6 +30,7 @@ use reqwest::{Method, StatusCode};
 
 use self::creds::OssCredentialSource;
 use self::sign::{encode_path, encode_query, SignInput};
+use super::listing::{self, Cursor, ListPage, Listed};
 use super::watch::{ProgressBody, Watch};
 use super::{
     normalize_etag, CompletedPart, LevelStream, ListStream, ObjectMeta, Part, PendingUpload,
@@ -493,68 +494,30 @@ impl OssStore {
         Ok(out)
     }
 
-    /// One ListObjectsV2 page under `sub` (relative) as our entries and common prefixes
-    /// (relative), and the continuation token when the listing goes on. A document that
-    /// is not a `<ListBucketResult>`, a key outside the prefix, a common prefix not one
-    /// level under it, or a truncated page without a token is a protocol error, never a
-    /// shorter listing.
+    /// One ListObjectsV2 page under `sub` (relative), decoded (keys are URL-encoded, as
+    /// asked) and checked by [`listing::check_page`].
     fn page(&self, ctx: &str, sub: &str, body: &[u8]) -> Result<ListPage> {
         let out: xml::ListBucketResult = xml::parse(ctx, body, "ListBucketResult")?;
-        let mut page = Vec::with_capacity(out.contents.len());
-        for c in out.contents {
-            let full = url_decode(&c.key);
-            let Some(key) = full
-                .strip_prefix(self.cfg.prefix.as_str())
-                .filter(|k| k.starts_with(sub))
-            else {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the server listed {full:?}, outside the prefix asked for"
-                )));
-            };
-            if key.is_empty() {
-                continue; // the prefix's own "directory" marker
-            }
-            let Some(size) = c.size else {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the listing gives {full:?} no size"
-                )));
-            };
-            page.push(ObjectMeta {
-                key: key.to_string(),
-                size,
-                mtime_ms: c.last_modified.as_deref().and_then(iso_ms),
-                etag: c.etag.as_deref().map(normalize_etag),
-                ..Default::default()
-            });
-        }
-        let mut prefixes = Vec::with_capacity(out.common_prefixes.len());
-        for cp in out.common_prefixes {
-            let full = url_decode(&cp.prefix);
-            match full.strip_prefix(self.cfg.prefix.as_str()) {
-                Some(p) if p.starts_with(sub) && p.len() > sub.len() && p.ends_with('/') => {
-                    prefixes.push(p.to_string())
-                }
-                _ => {
-                    return Err(Error::protocol(format!(
-                        "{ctx}: the server listed the common prefix {full:?}, not one level under the prefix asked for"
-                    )))
-                }
-            }
-        }
-        let token = match (out.is_truncated, out.next_continuation_token) {
-            (false, _) => None,
-            (true, Some(t)) if !t.is_empty() => Some(url_decode(&t)),
-            (true, _) => {
-                return Err(Error::protocol(format!(
-                    "{ctx}: the listing says it is truncated but gives no continuation token"
-                )))
-            }
-        };
-        Ok(ListPage {
-            objects: page,
+        let objects = out.contents.into_iter().map(|c| Listed {
+            full: url_decode(&c.key),
+            size: c.size,
+            mtime_ms: c.last_modified.as_deref().and_then(iso_ms),
+            etag: c.etag.as_deref().map(normalize_etag),
+        });
+        let prefixes = out
+            .common_prefixes
+            .into_iter()
+            .map(|cp| url_decode(&cp.prefix));
+        let token = out.next_continuation_token.map(|t| url_decode(&t));
+        listing::check_page(
+            ctx,
+            &self.cfg.prefix,
+            sub,
+            objects,
             prefixes,
+            out.is_truncated,
             token,
-        })
+        )
     }
 
     /// The ListObjectsV2 pages of the keys under `sub` (relative to the root), one level
@@ -565,23 +528,8 @@ impl OssStore {
         delimiter: bool,
         start_after: Option<String>,
     ) -> super::RawPages<'_> {
-        struct St {
-            token: Option<String>,
-            start_after: Option<String>,
-            done: bool,
-            sub: String,
-        }
-        let init = St {
-            token: None,
-            start_after,
-            done: false,
-            sub,
-        };
-        Box::pin(futures::stream::unfold(init, move |mut st| async move {
-            if st.done {
-                return None;
-            }
-            let full = self.full_key(&st.sub);
+        listing::paginate(sub, start_after, move |c: Cursor| async move {
+            let full = self.full_key(&c.sub);
             let mut query = q(&[
                 ("list-type", "2"),
                 ("prefix", &full),
@@ -591,28 +539,15 @@ impl OssStore {
             if delimiter {
                 query.push(("delimiter".into(), "/".into()));
             }
-            if let Some(t) = &st.token {
+            if let Some(t) = &c.token {
                 query.push(("continuation-token".into(), t.clone()));
-            } else if let Some(a) = &st.start_after {
+            } else if let Some(a) = &c.start_after {
                 query.push(("start-after".into(), self.full_key(a)));
             }
-            let ctx = self.ctx("list", &st.sub);
-            let res = self
-                .send(&ctx, Method::GET, "", &query, &[], None)
-                .await
-                .and_then(|r| self.page(&ctx, &st.sub, &r.body));
-            match res {
-                Ok(p) => {
-                    st.done = p.token.is_none();
-                    st.token = p.token;
-                    Some((Ok((p.objects, p.prefixes)), st))
-                }
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
-        }))
+            let ctx = self.ctx("list", &c.sub);
+            let r = self.send(&ctx, Method::GET, "", &query, &[], None).await?;
+            self.page(&ctx, &c.sub, &r.body)
+        })
     }
 
     fn check_crc(ctx: &str, h: &HeaderMap, want: u64) -> Result<()> {
@@ -626,13 +561,6 @@ impl OssStore {
             ))),
         }
     }
-}
-
-/// One listing page: objects, common prefixes (relative), and the continuation token.
-struct ListPage {
-    objects: Vec<ObjectMeta>,
-    prefixes: Vec<String>,
-    token: Option<String>,
 }
 
 /// A request that got no answer, classified by reqwest's own error kinds.
