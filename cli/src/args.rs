@@ -42,6 +42,38 @@ pub enum Command {
     /// Benchmarks before a migration.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Plan a distributed round: pin the source, split what changed into --units units
+    /// of similar bytes (shard directories), and write the plan beside the destination.
+    /// Then run every unit (`sync --plan URL --unit I`, anywhere, in any order) and
+    /// `commit --plan URL`.
+    Plan(PlanArgs),
+    /// Commit a distributed round: refuse unless every unit of the plan finished, then
+    /// write the index and root metadata and the commit point.
+    Commit(CommitArgs),
+}
+
+/// `snapferry plan SRC DST --units U [--control PREFIX] [--json] [sync options]`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Units to split the round into (a Kubernetes Indexed Job's completions).
+    #[arg(long, value_name = "U")]
+    pub units: usize,
+    /// Where plans are kept: a prefix of the destination's bucket outside the repository
+    /// (or a directory). Default: the destination's prefix with `.snapferry` appended.
+    #[arg(long, value_name = "PREFIX")]
+    pub control: Option<String>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// `snapferry commit --plan URL [sync options]`.
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
 }
 
 /// `snapferry bench ...`.
@@ -300,9 +332,24 @@ pub enum PlanFromArg {
 #[command(after_help = SYNC_AFTER_HELP)]
 pub struct SyncArgs {
     /// Source: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
-    pub src: String,
+    #[arg(required_unless_present = "plan")]
+    pub src: Option<String>,
     /// Destination: s3://BUCKET[/PREFIX], oss://BUCKET[/PREFIX], file:///DIR or a plain path.
-    pub dst: String,
+    #[arg(required_unless_present = "plan")]
+    pub dst: Option<String>,
+    /// A distributed round's plan (the URL `snapferry plan` prints): SRC and DST come from
+    /// it. With `sync`, run one unit of it (--unit); with `commit`, commit it.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["src", "dst"])]
+    pub plan: Option<String>,
+    /// With --plan: the unit to run, from 0 (default: JOB_COMPLETION_INDEX, which a
+    /// Kubernetes Indexed Job sets).
+    #[arg(
+        long,
+        value_name = "I",
+        env = "JOB_COMPLETION_INDEX",
+        requires = "plan"
+    )]
+    pub unit: Option<usize>,
     #[command(flatten)]
     pub ends: Endpoints,
     /// Print every planned action with its reason; write nothing.
@@ -540,8 +587,54 @@ pub fn parse_duration(flag: &str, s: &str) -> Result<std::time::Duration, String
 impl SyncArgs {
     /// Checks every argument; the error is one line naming the problem and the fix.
     pub fn validate(&self) -> Result<Plan, String> {
-        let src = Location::parse(&self.src).map_err(|e| format!("source: {e}"))?;
-        let dst = Location::parse(&self.dst).map_err(|e| format!("destination: {e}"))?;
+        match (&self.src, &self.dst) {
+            (Some(src), Some(dst)) => self.validate_for(src, dst),
+            _ => Err("give SRC and DST, or --plan URL".into()),
+        }
+    }
+
+    /// The directory of the `--plan` URL (the URL itself, or the one holding its
+    /// `plan.json`) and how to reach it: with the destination's endpoint and credentials.
+    pub fn plan_dir(&self) -> Result<Option<(Location, StoreOptions)>, String> {
+        let Some(url) = &self.plan else {
+            return Ok(None);
+        };
+        let loc = match Location::parse(url).map_err(|e| format!("--plan: {e}"))? {
+            Location::S3 { bucket, prefix } => Location::S3 {
+                prefix: prefix
+                    .strip_suffix("plan.json/")
+                    .unwrap_or(&prefix)
+                    .to_string(),
+                bucket,
+            },
+            Location::Oss { bucket, prefix } => Location::Oss {
+                prefix: prefix
+                    .strip_suffix("plan.json/")
+                    .unwrap_or(&prefix)
+                    .to_string(),
+                bucket,
+            },
+            Location::Fs { path } if path.ends_with("plan.json") => Location::Fs {
+                path: path.parent().map(PathBuf::from).unwrap_or_default(),
+            },
+            fs => fs,
+        };
+        let mut side = resolve_side(
+            &loc,
+            &self.ends.dst_endpoint,
+            &self.ends.dst_region,
+            "DST",
+            "--dst",
+        )?;
+        side.io_timeout = Some(parse_duration("--io-timeout", &self.io_timeout)?);
+        Ok(Some((loc, side)))
+    }
+
+    /// As [`SyncArgs::validate`], for a source and destination given apart from the
+    /// arguments (a plan's).
+    pub fn validate_for(&self, src: &str, dst: &str) -> Result<Plan, String> {
+        let src = Location::parse(src).map_err(|e| format!("source: {e}"))?;
+        let dst = Location::parse(dst).map_err(|e| format!("destination: {e}"))?;
         check_endpoint("--src-endpoint", &self.ends.src_endpoint, &src)?;
         check_endpoint("--dst-endpoint", &self.ends.dst_endpoint, &dst)?;
         if src.overlaps(
@@ -551,8 +644,8 @@ impl SyncArgs {
         ) {
             return Err(format!(
                 "source {} and destination {} are the same location or one lies inside the other; a sync would copy into its own source or delete it; give two separate locations",
-                snapferry_engine::location::redact_url(&self.src),
-                snapferry_engine::location::redact_url(&self.dst)
+                snapferry_engine::location::redact_url(&src.url()),
+                snapferry_engine::location::redact_url(&dst.url())
             ));
         }
         let part_size = parse_size(&self.part_size).map_err(|e| format!("--part-size: {e}"))?;
@@ -595,6 +688,7 @@ impl SyncArgs {
                 VerifyDestinationArg::Full => VerifyDestination::Full,
             },
             confirm_before_commit: self.confirm_before_commit,
+            role: Default::default(),
             plan_from: match self.plan_from {
                 PlanFromArg::Metadata => PlanFrom::Metadata,
                 PlanFromArg::Listing => PlanFrom::Listing,

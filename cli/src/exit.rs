@@ -88,6 +88,7 @@ mod tests {
             (ErrorKind::Locked, LOCKED),
             (ErrorKind::Cancelled, FAILED),
             (ErrorKind::StorageFull, FAILED),
+            (ErrorKind::Incomplete, FAILED),
             (ErrorKind::Io, FAILED),
             (ErrorKind::Other, FAILED),
         ];

@@ -67,6 +67,9 @@ pub enum ErrorKind {
     /// S3 server's 507 / `XMinioStorageFull`. The run stops at the first one: every
     /// further write would fail the same way.
     StorageFull,
+    /// A distributed round is not complete: units without a completion marker, so the
+    /// barrier does not commit.
+    Incomplete,
     /// A local I/O failure.
     Io,
     /// Anything else that is not retryable.
@@ -124,6 +127,7 @@ impl ErrorKind {
             ErrorKind::Locked => "destination in use",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::StorageFull => "out of space",
+            ErrorKind::Incomplete => "incomplete round",
             ErrorKind::Io => "i/o error",
             ErrorKind::Other => "",
         }
@@ -264,6 +268,7 @@ impl Error {
         precondition => PreconditionFailed,
         locked => Locked,
         storage_full => StorageFull,
+        incomplete => Incomplete,
         io => Io,
         other => Other,
     }

@@ -21,6 +21,9 @@
 //! - Snapshot repositories and clusters: [`repo`] reads, verifies and filters a
 //!   repository from its own metadata; [`cluster`] is the Elasticsearch/OpenSearch client
 //!   and [`migrate`] the workflow `snapferry migrate` runs over it.
+//! - [`distributed`]: a round over many machines — the plan (pinned root, shard
+//!   directories packed into units), one unit's run and its marker, the commit barrier;
+//!   the pipeline runs each step by its [`pipeline::Role`].
 //! - [`probe`]: `bench probe`, measuring what a sync will achieve through the pipeline.
 //! - [`error`]: the one public error, its kinds and the side it belongs to.
 //!
@@ -41,6 +44,7 @@ pub mod buffers;
 pub mod checksum;
 pub mod cluster;
 pub mod credentials;
+pub mod distributed;
 pub mod error;
 pub mod lease;
 pub mod limits;

@@ -212,6 +212,91 @@ impl Location {
         })
     }
 
+    /// The location as a URL (`s3://bucket/prefix/`, `oss://…`, or the directory).
+    pub fn url(&self) -> String {
+        match self {
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+            Location::Oss { bucket, prefix } => format!("oss://{bucket}/{prefix}"),
+            Location::Fs { path } => path.display().to_string(),
+        }
+    }
+
+    /// `sub` (relative, ending in `/`) below this location.
+    pub fn join(&self, sub: &str) -> Location {
+        match self {
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: format!("{prefix}{sub}"),
+            },
+            Location::Oss { bucket, prefix } => Location::Oss {
+                bucket: bucket.clone(),
+                prefix: format!("{prefix}{sub}"),
+            },
+            Location::Fs { path } => Location::Fs {
+                path: path.join(sub.trim_end_matches('/')),
+            },
+        }
+    }
+
+    /// Where a distributed round's plans live for this destination: `control` (a prefix
+    /// of the same bucket, or a directory), by default the destination's own prefix with
+    /// `.snapferry` appended (`s3://b/repo/` → `s3://b/repo.snapferry/`): beside the
+    /// repository, never inside it, where a restore or a repository cleanup could meet it.
+    pub fn control(&self, control: Option<&str>) -> Result<Location> {
+        let inside = |prefix: &str, c: &str| !prefix.is_empty() && c.starts_with(prefix);
+        let prefixed = |prefix: &str| -> Result<String> {
+            match control {
+                Some(c) => {
+                    let c = format!("{}/", c.trim_matches('/'));
+                    if c == "/" {
+                        return Err(Error::invalid_input(
+                            "--control is empty; give a prefix of the destination bucket outside the repository, e.g. snapferry-control/",
+                        ));
+                    }
+                    if inside(prefix, &c) || inside(&c, prefix) {
+                        return Err(Error::invalid_input(format!(
+                            "--control {c} lies inside the repository's prefix {prefix} (or holds it); give a prefix beside it, e.g. {}.snapferry/",
+                            prefix.trim_end_matches('/')
+                        )));
+                    }
+                    Ok(c)
+                }
+                None if prefix.is_empty() => Err(Error::invalid_input(
+                    "the destination is a bucket's root, so its plans have no place beside the repository; pass --control PREFIX (a prefix of that bucket that the repository does not use, e.g. snapferry-control/)",
+                )),
+                None => Ok(format!("{}.snapferry/", prefix.trim_end_matches('/'))),
+            }
+        };
+        Ok(match self {
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: prefixed(prefix)?,
+            },
+            Location::Oss { bucket, prefix } => Location::Oss {
+                bucket: bucket.clone(),
+                prefix: prefixed(prefix)?,
+            },
+            Location::Fs { path } => {
+                let dir = match control {
+                    Some(c) => PathBuf::from(c),
+                    None => {
+                        let mut name = path.as_os_str().to_os_string();
+                        name.push(".snapferry");
+                        PathBuf::from(name)
+                    }
+                };
+                if dir.starts_with(path) || path.starts_with(&dir) {
+                    return Err(Error::invalid_input(format!(
+                        "--control {} lies inside the repository's directory {} (or holds it); give a directory beside it",
+                        dir.display(),
+                        path.display()
+                    )));
+                }
+                Location::Fs { path: dir }
+            }
+        })
+    }
+
     /// Whether `self` (reached through `self_endpoint`) and `other` (through
     /// `other_endpoint`) are the same location or one lies inside the other: a sync
     /// between them would copy into its own source, or delete it.

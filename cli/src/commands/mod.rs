@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod migrate;
+pub mod plan;
 pub mod repo;
 pub mod sync;
 
@@ -24,6 +25,14 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Repo(c) => repo::run(c).await,
         Command::Migrate(a) => migrate::run(a).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Plan(mut a) => {
+            a.sync.verbose = cli.verbose;
+            plan::plan(a).await
+        }
+        Command::Commit(mut a) => {
+            a.sync.verbose = cli.verbose;
+            plan::commit(a).await
+        }
     }
 }
 

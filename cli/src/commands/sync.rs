@@ -14,6 +14,9 @@ use crate::output::{progress, report};
 
 /// Runs `sync`; returns the exit code.
 pub async fn run(a: SyncArgs) -> u8 {
+    if a.plan.is_some() {
+        return super::plan::unit(a).await;
+    }
     // 1. Everything the user typed is checked before any store is contacted.
     let plan = match a.validate() {
         Ok(p) => p,

@@ -163,3 +163,56 @@ pub fn lines<S: std::fmt::Display>(lines: impl IntoIterator<Item = S>) {
         out_line(format_args!("{l}"));
     }
 }
+
+/// `snapferry plan`: the plan's URL and units (stderr), or with `--json` the plan as
+/// JSON on stdout with its URL.
+pub fn plan(doc: &snapferry_engine::distributed::PlanDoc, plan_url: &str, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(doc).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("url".into(), plan_url.into());
+        }
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    err!(
+        "snapferry: plan {}: source generation {}, {} in {} blobs to copy over {} shard directories, in {} units",
+        doc.id,
+        doc.source_generation,
+        human(doc.bytes),
+        doc.objects,
+        doc.units.iter().map(|u| u.shards.len()).sum::<usize>(),
+        doc.units.len()
+    );
+    for u in &doc.units {
+        err!(
+            "snapferry:   unit {}: {} shard directories, {} in {} blobs",
+            u.index,
+            u.shards.len(),
+            human(u.bytes),
+            u.objects
+        );
+    }
+    err!("snapferry: plan written to {plan_url}");
+    err!("snapferry: next: snapferry sync --plan {plan_url} --unit I (I from 0 to {}), then snapferry commit --plan {plan_url}", doc.units.len().saturating_sub(1));
+}
+
+/// A unit's end: its marker, or why there is none.
+pub fn unit_marker(
+    doc: &snapferry_engine::distributed::PlanDoc,
+    i: usize,
+    m: Option<&snapferry_engine::distributed::Marker>,
+) {
+    match m {
+        Some(m) => err!(
+            "snapferry: unit {i} of plan {} finished: its shard directories hold {} objects ({}); marker {}",
+            doc.id,
+            m.landed.objects,
+            human(m.landed.bytes),
+            snapferry_engine::distributed::marker_key(i)
+        ),
+        None => err!(
+            "snapferry: unit {i} of plan {} did not finish; no marker written (run it again)",
+            doc.id
+        ),
+    }
+}

@@ -35,7 +35,9 @@ pub mod snapshot;
 pub mod transfer;
 
 pub(crate) use deletes::{delete_guard, run_or_plan_deletes, DeleteSpill};
-pub use options::{MaxDelete, PlanFrom, SnapshotAware, SyncOptions, VerifyDestination};
+pub use options::{
+    MaxDelete, Pinned, PlanFrom, Role, SnapshotAware, SyncOptions, VerifyDestination,
+};
 pub use report::{Event, Failure, NoObserver, Observer, Report, MAX_LISTED_FAILURES};
 
 use std::collections::HashMap;
@@ -332,6 +334,10 @@ pub struct Handle {
 /// Everything needed to start a sync.
 pub struct SyncRun {
     ctx: Arc<Ctx>,
+    /// The request policy of the run (for stores added after `new`).
+    policy: Policy,
+    /// A unit's own lease store ([`Role::Unit`]), instead of the destination's.
+    unit_lease: Option<Arc<dyn Store>>,
 }
 
 impl SyncRun {
@@ -357,8 +363,10 @@ impl SyncRun {
             cancel: Some(cancel.clone()),
         };
         let src = Layered::new(src, Side::Source, policy.clone());
-        let dst = Layered::new(dst, Side::Destination, policy);
+        let dst = Layered::new(dst, Side::Destination, policy.clone());
         SyncRun {
+            policy,
+            unit_lease: None,
             ctx: Arc::new(Ctx {
                 src: Arc::new(src),
                 dst_cleanup: Arc::new(dst.uncancellable()),
@@ -383,6 +391,15 @@ impl SyncRun {
                 stopped: Mutex::new(None),
             }),
         }
+    }
+
+    /// A unit of a distributed round ([`Role::Unit`]) holds the lease of `store` (the
+    /// unit's place beside the plan) instead of the destination's, which the units of
+    /// one round would otherwise contend for.
+    pub fn with_unit_lease(mut self, store: Arc<dyn Store>) -> Self {
+        let layered = Layered::new(store, Side::Destination, self.policy.clone());
+        self.unit_lease = Some(Arc::new(layered.uncancellable()));
+        self
     }
 
     /// A handle for progress and cancellation.
@@ -423,20 +440,34 @@ impl SyncRun {
     /// holding the destination: [`ErrorKind::Locked`]); later failures are in the report
     /// (`failed_objects`, `fatal_error`).
     pub async fn run(self) -> Result<Report> {
-        let ctx = self.ctx;
+        let ctx = self.ctx.clone();
         let start = Instant::now();
         if ctx.dst_presence.lock().map(|p| p.is_none()).unwrap_or(true) {
             // Callers preflight first; a run without one does it now.
-            SyncRun { ctx: ctx.clone() }.preflight().await?;
+            SyncRun {
+                ctx: ctx.clone(),
+                policy: self.policy.clone(),
+                unit_lease: None,
+            }
+            .preflight()
+            .await?;
         }
 
         // Read-only: whether the source is a repository, and its pinned generation. A
         // `--snapshot` without a repository is refused here, before anything is written.
         let detected = snapshot::detect(&ctx).await?;
 
-        // One writer per destination: from before the stale-upload cleanup to the end.
-        let lease = if ctx.opts.dry_run {
-            if let Some(h) = crate::lease::peek(ctx.lease_store.as_ref()).await? {
+        // One writer per destination: from before the stale-upload cleanup to the end
+        // (a unit of a distributed round: one writer per unit; a plan writes nothing).
+        let lease_store = match (&ctx.opts.role, &self.unit_lease) {
+            (Role::Unit(..), Some(s)) => s.clone(),
+            (Role::Unit(..), None) => {
+                return Err(Error::other("a unit run needs a lease of its own"));
+            }
+            _ => ctx.lease_store.clone(),
+        };
+        let lease = if ctx.opts.dry_run || matches!(ctx.opts.role, Role::Plan) {
+            if let Some(h) = crate::lease::peek(lease_store.as_ref()).await? {
                 tracing::warn!(
                     "another snapferry run is writing to the destination ({}); a real run would stop here",
                     h.describe(crate::store::fs::now_ms())
@@ -444,12 +475,8 @@ impl SyncRun {
             }
             None
         } else {
-            let (l, prev) = Lease::acquire(
-                ctx.lease_store.clone(),
-                ctx.opts.lease_ttl,
-                ctx.cancel.clone(),
-            )
-            .await?;
+            let (l, prev) =
+                Lease::acquire(lease_store, ctx.opts.lease_ttl, ctx.cancel.clone()).await?;
             if let Ok(mut f) = ctx.fence.lock() {
                 *f = l.fence();
             }
@@ -560,9 +587,12 @@ async fn body(
     detected: Option<snapshot::Checked>,
 ) -> Result<Body> {
     let mut out = Body::default();
+    // A plan writes nothing; a unit shares the destination with the round's other units,
+    // whose uploads it must not take for a gone run's: neither cleans up.
+    let shared = matches!(ctx.opts.role, Role::Plan | Role::Unit(..));
     // Resume records listed before the uploads: a record written after this listing is
     // not looked at, and one listed here whose upload is listed next is kept.
-    let records = if ctx.opts.dry_run {
+    let records = if ctx.opts.dry_run || shared {
         Vec::new()
     } else {
         ctx.dst
@@ -577,7 +607,11 @@ async fn body(
     };
     // Uploads left by a killed run: aborted before anything else, so that no orphaned
     // upload survives a successful run; but only those no live run can own.
-    let stale = ctx.dst.list_multipart_uploads().await?;
+    let stale = if shared {
+        Vec::new()
+    } else {
+        ctx.dst.list_multipart_uploads().await?
+    };
     // Records of no pending upload (their upload completed or was aborted, and removing
     // the record failed, or the run was killed in between) are removed.
     let pending: std::collections::HashSet<String> = stale

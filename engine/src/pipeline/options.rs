@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use super::snapshot::planner::Unit;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -54,6 +57,40 @@ pub struct SyncOptions {
     /// every blob of the changed shards and new snapshots with its recorded size (the
     /// cutover round of `migrate`).
     pub confirm_before_commit: bool,
+    /// Which part of a round this run is: all of it, or one step of a distributed round
+    /// (plan, one unit, commit; see [`crate::distributed`]).
+    pub role: Role,
+}
+
+/// Which part of a snapshot-aware round a run is.
+#[derive(Debug, Clone, Default)]
+pub enum Role {
+    /// The whole round: plan, copy, commit.
+    #[default]
+    Whole,
+    /// Plan only: pin the source, find the shard directories that changed and weigh what
+    /// each needs copied; nothing is written.
+    Plan,
+    /// Copy these shard directories of the pinned root: data blobs, then shard
+    /// `snap-*`, then shard `index-*`. No root is written; the destination lease is not
+    /// taken (units run at once), the caller gives a lease of the unit's own.
+    Unit(Arc<Pinned>, Vec<Unit>),
+    /// The barrier: index and root metadata, confirmation of every unit's blobs at the
+    /// destination, then the commit point, of the pinned root.
+    Commit(Arc<Pinned>, Vec<Unit>),
+}
+
+/// A source root pinned by a plan: its generation and exact bytes (kept beside the plan,
+/// so that the round does not depend on the source still holding it).
+#[derive(Debug)]
+pub struct Pinned {
+    /// The generation N of the source's root `index-N`.
+    pub generation: u64,
+    /// Its bytes.
+    pub root: Vec<u8>,
+    /// The destination's root the plan was made against: the barrier refuses to commit
+    /// over any other.
+    pub destination_root: Option<super::snapshot::distributed::RootId>,
 }
 
 /// `--verify-destination`: what a snapshot-aware round checks of the destination before
@@ -158,6 +195,7 @@ impl Default for SyncOptions {
             verify_destination: VerifyDestination::default(),
             plan_from: PlanFrom::default(),
             confirm_before_commit: false,
+            role: Role::Whole,
         }
     }
 }

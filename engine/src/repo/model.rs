@@ -187,6 +187,18 @@ fn strings(m: Option<HashMap<String, Scalar>>) -> HashMap<String, String> {
 }
 
 impl RepositoryData {
+    /// A root with nothing in it (what a destination without a repository references).
+    pub fn empty() -> Self {
+        RepositoryData {
+            generation: 0,
+            uuid: None,
+            min_version: None,
+            snapshots: Vec::new(),
+            indices: Vec::new(),
+            index_metadata_identifiers: HashMap::new(),
+        }
+    }
+
     /// The key of the index metadata blob that snapshot `s` recorded for index `index_id`:
     /// `meta-<blob>.dat` through the deduplicating identifiers (7.9+), else the old layout's
     /// `meta-<snapshot uuid>.dat`.

@@ -40,13 +40,14 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::differ::{DiffStats, Joined};
-use super::{pass_fed, Ctx, PlanFrom, SnapshotAware, VerifyDestination};
+use super::{pass_fed, Ctx, PlanFrom, Role, SnapshotAware, VerifyDestination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::model::{
     read_root_bytes, snapshot_names, BlobKind, Repository, RepositoryData, INCOMPATIBLE_SNAPSHOTS,
 };
 
 mod commit;
+pub mod distributed;
 pub mod legacy;
 pub mod planner;
 pub mod state;
@@ -111,6 +112,10 @@ pub struct SnapshotReport {
     pub planner_max_units_held: usize,
     /// The most referenced blob names the planner held at once.
     pub planner_max_names_held: usize,
+    /// `snapferry plan`: the changed units weighed, and the destination root planned
+    /// against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned: Option<distributed::Planned>,
 }
 
 /// What `detect` found: the pinned source repository and what the copy writes.
@@ -138,6 +143,23 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         }
         return Ok(None);
     }
+    if let Role::Unit(pinned, _) | Role::Commit(pinned, _) = &ctx.opts.role {
+        // A step of a distributed round: the root its plan pinned, whatever the source
+        // holds now.
+        return Ok(Some(Plan {
+            generation: pinned.generation,
+            data: None,
+            root: pinned.root.clone(),
+            snapshots: snapshot_names(pinned.generation, &pinned.root)?,
+            listing: None,
+        }));
+    }
+    let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
+    if by_listing && !matches!(ctx.opts.role, Role::Whole) {
+        return Err(Error::invalid_input(
+            "a distributed round is planned from the repository's metadata: --snapshot, --delete and --plan-from listing do not work with plan, --unit or commit yet; run a whole sync for those",
+        ));
+    }
     let mut latest = None;
     if mode == SnapshotAware::Auto && !selecting {
         // Cheap detection: fs, s3 and oss repositories always carry index.latest.
@@ -146,7 +168,6 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
             return Ok(None);
         }
     }
-    let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
     if !by_listing {
         if let Some((generation, root)) = read_root_bytes(ctx.src.as_ref(), latest).await? {
             // Only the names for now: a destination that already holds this very root,
@@ -363,6 +384,114 @@ pub(crate) async fn check_destination(ctx: &Arc<Ctx>, mut plan: Plan) -> Result<
     })
 }
 
+/// Phase 1, data: planned unit by unit, copied as found; the later phases' blobs are
+/// spilled. `None`: the run stops here (`out` holds why, with the report).
+async fn data_phase(
+    ctx: &Arc<Ctx>,
+    src: &Arc<RepositoryData>,
+    units: Vec<planner::Unit>,
+    by_prefix: bool,
+    held: &Arc<planner::Held>,
+    report: &mut SnapshotReport,
+    out: &mut Outcome,
+) -> Result<Option<planner::Found>> {
+    let (tx, rx) = mpsc::channel::<Joined>(super::lister::LIST_CHANNEL);
+    let stats = Arc::new(DiffStats::default());
+    let work = planner::unit_stream(ctx.clone(), src.clone(), units, by_prefix, held.clone());
+    let (ctx2, src2, stats2) = (ctx.clone(), src.clone(), stats.clone());
+    let (found_tx, found_rx) = tokio::sync::oneshot::channel();
+    let feed = tokio::spawn(async move {
+        let r = if by_prefix {
+            planner::by_prefix(ctx2, work, tx).await
+        } else {
+            planner::by_full_listing(ctx2, work, src2, tx, stats2).await
+        };
+        match r {
+            Ok(f) => {
+                let _ = found_tx.send(f);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    });
+    let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
+    let before_copied = ctx.counters.copied_objects.load(Ordering::Relaxed);
+    let pass_out = pass_fed(ctx, rx, feed).await?;
+    report.phases.push(PhaseReport {
+        phase: phase_name(BlobKind::Data).into(),
+        copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
+    });
+    out.max_held = stats.max_held();
+    report.planner_max_units_held = held.max_units();
+    report.planner_max_names_held = held.max_names();
+    if stops(ctx, before_failed, pass_out.fatal, out) {
+        out.report = report.clone();
+        return Ok(None);
+    }
+    match found_rx.await {
+        Ok(f) => {
+            report.examined_units = f.units;
+            report.referenced_blobs = f.referenced as usize;
+            Ok(Some(f))
+        }
+        Err(_) => {
+            out.fatal = Some(Error::other("the planner stopped without a result"));
+            out.report = report.clone();
+            Ok(None)
+        }
+    }
+}
+
+/// Phases 2-5, all of them.
+const ALL_METADATA: [BlobKind; 4] = [
+    BlobKind::ShardSnapshot,
+    BlobKind::ShardIndex,
+    BlobKind::IndexMeta,
+    BlobKind::RootMeta,
+];
+
+/// The spilled metadata of the phases `kinds` (a subset of [`ALL_METADATA`], in its
+/// order: the order that keeps the destination restorable). True: the run stops here
+/// (`out` holds why, with the report).
+async fn metadata_phases(
+    ctx: &Arc<Ctx>,
+    deferred: planner::Deferred,
+    kinds: &[BlobKind],
+    report: &mut SnapshotReport,
+    out: &mut Outcome,
+) -> Result<bool> {
+    let planner::Deferred {
+        shard_snapshots,
+        shard_indexes,
+        index_meta,
+        root_meta,
+    } = deferred;
+    for (kind, spill) in [
+        (BlobKind::ShardSnapshot, shard_snapshots),
+        (BlobKind::ShardIndex, shard_indexes),
+        (BlobKind::IndexMeta, index_meta),
+        (BlobKind::RootMeta, root_meta),
+    ] {
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        let before_copied = ctx.counters.copied_objects.load(Ordering::Relaxed);
+        let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Joined>(super::lister::LIST_CHANNEL);
+        let feed = spill.feed(ctx.clone(), tx);
+        let pass_out = pass_fed(ctx, rx, feed).await?;
+        report.phases.push(PhaseReport {
+            phase: phase_name(kind).into(),
+            copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
+        });
+        if stops(ctx, before_failed, pass_out.fatal, out) {
+            out.report = report.clone();
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Runs the phases.
 pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     let Checked {
@@ -386,6 +515,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         unchanged_units: 0,
         planner_max_units_held: 0,
         planner_max_names_held: 0,
+        planned: None,
     };
     if let Some(listing) = plan.listing {
         report.planned_from_reason = Some(
@@ -405,7 +535,22 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
         None => RepositoryData::parse(plan.generation, &plan.root)?,
     });
     let held = Arc::new(planner::Held::default());
+    if let Role::Unit(_, units) = &ctx.opts.role {
+        return distributed::unit(ctx, report, src, units.clone(), held).await;
+    }
+    let committing = match &ctx.opts.role {
+        Role::Commit(pinned, units) => {
+            distributed::unchanged_since_plan(ctx, &pinned.destination_root, &pinned.root).await?;
+            Some(units.clone())
+        }
+        _ => None,
+    };
     let (units, by_prefix) = match &trusted {
+        // The barrier of a distributed round: the units copied the shards already.
+        _ if committing.is_some() => {
+            report.planned_from = "metadata".into();
+            (Vec::new(), true)
+        }
         Ok(d) => {
             let all: usize = src
                 .indices
@@ -433,100 +578,46 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
             (planner::units(&src, None), false)
         }
     };
+    if matches!(ctx.opts.role, Role::Plan) {
+        return distributed::weigh(ctx, report, src, &plan.root, units, held).await;
+    }
     let mut out = Outcome::new(report.clone());
-
-    // Phase 1, data: planned unit by unit, copied as found; the later phases' blobs are
-    // spilled.
-    let (tx, rx) = mpsc::channel::<Joined>(super::lister::LIST_CHANNEL);
-    let stats = Arc::new(DiffStats::default());
-    let confirm_units = if ctx.opts.confirm_before_commit {
-        units.clone()
-    } else {
-        Vec::new()
+    let confirm_units = match &committing {
+        Some(units) => units.clone(),
+        None if ctx.opts.confirm_before_commit => units.clone(),
+        None => Vec::new(),
     };
-    let work = planner::unit_stream(ctx.clone(), src.clone(), units, by_prefix, held.clone());
-    let found = {
-        let (ctx2, src2, stats2) = (ctx.clone(), src.clone(), stats.clone());
-        let (found_tx, found_rx) = tokio::sync::oneshot::channel();
-        let feed = tokio::spawn(async move {
-            let r = if by_prefix {
-                planner::by_prefix(ctx2, work, tx).await
-            } else {
-                planner::by_full_listing(ctx2, work, src2, tx, stats2).await
-            };
-            match r {
-                Ok(f) => {
-                    let _ = found_tx.send(f);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        });
-        let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
-        let before_copied = ctx.counters.copied_objects.load(Ordering::Relaxed);
-        let pass_out = pass_fed(ctx, rx, feed).await?;
-        report.phases.push(PhaseReport {
-            phase: phase_name(BlobKind::Data).into(),
-            copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
-        });
-        out.max_held = stats.max_held();
-        report.planner_max_units_held = held.max_units();
-        report.planner_max_names_held = held.max_names();
-        if stops(ctx, before_failed, pass_out.fatal, &mut out) {
-            out.report = report;
-            return Ok(out);
-        }
-        match found_rx.await {
-            Ok(f) => f,
-            Err(_) => {
-                out.fatal = Some(Error::other("the planner stopped without a result"));
-                out.report = report;
-                return Ok(out);
-            }
-        }
+    let Some(found) = data_phase(ctx, &src, units, by_prefix, &held, &mut report, &mut out).await?
+    else {
+        return Ok(out);
     };
-    report.examined_units = found.units;
-    report.referenced_blobs = found.referenced as usize;
     let mut deferred = found.deferred;
-    if let Ok(Some(d)) = &trusted {
+    // What the destination's root already references: a trusted root; at a barrier over
+    // a destination without one, nothing (every metadata blob is looked up).
+    let nothing;
+    let dst_data = match &trusted {
+        Ok(Some(d)) => Some(d),
+        Err(_) if committing.is_some() => {
+            nothing = RepositoryData::empty();
+            Some(&nothing)
+        }
+        _ => None,
+    };
+    if let Some(d) = dst_data {
         let n = planner::metadata_not_held(ctx, &src, d, &mut deferred).await?;
         report.referenced_blobs += n as usize;
     }
-
-    // Phases 2-5: the spilled metadata, in the order that keeps the destination
-    // restorable.
-    let planner::Deferred {
-        shard_snapshots,
-        shard_indexes,
-        index_meta,
-        root_meta,
-    } = deferred;
-    for (kind, spill) in [
-        (BlobKind::ShardSnapshot, shard_snapshots),
-        (BlobKind::ShardIndex, shard_indexes),
-        (BlobKind::IndexMeta, index_meta),
-        (BlobKind::RootMeta, root_meta),
-    ] {
-        let before_copied = ctx.counters.copied_objects.load(Ordering::Relaxed);
-        let before_failed = ctx.counters.failed_objects.load(Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Joined>(super::lister::LIST_CHANNEL);
-        let feed = spill.feed(ctx.clone(), tx);
-        let pass_out = pass_fed(ctx, rx, feed).await?;
-        report.phases.push(PhaseReport {
-            phase: phase_name(kind).into(),
-            copied_objects: ctx.counters.copied_objects.load(Ordering::Relaxed) - before_copied,
-        });
-        if stops(ctx, before_failed, pass_out.fatal, &mut out) {
-            out.report = report;
-            return Ok(out);
-        }
+    if metadata_phases(ctx, deferred, &ALL_METADATA, &mut report, &mut out).await? {
+        return Ok(out);
     }
-    if ctx.opts.confirm_before_commit && !ctx.opts.dry_run {
-        // The cutover round: every blob of what changed is confirmed at the destination,
-        // with its size, before the root that references it is written.
-        let metadata = match &trusted {
-            Ok(Some(d)) => planner::new_metadata(&src, d),
-            _ => Vec::new(),
+    let confirming = ctx.opts.confirm_before_commit || (committing.is_some() && !committed);
+    if confirming && !ctx.opts.dry_run {
+        // The cutover round, and the barrier of a distributed one: every blob of what
+        // changed is confirmed at the destination, with its size, before the root that
+        // references it is written.
+        let metadata = match dst_data {
+            Some(d) => planner::new_metadata(&src, d),
+            None => Vec::new(),
         };
         let bad = planner::confirm(ctx, src.clone(), confirm_units, metadata).await?;
         for (key, why) in &bad {

@@ -73,7 +73,7 @@ use crate::store::{ObjectMeta, Store};
 pub const READ_AHEAD: usize = 8;
 
 /// One directory whose blobs a round may copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Unit {
     /// `indices/<id>/<shard>/`, or `indices/<id>/` for an index whose root records no
     /// shard generations (shards found by listing).
@@ -836,6 +836,46 @@ pub async fn by_full_listing(
 
 /// Merge-joins two sorted listings of one unit (strictly increasing keys, or an error:
 /// a listing out of order would plan wrong copies).
+/// What one unit needs copied: the blobs its source generation references that the
+/// destination lacks or holds at another size, counted and summed (a plan's weights).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Weighed {
+    /// The unit.
+    #[serde(flatten)]
+    pub unit: Unit,
+    /// Bytes to copy.
+    pub bytes: u64,
+    /// Blobs to copy.
+    pub objects: u64,
+}
+
+/// Weighs each unit from its two listings (units planned with `listed`).
+pub async fn weigh(work: impl Stream<Item = Result<UnitWork>> + Send) -> Result<Vec<Weighed>> {
+    let mut out = Vec::new();
+    futures::pin_mut!(work);
+    while let Some(w) = work.next().await {
+        let w = w?;
+        let (mut bytes, mut objects) = (0, 0);
+        if let Some((src, dst)) = w.lists {
+            for j in join_sorted(src, dst)? {
+                if let Joined::Source(s, d) = j {
+                    let needed = w.refs.get(&s.key).is_some();
+                    if needed && d.as_ref().is_none_or(|d| d.size != s.size) {
+                        bytes += s.size;
+                        objects += 1;
+                    }
+                }
+            }
+        }
+        out.push(Weighed {
+            unit: w.refs.unit.clone(),
+            bytes,
+            objects,
+        });
+    }
+    Ok(out)
+}
+
 fn join_sorted(src: Vec<ObjectMeta>, dst: Vec<ObjectMeta>) -> Result<Vec<Joined>> {
     for (side, v) in [("source", &src), ("destination", &dst)] {
         if let Some(w) = v.windows(2).find(|w| w[0].key >= w[1].key) {

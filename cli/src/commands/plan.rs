@@ -1,0 +1,182 @@
+//! A distributed round: `snapferry plan` (pin, weigh, pack, write the plan),
+//! `snapferry sync --plan URL --unit I` (one unit, then its marker) and
+//! `snapferry commit --plan URL` (the barrier). The engine does each step
+//! ([`snapferry_engine::distributed`]); this reads the arguments, opens the stores,
+//! prints and decides the exit code.
+
+use std::sync::Arc;
+
+use snapferry_engine::distributed::{self, PlanDoc};
+use snapferry_engine::store::{self, Store};
+
+use super::{fail, failed};
+use crate::args::{CommitArgs, Plan, PlanArgs, SyncArgs};
+use crate::exit;
+use crate::output::{progress, report};
+
+/// `snapferry plan SRC DST --units U`.
+pub async fn plan(a: PlanArgs) -> u8 {
+    if a.sync.plan.is_some() {
+        return fail(
+            exit::USAGE,
+            "plan makes a plan from SRC and DST; --plan belongs to sync --unit and commit",
+        );
+    }
+    let p = match a.sync.validate() {
+        Ok(p) => p,
+        Err(msg) => return fail(exit::USAGE, msg),
+    };
+    let control = match p.dst.control(a.control.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let (src, dst, control_store) = match open3(&p, &control).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let ends = (
+        redacted(a.sync.src.as_deref()),
+        redacted(a.sync.dst.as_deref()),
+    );
+    match distributed::plan(src, dst, control_store, p.opts, a.units, ends).await {
+        Ok((doc, dir)) => {
+            report::plan(
+                &doc,
+                &control.join(&dir).join(distributed::PLAN_KEY).url(),
+                a.json,
+            );
+            exit::OK
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `snapferry sync --plan URL [--unit I]`.
+pub async fn unit(a: SyncArgs) -> u8 {
+    let Some(i) = a.unit else {
+        return fail(
+            exit::USAGE,
+            "sync --plan needs --unit I (or JOB_COMPLETION_INDEX); to commit the round, run snapferry commit --plan URL",
+        );
+    };
+    let (plan_store, doc, root, p) = match open_plan(&a).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (src, dst) = match open2(&p).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let banner = format!(
+        "snapferry: plan {} unit {i}: {} -> {}",
+        doc.id,
+        src.describe(),
+        dst.describe()
+    );
+    let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
+    let run = distributed::run_unit(
+        plan_store,
+        (&doc, root),
+        (src, dst),
+        p.opts.clone(),
+        i,
+        observer,
+    );
+    match run.await {
+        Ok((r, marker)) => {
+            report::sync_summary(&r);
+            report::unit_marker(&doc, i, marker.as_ref());
+            finish(&p, &r)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `snapferry commit --plan URL`.
+pub async fn commit(a: CommitArgs) -> u8 {
+    let (plan_store, doc, root, p) = match open_plan(&a.sync).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (src, dst) = match open2(&p).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let banner = format!(
+        "snapferry: commit plan {}: {} -> {}",
+        doc.id,
+        src.describe(),
+        dst.describe()
+    );
+    let observer = Arc::new(progress::Printer::new(false, a.sync.verbose > 0, banner));
+    match distributed::commit(
+        plan_store,
+        (&doc, root),
+        (src, dst),
+        p.opts.clone(),
+        observer,
+    )
+    .await
+    {
+        Ok(r) => {
+            report::sync_summary(&r);
+            finish(&p, &r)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// The report file, then the exit code of the run.
+fn finish(p: &Plan, r: &snapferry_engine::pipeline::Report) -> u8 {
+    if let Some(path) = &p.report_path {
+        if let Err(e) = report::write_report(path, r) {
+            return fail(
+                exit::FAILED,
+                format!("cannot write the report to {}: {e}", path.display()),
+            );
+        }
+    }
+    exit::for_report(r)
+}
+
+fn redacted(s: Option<&str>) -> String {
+    snapferry_engine::location::redact_url(s.unwrap_or_default())
+}
+
+/// The plan of `--plan`, its pinned root, and the run's arguments checked against the
+/// plan's SRC and DST.
+async fn open_plan(a: &SyncArgs) -> Result<(Arc<dyn Store>, PlanDoc, Vec<u8>, Plan), u8> {
+    let (loc, side) = match a.plan_dir() {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return Err(fail(
+                exit::USAGE,
+                "give --plan URL (printed by snapferry plan)",
+            ))
+        }
+        Err(msg) => return Err(fail(exit::USAGE, msg)),
+    };
+    let plan_store = store::open_existing(&loc, &side).await.map_err(failed)?;
+    let (doc, root) = distributed::read_plan(plan_store.as_ref())
+        .await
+        .map_err(failed)?;
+    let p = a
+        .validate_for(&doc.source, &doc.destination)
+        .map_err(|msg| fail(exit::USAGE, msg))?;
+    Ok((plan_store, doc, root, p))
+}
+
+async fn open2(p: &Plan) -> Result<(Arc<dyn Store>, Arc<dyn Store>), u8> {
+    let src = store::open(&p.src, &p.src_side).await.map_err(failed)?;
+    let dst = store::open(&p.dst, &p.dst_side).await.map_err(failed)?;
+    Ok((src, dst))
+}
+
+async fn open3(
+    p: &Plan,
+    control: &snapferry_engine::location::Location,
+) -> Result<(Arc<dyn Store>, Arc<dyn Store>, Arc<dyn Store>), u8> {
+    let (src, dst) = open2(p).await?;
+    let control = store::open(control, &p.dst_side).await.map_err(failed)?;
+    Ok((src, dst, control))
+}

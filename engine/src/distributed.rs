@@ -1,0 +1,520 @@
+//! A round over many machines: plan → units → commit.
+//!
+//! - **Plan** (`snapferry plan`): the source's root is pinned, the shard directories that
+//!   changed since the destination's trusted root are found from the repository's
+//!   metadata and weighed by what each needs copied ([`crate::pipeline::Role::Plan`]),
+//!   and packed into `U` units of similar bytes (largest first, each into the lightest
+//!   unit). The plan is written beside the destination, under a control prefix outside
+//!   the repository: `plan.json` (the document, with the SHA-256 of its bytes) and
+//!   `root` (the pinned root's bytes, so that the round does not depend on the source
+//!   still holding them), in that order: a plan without `plan.json` does not exist.
+//! - **Unit** (`snapferry sync --plan URL --unit I`): one unit's shard directories, data
+//!   blobs then shard metadata, with every guarantee of a sync; then a completion marker
+//!   `units/<I>.json` holding its counts and a digest of what the destination holds
+//!   under its shards. Units may run in any order, twice, or at once: every blob they
+//!   write is write-once content named by the source, and each unit holds a lease of its
+//!   own (`units/<I>/`).
+//! - **Commit** (`snapferry commit --plan URL`): refuses unless every unit has its marker
+//!   and the destination's root is still the one planned against; then the index and
+//!   root metadata, a confirmation that every planned shard's blobs are at the
+//!   destination with their recorded sizes, and the commit point — the only global
+//!   barrier ([`crate::pipeline::Role::Commit`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::snapshot::distributed::RootId;
+use crate::pipeline::snapshot::planner::{Unit, Weighed};
+use crate::pipeline::{NoObserver, Observer, Pinned, Report, Role, SyncOptions, SyncRun};
+use crate::probe::Prefixed;
+use crate::store::{PutOptions, Store};
+
+/// The plan document's format.
+pub const FORMAT: u32 = 1;
+/// The plan document's key in the plan's directory.
+pub const PLAN_KEY: &str = "plan.json";
+/// The pinned root's key in the plan's directory.
+pub const ROOT_KEY: &str = "root";
+
+/// A plan: what one distributed round copies, in units.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanDoc {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Unique per plan (`<generation>-<hex>`); the name of its directory.
+    pub id: String,
+    /// When it was made (Unix ms).
+    pub created_ms: i64,
+    /// The source location, as given (no secrets).
+    pub source: String,
+    /// The destination location, as given (no secrets).
+    pub destination: String,
+    /// The pinned source generation.
+    pub source_generation: u64,
+    /// SHA-256 of the pinned root's bytes (kept as [`ROOT_KEY`]).
+    pub source_root_sha256: String,
+    /// The destination's root when planning; the commit refuses if it changed.
+    pub destination_root: Option<RootId>,
+    /// Bytes and blobs to copy, all units together.
+    pub bytes: u64,
+    /// Blobs to copy, all units together.
+    pub objects: u64,
+    /// The units, numbered from 0.
+    pub units: Vec<PlanUnit>,
+}
+
+/// One unit of a plan: shard directories of similar bytes in all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanUnit {
+    /// Its number (`--unit`, `JOB_COMPLETION_INDEX`).
+    pub index: usize,
+    /// Bytes to copy.
+    pub bytes: u64,
+    /// Blobs to copy.
+    pub objects: u64,
+    /// Its shard directories, in key order.
+    pub shards: Vec<Weighed>,
+}
+
+impl PlanDoc {
+    /// Every unit's shard directories.
+    pub fn all_shards(&self) -> Vec<Unit> {
+        let mut all: Vec<Unit> = self
+            .units
+            .iter()
+            .flat_map(|u| u.shards.iter().map(|s| s.unit.clone()))
+            .collect();
+        all.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        all
+    }
+
+    /// Unit `i`, or a one-line refusal naming the plan's range.
+    pub fn unit(&self, i: usize) -> Result<&PlanUnit> {
+        self.units.get(i).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "--unit {i}: plan {} has units 0 to {}; check --unit (or JOB_COMPLETION_INDEX) against the plan's --units",
+                self.id,
+                self.units.len().saturating_sub(1)
+            ))
+        })
+    }
+}
+
+/// Packs weighed shard directories into `n` units of similar bytes: largest first, each
+/// into the unit with the fewest bytes so far (then the fewest shards), so no unit holds
+/// much more than its share plus the largest shard. Units may be empty when there are
+/// fewer shards than units (a job of `n` completions still finds each of its units).
+pub fn pack(mut shards: Vec<Weighed>, n: usize) -> Vec<PlanUnit> {
+    let n = n.max(1);
+    shards.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.unit.prefix.cmp(&b.unit.prefix))
+    });
+    let mut units: Vec<PlanUnit> = (0..n)
+        .map(|index| PlanUnit {
+            index,
+            bytes: 0,
+            objects: 0,
+            shards: Vec::new(),
+        })
+        .collect();
+    for s in shards {
+        // The slice is not empty (n >= 1), so a minimum exists.
+        let Some(u) = units
+            .iter_mut()
+            .min_by_key(|u| (u.bytes, u.shards.len(), u.index))
+        else {
+            break;
+        };
+        u.bytes += s.bytes;
+        u.objects += s.objects;
+        u.shards.push(s);
+    }
+    for u in &mut units {
+        u.shards.sort_by(|a, b| a.unit.prefix.cmp(&b.unit.prefix));
+    }
+    units
+}
+
+/// A document with the SHA-256 of its exact bytes, as stored.
+#[derive(Serialize, Deserialize)]
+struct Sealed<'a> {
+    sha256: String,
+    #[serde(borrow)]
+    body: &'a serde_json::value::RawValue,
+}
+
+fn seal<T: Serialize>(v: &T) -> Result<Bytes> {
+    let body = serde_json::to_string_pretty(v).map_err(|e| Error::other(e.to_string()))?;
+    let raw =
+        serde_json::value::RawValue::from_string(body).map_err(|e| Error::other(e.to_string()))?;
+    let sealed = Sealed {
+        sha256: hex::encode(Sha256::digest(raw.get().as_bytes())),
+        body: &raw,
+    };
+    let bytes = serde_json::to_vec_pretty(&sealed).map_err(|e| Error::other(e.to_string()))?;
+    Ok(Bytes::from(bytes))
+}
+
+fn unseal<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
+    let bad =
+        |why: String| Error::repository(format!("{what} is damaged ({why}); make a new plan"));
+    let sealed: Sealed = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let got = hex::encode(Sha256::digest(sealed.body.get().as_bytes()));
+    if got != sealed.sha256 {
+        return Err(bad(format!(
+            "its SHA-256 is {got}, not the {} it records",
+            sealed.sha256
+        )));
+    }
+    serde_json::from_str(sealed.body.get()).map_err(|e| bad(e.to_string()))
+}
+
+async fn put(store: &dyn Store, key: &str, data: Bytes) -> Result<()> {
+    let crc = crc32fast::hash(&data);
+    store.put(key, data, crc, &PutOptions::default()).await
+}
+
+/// Writes a plan into its directory `store`: the pinned root first, then the document.
+pub async fn write_plan(store: &dyn Store, plan: &PlanDoc, root: &[u8]) -> Result<()> {
+    put(store, ROOT_KEY, Bytes::copy_from_slice(root)).await?;
+    put(store, PLAN_KEY, seal(plan)?).await
+}
+
+/// Reads the plan of directory `store` and its pinned root, both checked.
+pub async fn read_plan(store: &dyn Store) -> Result<(PlanDoc, Vec<u8>)> {
+    let Some((_, body)) = crate::store::read_whole(store, PLAN_KEY).await? else {
+        return Err(Error::location_not_found(format!(
+            "{} holds no {PLAN_KEY}; check the --plan URL (it is printed by snapferry plan)",
+            store.describe()
+        )));
+    };
+    let plan: PlanDoc = unseal(&format!("the plan in {}", store.describe()), &body)?;
+    if plan.format != FORMAT {
+        return Err(Error::invalid_input(format!(
+            "plan {} has format {}, this snapferry reads {FORMAT}; use the version that made it",
+            plan.id, plan.format
+        )));
+    }
+    let Some((_, root)) = crate::store::read_whole(store, ROOT_KEY).await? else {
+        return Err(Error::repository(format!(
+            "plan {} has no pinned root ({ROOT_KEY}); make a new plan",
+            plan.id
+        )));
+    };
+    if crate::pipeline::snapshot::state::root_hash(&root) != plan.source_root_sha256 {
+        return Err(Error::repository(format!(
+            "plan {}'s pinned root does not have the SHA-256 the plan records; make a new plan",
+            plan.id
+        )));
+    }
+    Ok((plan, root.to_vec()))
+}
+
+/// A unit's completion marker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Marker {
+    /// The plan's id.
+    pub plan: String,
+    /// The unit's number.
+    pub unit: usize,
+    /// Objects this run copied.
+    pub copied_objects: u64,
+    /// Bytes this run copied.
+    pub copied_bytes: u64,
+    /// Objects already in place.
+    pub skipped_objects: u64,
+    /// Wall time of the run, seconds.
+    pub duration_seconds: f64,
+    /// Which host ran it.
+    pub host: String,
+    /// When it finished (Unix ms).
+    pub finished_ms: i64,
+    /// What the destination holds under the unit's shard directories once it finished.
+    pub landed: Landed,
+}
+
+/// A digest of what a unit's shard directories hold at the destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Landed {
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// SHA-256 over `key\tsize\n` of every object, in key order.
+    pub sha256: String,
+}
+
+/// The marker key of unit `i`.
+pub fn marker_key(i: usize) -> String {
+    format!("units/{i}.json")
+}
+
+/// The directory of unit `i`'s lease (relative to the plan's).
+pub fn lease_dir(i: usize) -> String {
+    format!("units/{i}/")
+}
+
+/// What the destination holds under `shards`: listed, counted and digested.
+pub async fn landed(dst: &dyn Store, shards: &[Unit]) -> Result<Landed> {
+    use futures::TryStreamExt;
+    let mut h = Sha256::new();
+    let (mut objects, mut bytes) = (0, 0);
+    for s in shards {
+        let mut pages = dst.list_prefix(&s.prefix, None);
+        while let Some(page) = pages.try_next().await? {
+            for o in page {
+                h.update(format!("{}\t{}\n", o.key, o.size).as_bytes());
+                objects += 1;
+                bytes += o.size;
+            }
+        }
+    }
+    Ok(Landed {
+        objects,
+        bytes,
+        sha256: hex::encode(h.finalize()),
+    })
+}
+
+/// Writes unit `m.unit`'s marker.
+pub async fn write_marker(store: &dyn Store, m: &Marker) -> Result<()> {
+    put(store, &marker_key(m.unit), seal(m)?).await
+}
+
+/// Every unit's marker; fails with [`crate::ErrorKind::Incomplete`] naming the units
+/// that have none.
+pub async fn markers(store: &dyn Store, plan: &PlanDoc) -> Result<Vec<Marker>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for u in &plan.units {
+        match crate::store::read_whole(store, &marker_key(u.index)).await? {
+            Some((_, body)) => {
+                let m: Marker = unseal(&format!("unit {}'s marker", u.index), &body)?;
+                if m.plan != plan.id || m.unit != u.index {
+                    return Err(Error::repository(format!(
+                        "{} holds a marker of plan {} unit {} as unit {}'s; make a new plan",
+                        store.describe(),
+                        m.plan,
+                        m.unit,
+                        u.index
+                    )));
+                }
+                found.push(m);
+            }
+            None => missing.push(u.index),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let list: Vec<String> = missing.iter().map(usize::to_string).collect();
+    Err(Error::incomplete(format!(
+        "not committing plan {}: unit{} {} of {} {} not finished (no completion marker); run {} (snapferry sync --plan URL --unit I), then commit again",
+        plan.id,
+        if missing.len() == 1 { "" } else { "s" },
+        list.join(", "),
+        plan.units.len(),
+        if missing.len() == 1 { "has" } else { "have" },
+        if missing.len() == 1 { "it" } else { "them" },
+    )))
+}
+
+/// `snapferry plan`: pins the source, weighs the changed shard directories, packs them
+/// into `units` units and writes the plan under `control` (the control prefix's store),
+/// in `plans/<id>/`. Returns the plan and its directory relative to `control`. Nothing
+/// is written to the destination.
+pub async fn plan(
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    control: Arc<dyn Store>,
+    mut opts: SyncOptions,
+    units: usize,
+    (source, destination): (String, String),
+) -> Result<(PlanDoc, String)> {
+    if units == 0 {
+        return Err(Error::invalid_input(
+            "--units 0 plans nothing; give the number of units to split the round into (e.g. the workers times 4)",
+        ));
+    }
+    opts.role = Role::Plan;
+    let run = SyncRun::new(src, dst, opts, Arc::new(NoObserver));
+    run.preflight().await?;
+    let report = run.run().await?;
+    if let Some(e) = report.fatal_error {
+        return Err(Error::new(
+            report.fatal_error_kind.unwrap_or(ErrorKind::Other),
+            e,
+        ));
+    }
+    let Some(planned) = report
+        .snapshot
+        .and_then(|s| s.planned.map(|p| (s.source_generation, p)))
+    else {
+        return Err(Error::invalid_input(format!(
+            "{source} holds no snapshot repository (no index.latest or root index-N); plan splits repositories by shard, so copy other data with a plain sync"
+        )));
+    };
+    let (generation, planned) = planned;
+    let units = pack(planned.units, units);
+    let doc = PlanDoc {
+        format: FORMAT,
+        id: format!("{generation}-{:08x}", rand::random::<u32>()),
+        created_ms: crate::store::fs::now_ms(),
+        source,
+        destination,
+        source_generation: generation,
+        source_root_sha256: crate::pipeline::snapshot::state::root_hash(&planned.root),
+        destination_root: planned.destination_root,
+        bytes: units.iter().map(|u| u.bytes).sum(),
+        objects: units.iter().map(|u| u.objects).sum(),
+        units,
+    };
+    let dir = format!("plans/{}/", doc.id);
+    let store = Prefixed::new(control, &dir);
+    write_plan(&store, &doc, &planned.root).await?;
+    Ok((doc, dir))
+}
+
+/// The pinned root of a plan, as a run's role takes it.
+fn pinned(doc: &PlanDoc, root: Vec<u8>) -> Arc<Pinned> {
+    Arc::new(Pinned {
+        generation: doc.source_generation,
+        root,
+        destination_root: doc.destination_root.clone(),
+    })
+}
+
+/// `snapferry sync --plan URL --unit I`: unit `i` of the plan in `plan_store` (its
+/// directory), through `observer`; its marker is written when every blob landed
+/// verified. Returns the run's report and the marker (`None`: the unit did not finish).
+pub async fn run_unit(
+    plan_store: Arc<dyn Store>,
+    (doc, root): (&PlanDoc, Vec<u8>),
+    (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
+    mut opts: SyncOptions,
+    i: usize,
+    observer: Arc<dyn Observer>,
+) -> Result<(Report, Option<Marker>)> {
+    let unit = doc.unit(i)?;
+    let shards: Vec<Unit> = unit.shards.iter().map(|s| s.unit.clone()).collect();
+    opts.role = Role::Unit(pinned(doc, root), shards.clone());
+    let lease = Arc::new(Prefixed::new(plan_store.clone(), &lease_dir(i)));
+    let run = SyncRun::new(src, dst.clone(), opts, observer).with_unit_lease(lease);
+    run.preflight().await?;
+    let report = run.run().await?;
+    let finished =
+        report.fatal_error.is_none() && report.failed_objects == 0 && !report.interrupted;
+    if !finished {
+        return Ok((report, None));
+    }
+    let marker = Marker {
+        plan: doc.id.clone(),
+        unit: i,
+        copied_objects: report.copied_objects,
+        copied_bytes: report.copied_bytes,
+        skipped_objects: report.skipped_objects,
+        duration_seconds: report.duration_seconds,
+        host: crate::lease::host_name(),
+        finished_ms: crate::store::fs::now_ms(),
+        landed: landed(dst.as_ref(), &shards).await?,
+    };
+    write_marker(plan_store.as_ref(), &marker).await?;
+    Ok((report, Some(marker)))
+}
+
+/// `snapferry commit --plan URL`: refuses with [`ErrorKind::Incomplete`] naming the
+/// units without a marker; else the barrier (index and root metadata, every planned
+/// shard confirmed at the destination, the commit point), under the destination's lease.
+pub async fn commit(
+    plan_store: Arc<dyn Store>,
+    (doc, root): (&PlanDoc, Vec<u8>),
+    (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
+    mut opts: SyncOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<Report> {
+    markers(plan_store.as_ref(), doc).await?;
+    opts.role = Role::Commit(pinned(doc, root), doc.all_shards());
+    let run = SyncRun::new(src, dst, opts, observer);
+    run.preflight().await?;
+    run.run().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(prefix: &str, bytes: u64) -> Weighed {
+        Weighed {
+            unit: Unit {
+                prefix: prefix.into(),
+                index_id: "i".into(),
+                generation: Some("g".into()),
+            },
+            bytes,
+            objects: 1,
+        }
+    }
+
+    #[test]
+    fn packing_balances_bytes_and_keeps_every_shard_once() {
+        let sizes = [90, 10, 40, 40, 30, 20, 20, 5, 0, 0];
+        let shards: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| shard(&format!("indices/i/{i}/"), *b))
+            .collect();
+        let units = pack(shards, 3);
+        assert_eq!(units.len(), 3);
+        let mut all: Vec<_> = units
+            .iter()
+            .flat_map(|u| u.shards.iter().map(|s| s.unit.prefix.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), sizes.len(), "every shard in exactly one unit");
+        let total: u64 = sizes.iter().sum();
+        let most = units.iter().map(|u| u.bytes).max().unwrap();
+        assert!(most <= total / 3 + 90, "{most} of {total}");
+        assert_eq!(units.iter().map(|u| u.bytes).sum::<u64>(), total);
+        // More units than shards: the rest are empty, still numbered.
+        let units = pack(vec![shard("indices/i/0/", 1)], 4);
+        assert_eq!(
+            units.iter().map(|u| u.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(units.iter().filter(|u| u.shards.is_empty()).count(), 3);
+    }
+
+    #[test]
+    fn a_sealed_document_that_was_altered_is_refused() {
+        let m = Marker {
+            plan: "p".into(),
+            unit: 1,
+            copied_objects: 2,
+            copied_bytes: 3,
+            skipped_objects: 4,
+            duration_seconds: 0.5,
+            host: "h".into(),
+            finished_ms: 6,
+            landed: Landed {
+                objects: 1,
+                bytes: 2,
+                sha256: "x".into(),
+            },
+        };
+        let bytes = seal(&m).unwrap();
+        assert_eq!(unseal::<Marker>("m", &bytes).unwrap(), m);
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let altered = text.replace("\"copied_bytes\": 3", "\"copied_bytes\": 4");
+        assert_ne!(altered, text);
+        let e = unseal::<Marker>("m", altered.as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::RepositoryFormat, "{e}");
+        assert!(unseal::<Marker>("m", b"{}").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! A distributed round of the real binary against real MinIO: `plan`, the units by
+//! `sync --plan URL --unit I` in any order, twice and at once, and `commit` — the same
+//! repository as one whole `sync`; a commit with units missing refuses, naming them, and
+//! leaves the destination at its previous generation.
+
+use std::process::Command;
+
+use testkit::*;
+
+fn fixture() -> std::path::PathBuf {
+    fixture_dir("opensearch").join("repo")
+}
+
+fn with_endpoint(mut c: Command, s3: &Minio) -> Command {
+    c.args(["--dst-endpoint", &s3.endpoint, "--progress", "never"]);
+    c
+}
+
+/// `snapferry plan` into `dst` with `units`; the plan's URL.
+fn plan(s3: &Minio, dst: &str, units: usize, extra: &[&str]) -> String {
+    let mut c = snapferry();
+    c.args([
+        "plan",
+        fixture().to_str().unwrap(),
+        dst,
+        "--units",
+        &units.to_string(),
+        "--json",
+    ]);
+    c.args(extra);
+    let out = run(with_endpoint(c, s3));
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "plan: {se}");
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"));
+    assert_eq!(v["units"].as_array().map(Vec::len), Some(units), "{v}");
+    v["url"].as_str().expect("the plan's url").to_string()
+}
+
+fn unit_cmd(s3: &Minio, url: &str, i: usize) -> Command {
+    let mut c = snapferry();
+    c.args(["sync", "--plan", url, "--unit", &i.to_string()]);
+    with_endpoint(c, s3)
+}
+
+fn unit(s3: &Minio, url: &str, i: usize) {
+    let out = run(unit_cmd(s3, url, i));
+    assert_eq!(out.status.code(), Some(0), "unit {i}: {}", texts(&out).1);
+    assert!(
+        texts(&out).1.contains(&format!("unit {i} of plan")),
+        "{}",
+        texts(&out).1
+    );
+}
+
+fn commit(s3: &Minio, url: &str) -> std::process::Output {
+    let mut c = snapferry();
+    c.args(["commit", "--plan", url]);
+    run(with_endpoint(c, s3))
+}
+
+fn latest(s3: &Minio, bucket: &str) -> Result<Vec<u8>, String> {
+    rt().block_on(try_get(&s3.client(), bucket, "repo/index.latest"))
+}
+
+fn verify_deep(s3: &Minio, url: &str) -> serde_json::Value {
+    let mut c = snapferry();
+    c.args([
+        "repo",
+        "verify",
+        url,
+        "--endpoint",
+        &s3.endpoint,
+        "--json",
+        "--deep",
+    ]);
+    let out = run(c);
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "repo verify: {se}");
+    serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"))
+}
+
+#[test]
+fn units_in_any_order_twice_and_at_once_make_the_repository_a_whole_sync_makes() {
+    let s3 = Minio::start();
+    let c = s3.client();
+    rt().block_on(async {
+        create_bucket(&c, "whole").await;
+        create_bucket(&c, "dist").await;
+    });
+    let mut whole = snapferry();
+    whole.args(["sync", fixture().to_str().unwrap(), "s3://whole/repo"]);
+    let out = run(with_endpoint(whole, &s3));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+
+    let url = plan(&s3, "s3://dist/repo", 4, &[]);
+    assert!(
+        url.starts_with("s3://dist/repo.snapferry/plans/"),
+        "beside the repository: {url}"
+    );
+    assert!(
+        rt().block_on(keys(&c, "dist", "repo/")).is_empty(),
+        "a plan writes nothing into the repository"
+    );
+    // Before any unit: refused, every unit named, nothing committed.
+    let out = commit(&s3, &url);
+    assert_eq!(out.status.code(), Some(1), "{}", texts(&out).1);
+    assert!(
+        texts(&out).1.contains("units 0, 1, 2, 3 of 4"),
+        "{}",
+        texts(&out).1
+    );
+    assert!(latest(&s3, "dist").is_err(), "nothing committed");
+
+    // Out of order; two at once; one twice.
+    unit(&s3, &url, 3);
+    unit(&s3, &url, 1);
+    let (a, b) = (unit_cmd(&s3, &url, 0), unit_cmd(&s3, &url, 2));
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(move || run(a));
+        let hb = s.spawn(move || run(b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    for (i, r) in [(0, ra), (2, rb)] {
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "unit {i} at once: {}",
+            texts(&r).1
+        );
+    }
+    assert!(latest(&s3, "dist").is_err(), "units never commit");
+    unit(&s3, &url, 1);
+    // Another unit of the same plan, from the Indexed Job's variable.
+    let mut by_env = snapferry();
+    by_env
+        .args(["sync", "--plan", &url])
+        .env("JOB_COMPLETION_INDEX", "2");
+    let out = run(with_endpoint(by_env, &s3));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    assert!(
+        texts(&out).1.contains("unit 2 of plan"),
+        "{}",
+        texts(&out).1
+    );
+
+    let out = commit(&s3, &url);
+    assert_eq!(out.status.code(), Some(0), "commit: {}", texts(&out).1);
+    let out = commit(&s3, &url);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a second commit is harmless: {}",
+        texts(&out).1
+    );
+
+    // The same repository as one whole sync, byte for byte (but the state record's time).
+    let strip = |ks: Vec<String>| -> Vec<String> {
+        ks.into_iter()
+            .filter(|k| !k.ends_with(".snapferry-state.json"))
+            .map(|k| k["repo/".len()..].to_string())
+            .collect()
+    };
+    let (kw, kd) = rt().block_on(async {
+        (
+            keys(&c, "whole", "repo/").await,
+            keys(&c, "dist", "repo/").await,
+        )
+    });
+    let (kw, kd) = (strip(kw), strip(kd));
+    assert_eq!(kw, kd, "key sets differ");
+    rt().block_on(async {
+        for k in &kw {
+            let (x, y) = (
+                get(&c, "whole", &format!("repo/{k}")).await,
+                get(&c, "dist", &format!("repo/{k}")).await,
+            );
+            assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
+        }
+    });
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn a_commit_with_units_missing_refuses_and_the_destination_stays_at_its_previous_generation() {
+    let s3 = Minio::start();
+    let c = s3.client();
+    rt().block_on(create_bucket(&c, "dist"));
+    // The previous round: a repository of snap-1 only.
+    let mut first = snapferry();
+    first.args([
+        "sync",
+        fixture().to_str().unwrap(),
+        "s3://dist/repo",
+        "--snapshot",
+        "snap-1",
+    ]);
+    let out = run(with_endpoint(first, &s3));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let before = latest(&s3, "dist").expect("committed");
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(v["snapshots_checked"].as_u64(), Some(1), "{v}");
+
+    let url = plan(&s3, "s3://dist/repo", 3, &[]);
+    unit(&s3, &url, 0);
+    let out = commit(&s3, &url);
+    let se = texts(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("units 1, 2 of 3 have not finished"), "{se}");
+    assert_eq!(
+        se.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "one line: {se}"
+    );
+    assert_eq!(
+        latest(&s3, "dist").unwrap(),
+        before,
+        "index.latest unchanged"
+    );
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(
+        v["problems"].as_array().map(Vec::len),
+        Some(0),
+        "still restorable: {v}"
+    );
+    assert_eq!(
+        v["snapshots_checked"].as_u64(),
+        Some(1),
+        "at its previous generation: {v}"
+    );
+
+    // A unit the plan does not have is bad input.
+    let out = run(unit_cmd(&s3, &url, 9));
+    assert_eq!(out.status.code(), Some(2), "{}", texts(&out).1);
+    assert!(texts(&out).1.contains("units 0 to 2"), "{}", texts(&out).1);
+
+    // The rest of the units, then the commit: every snapshot.
+    unit(&s3, &url, 2);
+    unit(&s3, &url, 1);
+    let out = commit(&s3, &url);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["snapshots_checked"].as_u64(), Some(3), "{v}");
+}
