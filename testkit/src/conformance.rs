@@ -72,6 +72,20 @@ async fn first_error(
     }
 }
 
+/// Checks that `e`, an error of `s`, is of `kind`.
+fn assert_kind(s: &dyn Store, e: &snapferry_engine::Error, kind: ErrorKind) {
+    assert_eq!(e.kind(), kind, "{}: {e:?}", s.describe());
+}
+
+/// Puts `body` under `key` on the condition in `opts`, which `s` must find false.
+async fn refused_put(s: &dyn Store, key: &str, body: &Bytes, opts: &PutOptions) {
+    let e = s
+        .put(key, body.clone(), crc32fast::hash(body), opts)
+        .await
+        .unwrap_err();
+    assert_kind(s, &e, ErrorKind::PreconditionFailed);
+}
+
 /// `list_prefix` and `list_level` over the keys [`conformance`] wrote.
 async fn prefix_conformance(s: &dyn Store, want: &[(String, u64)]) {
     let under = |p: &str| -> Vec<(String, u64)> {
@@ -226,12 +240,7 @@ pub async fn conformance(s: Arc<dyn Store>) {
         .put("bad", d.clone(), crc32fast::hash(&d) ^ 1, &opts)
         .await
         .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::ChecksumMismatch,
-        "{}: {err:?}",
-        s.describe()
-    );
+    assert_kind(&*s, &err, ErrorKind::ChecksumMismatch);
     assert!(s.head("bad").await.unwrap().is_none());
     assert_eq!(s.preflight().await.unwrap(), Presence::NotEmpty);
 
@@ -246,16 +255,7 @@ pub async fn conformance(s: Arc<dyn Store>) {
         .await
         .expect("created");
     let other = Bytes::from_static(b"second");
-    let e = s
-        .put("cond", other.clone(), crc32fast::hash(&other), &once)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.kind(),
-        ErrorKind::PreconditionFailed,
-        "{}: {e:?}",
-        s.describe()
-    );
+    refused_put(&*s, "cond", &other, &once).await;
     assert_eq!(
         &s.get_range("cond", 0..5, None).await.unwrap()[..],
         b"first"
@@ -266,16 +266,7 @@ pub async fn conformance(s: Arc<dyn Store>) {
             if_match: Some("0123456789abcdef0123456789abcdef".into()),
             ..Default::default()
         };
-        let e = s
-            .put("cond", other.clone(), crc32fast::hash(&other), &stale)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e.kind(),
-            ErrorKind::PreconditionFailed,
-            "{}: {e:?}",
-            s.describe()
-        );
+        refused_put(&*s, "cond", &other, &stale).await;
         let fresh = PutOptions {
             if_match: Some(etag),
             ..Default::default()

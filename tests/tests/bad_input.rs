@@ -19,60 +19,33 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     // (args, extra env, exit code, expected text)
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, &'a str);
+    // `s3://src` into `fs_dst` from the running server, with `extra` arguments.
+    let from_src =
+        |extra: &[&'static str]| [&["s3://src", fs_dst, "--src-endpoint", ep], extra].concat();
     let cases: Vec<Case> = vec![
         (vec!["gs://bkt", fs_dst], vec![], 2, "unknown scheme \"gs\""),
         (vec!["s3://", fs_dst], vec![], 2, "has no bucket"),
         (vec!["s3:///prefix", fs_dst], vec![], 2, "has no bucket"),
         (
-            vec![
-                "s3://src",
-                fs_dst,
-                "--src-endpoint",
-                ep,
-                "--part-size",
-                "1MiB",
-            ],
+            from_src(&["--part-size", "1MiB"]),
             vec![],
             2,
             "outside 5MiB..5GiB",
         ),
         (
-            vec![
-                "s3://src",
-                fs_dst,
-                "--src-endpoint",
-                ep,
-                "--part-size",
-                "6GiB",
-            ],
+            from_src(&["--part-size", "6GiB"]),
             vec![],
             2,
             "outside 5MiB..5GiB",
         ),
         (
-            vec![
-                "s3://src",
-                fs_dst,
-                "--src-endpoint",
-                ep,
-                "--part-size",
-                "16MiB",
-                "--multipart-threshold",
-                "8MiB",
-            ],
+            from_src(&["--part-size", "16MiB", "--multipart-threshold", "8MiB"]),
             vec![],
             2,
             "below --part-size",
         ),
         (
-            vec![
-                "s3://src",
-                fs_dst,
-                "--src-endpoint",
-                ep,
-                "--part-size",
-                "lots",
-            ],
+            from_src(&["--part-size", "lots"]),
             vec![],
             2,
             "cannot read size",
@@ -84,14 +57,7 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
             "must start with http://",
         ),
         (
-            vec![
-                "s3://src",
-                fs_dst,
-                "--src-endpoint",
-                ep,
-                "--bwlimit",
-                "fast",
-            ],
+            from_src(&["--bwlimit", "fast"]),
             vec![],
             2,
             "cannot read rate",
@@ -109,7 +75,7 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
             "does not exist",
         ),
         (
-            vec!["s3://src", fs_dst, "--src-endpoint", ep],
+            from_src(&[]),
             vec![(
                 "SNAPFERRY_SRC_SECRET_ACCESS_KEY",
                 "wrong-secret-SENTINEL-4242",
@@ -118,7 +84,7 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
             "access denied",
         ),
         (
-            vec!["s3://src", fs_dst, "--src-endpoint", ep],
+            from_src(&[]),
             vec![("SNAPFERRY_SRC_SECRET_ACCESS_KEY", "")],
             2,
             "SNAPFERRY_SRC_ACCESS_KEY_ID is set but SNAPFERRY_SRC_SECRET_ACCESS_KEY is not",
@@ -159,19 +125,12 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
     // so that nothing leaves loopback): exit 3, one line naming the variables.
     let home = tempfile::tempdir().unwrap();
     let mut cmd = snapferry();
-    cmd.args([
-        "sync",
-        "s3://src",
-        fs_dst,
-        "--src-endpoint",
-        ep,
-        "--progress",
-        "never",
-    ])
-    .env_remove("SNAPFERRY_SRC_ACCESS_KEY_ID")
-    .env_remove("SNAPFERRY_SRC_SECRET_ACCESS_KEY")
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .env("HOME", home.path());
+    cmd.arg("sync")
+        .args(from_src(&["--progress", "never"]))
+        .env_remove("SNAPFERRY_SRC_ACCESS_KEY_ID")
+        .env_remove("SNAPFERRY_SRC_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", home.path());
     let out = run(cmd);
     let (_, se) = texts(&out);
     assert_eq!(out.status.code(), Some(3), "{se}");
@@ -183,20 +142,12 @@ fn bad_inputs_get_one_clear_line_and_the_right_exit_code() {
 
     // Even debug logs never carry a secret.
     let mut cmd = snapferry();
-    cmd.args([
-        "sync",
-        "s3://src",
-        fs_dst,
-        "--src-endpoint",
-        ep,
-        "-vv",
-        "--progress",
-        "never",
-    ])
-    .env(
-        "SNAPFERRY_SRC_SECRET_ACCESS_KEY",
-        "wrong-secret-SENTINEL-4242",
-    );
+    cmd.arg("sync")
+        .args(from_src(&["-vv", "--progress", "never"]))
+        .env(
+            "SNAPFERRY_SRC_SECRET_ACCESS_KEY",
+            "wrong-secret-SENTINEL-4242",
+        );
     let out = run(cmd);
     let (so, se) = texts(&out);
     assert_eq!(out.status.code(), Some(3), "{se}");

@@ -598,6 +598,14 @@ enum Retries<'a> {
 /// The kinds a network fault may be reported as.
 const NETWORK: &[&str] = &["Timeout", "Unreachable"];
 
+/// What a network fault at random mid-run may cost: at most 400 retries, network kinds
+/// only, timeouts among them.
+const TIMEOUTS_RETRIED: Retries = Retries::Some {
+    max: 400,
+    kinds: NETWORK,
+    must: &["Timeout"],
+};
+
 /// Checks how the copies were verified against the source's own checksums. MinIO keeps
 /// each object's CRC32 but answers ranged GETs (snapferry's only GETs) without it: the
 /// small objects are checked against their single-part ETag as MD5, and the multipart
@@ -879,11 +887,6 @@ fn ride_out_mid_run(tag: &str, pace: u64, fault: impl FnOnce(&Rig), expect: &Ret
 
 #[test]
 fn reset_peer_at_random_mid_run_is_retried_and_ends_identical() {
-    let expect = Retries::Some {
-        max: 400,
-        kinds: NETWORK,
-        must: &["Timeout"],
-    };
     ride_out_mid_run(
         "reset",
         2000,
@@ -914,17 +917,12 @@ fn reset_peer_at_random_mid_run_is_retried_and_ends_identical() {
                 Toxic::ResetPeer { timeout_ms: 1000 },
             );
         },
-        &expect,
+        &TIMEOUTS_RETRIED,
     );
 }
 
 #[test]
 fn stalled_connections_at_random_mid_run_time_out_and_end_identical() {
-    let expect = Retries::Some {
-        max: 400,
-        kinds: NETWORK,
-        must: &["Timeout"],
-    };
     ride_out_mid_run(
         "stall",
         2000,
@@ -949,17 +947,12 @@ fn stalled_connections_at_random_mid_run_time_out_and_end_identical() {
                 }
             }
         },
-        &expect,
+        &TIMEOUTS_RETRIED,
     );
 }
 
 #[test]
 fn limit_data_cuts_mid_run_are_retried_and_end_identical() {
-    let expect = Retries::Some {
-        max: 400,
-        kinds: NETWORK,
-        must: &["Timeout"],
-    };
     ride_out_mid_run(
         "limit",
         2000,
@@ -972,7 +965,7 @@ fn limit_data_cuts_mid_run_are_retried_and_end_identical() {
                 p.add_toxic("limit", Stream::Upstream, 0.5, cut.clone());
             }
         },
-        &expect,
+        &TIMEOUTS_RETRIED,
     );
 }
 
@@ -1414,6 +1407,17 @@ fn flips_are_never_copied(kind: FlipSource, sub: &str) {
             FlipSource::S3 => {}
         }
     };
+    // No object landed with other contents than the source's.
+    let assert_none_corrupt = |got: &Contents, ctx: &str| {
+        let corrupt: Vec<&String> = got
+            .keys()
+            .filter(|k| want.get(*k) != Some(&got[*k]))
+            .collect();
+        assert!(
+            corrupt.is_empty(),
+            "flipped bytes copied to {corrupt:?}: {ctx}"
+        );
+    };
     let relative = |d: &Done| -> BTreeSet<String> {
         d.failed_keys()
             .iter()
@@ -1427,14 +1431,7 @@ fn flips_are_never_copied(kind: FlipSource, sub: &str) {
     let ctx = d.context();
     assert_eq!(rig.fp.flips(), 3, "{ctx}");
     let got = rig.dst_contents(sub, "t");
-    let corrupt: Vec<&String> = got
-        .keys()
-        .filter(|k| want.get(*k) != Some(&got[*k]))
-        .collect();
-    assert!(
-        corrupt.is_empty(),
-        "flipped bytes copied to {corrupt:?}: {ctx}"
-    );
+    assert_none_corrupt(&got, &ctx);
     assert_eq!(d.code, Some(0), "{ctx}");
     assert_holds(&format!("after 3 flips: {ctx}"), &got, &want);
     assert_eq!(count(&d.report, "copied_objects"), n, "{ctx}");
@@ -1462,14 +1459,7 @@ fn flips_are_never_copied(kind: FlipSource, sub: &str) {
     let ctx = d.context();
     let flips = (rig.fp.flips() - before) as u64;
     let got = rig.dst_contents(sub, "p");
-    let corrupt: Vec<&String> = got
-        .keys()
-        .filter(|k| want.get(*k) != Some(&got[*k]))
-        .collect();
-    assert!(
-        corrupt.is_empty(),
-        "flipped bytes copied to {corrupt:?}: {ctx}"
-    );
+    assert_none_corrupt(&got, &ctx);
     assert_eq!(d.code, Some(1), "{ctx}");
     assert_eq!(relative(&d), flippable, "{ctx}");
     assert_eq!(

@@ -44,18 +44,9 @@ fn side(node: &SearchNode, name: &str, repo: &Path, s3: Option<&DirS3>) -> JobSi
     side
 }
 
+/// Writes the job file `path`: the indices matching `patterns`, from `src` to `dst`, each
+/// repository read and written as its directory, or over S3 by the servers in `s3`.
 fn job(
-    path: &Path,
-    src: &SearchNode,
-    dst: &SearchNode,
-    src_repo: &Path,
-    dst_repo: &Path,
-    patterns: &[&str],
-) {
-    job_via(path, src, dst, src_repo, dst_repo, patterns, None)
-}
-
-fn job_via(
     path: &Path,
     src: &SearchNode,
     dst: &SearchNode,
@@ -81,6 +72,32 @@ fn migrate(job: &Path, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), so, se)
 }
 
+/// Runs `migrate` on `job` with `args`, which must succeed; returns its stdout.
+fn migrated(job: &Path, args: &[&str]) -> String {
+    let (code, so, se) = migrate(job, args);
+    assert_eq!(code, 0, "{args:?}: {so}\n{se}");
+    so
+}
+
+/// Runs the baseline phase of `job`, which must be refused with exit `code` and a single
+/// line that says `says`.
+fn baseline_refused(job: &Path, code: i32, says: &str) {
+    let (got, _, se) = migrate(job, &["--phase", "baseline"]);
+    assert_eq!(got, code, "{se}");
+    assert!(se.contains(says) && se.lines().count() == 1, "{se}");
+}
+
+/// The HTTP status of a GET of `path` on `node`.
+fn get_status(node: &SearchNode, path: &str) -> u16 {
+    node.call("GET", path, serde_json::Value::Null).0
+}
+
+/// Writes `to`: the job file `from` with the first `old` replaced by `new`.
+fn edited_job(from: &Path, to: &Path, old: &str, new: &str) {
+    let text = std::fs::read_to_string(from).unwrap().replacen(old, new, 1);
+    std::fs::write(to, text).unwrap();
+}
+
 #[test]
 fn migrate_baseline_incremental_cutover_under_live_indexing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -95,105 +112,70 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
     index_docs(&src, "logs-1", 0..40);
     index_docs(&src, "logs-2", 0..20);
     index_docs(&src, "other", 0..5);
+    // A job between the two clusters, each repository over S3.
+    let job_over_s3 = |path: &Path, patterns: &[&str]| {
+        job(
+            path,
+            &src,
+            &dst,
+            &src_repo,
+            &dst_repo,
+            patterns,
+            Some((&src_s3, &dst_s3)),
+        )
+    };
     let job_file = tmp.path().join("job.toml");
-    job_via(
-        &job_file,
-        &src,
-        &dst,
-        &src_repo,
-        &dst_repo,
-        &["logs-*"],
-        Some((&src_s3, &dst_s3)),
-    );
+    job_over_s3(&job_file, &["logs-*"]);
 
     // Bad input changes nothing: a pattern that matches nothing, an unreachable cluster.
     let bad = tmp.path().join("bad.toml");
-    job_via(
-        &bad,
-        &src,
-        &dst,
-        &src_repo,
-        &dst_repo,
-        &["nomatch-*"],
-        Some((&src_s3, &dst_s3)),
+    job_over_s3(&bad, &["nomatch-*"]);
+    baseline_refused(&bad, 2, "matches no index");
+    assert_eq!(
+        get_status(&src, "/_snapshot/snapferry-src"),
+        404,
+        "a refused baseline must not register anything"
     );
-    let (code, _, se) = migrate(&bad, &["--phase", "baseline"]);
-    assert_eq!(code, 2, "{se}");
-    assert!(
-        se.contains("matches no index") && se.lines().count() == 1,
-        "{se}"
-    );
-    let (st, _) = src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null);
-    assert_eq!(st, 404, "a refused baseline must not register anything");
     let dead = tmp.path().join("dead.toml");
-    job_via(
-        &dead,
-        &src,
-        &dst,
-        &src_repo,
-        &dst_repo,
-        &["logs-*"],
-        Some((&src_s3, &dst_s3)),
-    );
-    let text = std::fs::read_to_string(&dead).unwrap().replacen(
-        &dst.endpoint,
-        &format!("http://127.0.0.1:{}", free_port()),
-        1,
-    );
-    std::fs::write(&dead, text).unwrap();
-    let (code, _, se) = migrate(&dead, &["--phase", "baseline"]);
-    assert_eq!(code, 3, "{se}");
-    assert!(
-        se.contains("destination cluster") && se.lines().count() == 1,
-        "{se}"
-    );
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    edited_job(&job_file, &dead, &dst.endpoint, &closed);
+    baseline_refused(&dead, 3, "destination cluster");
 
     // A repository store that does not exist (no such bucket on the source S3 server).
     let nobucket = tmp.path().join("nobucket.toml");
-    let text = std::fs::read_to_string(&job_file).unwrap().replacen(
+    edited_job(
+        &job_file,
+        &nobucket,
         "store = \"s3://repo\"",
         "store = \"s3://no-such-bucket\"",
-        1,
     );
-    std::fs::write(&nobucket, text).unwrap();
-    let (code, _, se) = migrate(&nobucket, &["--phase", "baseline"]);
-    assert_eq!(code, 3, "{se}");
-    assert!(
-        se.contains("no-such-bucket") && se.lines().count() == 1,
-        "{se}"
-    );
+    baseline_refused(&nobucket, 3, "no-such-bucket");
     assert_eq!(
-        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
-            .0,
+        get_status(&src, "/_snapshot/snapferry-src"),
         404,
         "a refused baseline must not register anything"
     );
     assert!(std::fs::read_dir(&dst_repo).unwrap().next().is_none());
 
     // --dry-run prints the calls and changes nothing.
-    let (code, so, se) = migrate(&job_file, &["--phase", "baseline", "--dry-run"]);
-    assert_eq!(code, 0, "{se}");
+    let so = migrated(&job_file, &["--phase", "baseline", "--dry-run"]);
     assert!(
         so.contains("_restore") && so.contains("snapferry-src"),
         "{so}"
     );
-    assert_eq!(
-        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
-            .0,
-        404
-    );
+    assert_eq!(get_status(&src, "/_snapshot/snapferry-src"), 404);
     // Secrets in repository_settings (Alibaba's `oss` type takes its keys there) and in
     // every cluster secret variable never reach the dry run, also with -vv.
     let secret_job = tmp.path().join("secret-job.toml");
-    let text = std::fs::read_to_string(&job_file).unwrap().replacen(
+    edited_job(
+        &job_file,
+        &secret_job,
         &format!("location = \"{}\" }}", dst_repo.display()),
         &format!(
             "location = \"{}\", access_key_id = \"LTAIkeyidSENTINEL\", secret_access_key = \"SENTINEL-SK\", security_token = \"SENTINEL-TOKEN\" }}",
             dst_repo.display()
         ),
-        1,
     );
-    std::fs::write(&secret_job, text).unwrap();
     let mut c = snapferry();
     c.arg("migrate")
         .arg(&secret_job)
@@ -222,15 +204,10 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
         "{so}{se}"
     );
 
-    let (code, so, se) = migrate(&job_file, &["--phase", "baseline"]);
-    assert_eq!(code, 0, "{so}\n{se}");
+    migrated(&job_file, &["--phase", "baseline"]);
     assert_eq!(count(&dst, "logs-1"), 40);
     assert_eq!(count(&dst, "logs-2"), 20);
-    assert_eq!(
-        dst.call("GET", "/other/_count", serde_json::Value::Null).0,
-        404,
-        "not in the job"
-    );
+    assert_eq!(get_status(&dst, "/other/_count"), 404, "not in the job");
 
     // Live indexing between phases: new documents and a deletion.
     index_docs(&src, "logs-1", 40..55);
@@ -240,12 +217,11 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
         serde_json::Value::Null,
     );
     assert_eq!(st, 200, "{bdy}");
-    let (code, so, se) = migrate(&job_file, &["--phase", "incremental"]);
-    assert_eq!(code, 0, "{so}\n{se}");
+    migrated(&job_file, &["--phase", "incremental"]);
     assert_eq!(count(&dst, "logs-1"), 55);
     assert_eq!(count(&dst, "logs-2"), 19);
     assert_eq!(
-        dst.call("GET", "/logs-2/_doc/3", serde_json::Value::Null).0,
+        get_status(&dst, "/logs-2/_doc/3"),
         404,
         "deleted on the source, gone on the destination"
     );
@@ -255,16 +231,14 @@ fn migrate_baseline_incremental_cutover_under_live_indexing() {
     let (code, _, se) = migrate(&job_file, &["--phase", "cutover"]);
     assert_eq!(code, 2, "{se}");
     assert!(se.contains("index.blocks.write"), "{se}");
-    let (code, so, se) = migrate(&job_file, &["--phase", "cutover", "--set-write-block"]);
-    assert_eq!(code, 0, "{so}\n{se}");
+    let so = migrated(&job_file, &["--phase", "cutover", "--set-write-block"]);
     assert!(
         so.contains("switchover checklist") && so.contains("destination repository verified"),
         "{so}"
     );
     assert_eq!(count(&dst, "logs-1"), count(&src, "logs-1"));
     assert_eq!(count(&dst, "logs-2"), 29);
-    let (code, so, _) = migrate(&job_file, &["--phase", "status"]);
-    assert_eq!(code, 0);
+    let so = migrated(&job_file, &["--phase", "status"]);
     assert_eq!(so.lines().count(), 3, "{so}");
     assert!(
         so.contains("Baseline") && so.contains("Incremental") && so.contains("Cutover"),
@@ -289,17 +263,9 @@ fn migrate_refuses_opensearch_to_elasticsearch_and_changes_nothing() {
         &a.join("repo"),
         &b.join("repo"),
         &["logs-*"],
+        None,
     );
-    let (code, _, se) = migrate(&job_file, &["--phase", "baseline"]);
-    assert_eq!(code, 2, "{se}");
-    assert!(
-        se.contains("cannot be restored into Elasticsearch") && se.lines().count() == 1,
-        "{se}"
-    );
-    assert_eq!(
-        src.call("GET", "/_snapshot/snapferry-src", serde_json::Value::Null)
-            .0,
-        404
-    );
+    baseline_refused(&job_file, 2, "cannot be restored into Elasticsearch");
+    assert_eq!(get_status(&src, "/_snapshot/snapferry-src"), 404);
     assert!(!b.join("repo").exists());
 }

@@ -82,18 +82,8 @@ fn delete_docs(node: &SearchNode, index: &str, from: u32, to: u32) {
 }
 
 fn count(node: &SearchNode, index: &str) -> u64 {
-    ok(
-        node,
-        "POST",
-        &format!("/{index}/_refresh"),
-        serde_json::Value::Null,
-    );
-    ok(
-        node,
-        "GET",
-        &format!("/{index}/_count"),
-        serde_json::Value::Null,
-    )["count"]
+    ok(node, "POST", &format!("/{index}/_refresh"), json!(null));
+    ok(node, "GET", &format!("/{index}/_count"), json!(null))["count"]
         .as_u64()
         .unwrap()
 }
@@ -111,19 +101,14 @@ fn snapshot(node: &SearchNode, name: &str, indices: &str) {
 /// Restores every snapshot of the copied repository (registered afresh, read-only) and
 /// compares each index's count with what the source had when the snapshot was taken.
 fn restores(node: &SearchNode, dst: &Path, expected: &[(String, Vec<(String, u64)>)]) {
-    let _ = node.call("DELETE", "/_snapshot/copied", serde_json::Value::Null);
+    let _ = node.call("DELETE", "/_snapshot/copied", json!(null));
     ok(
         node,
         "PUT",
         "/_snapshot/copied",
         json!({"type": "fs", "settings": {"location": dst.to_str().unwrap(), "readonly": true}}),
     );
-    let listed = ok(
-        node,
-        "GET",
-        "/_snapshot/copied/_all",
-        serde_json::Value::Null,
-    );
+    let listed = ok(node, "GET", "/_snapshot/copied/_all", json!(null));
     let names: BTreeSet<&str> = listed["snapshots"]
         .as_array()
         .unwrap()
@@ -148,7 +133,7 @@ fn restores(node: &SearchNode, dst: &Path, expected: &[(String, Vec<(String, u64
                 "{snap}/{index}"
             );
         }
-        ok(node, "DELETE", "/restored-*", serde_json::Value::Null);
+        ok(node, "DELETE", "/restored-*", json!(null));
     }
 }
 
@@ -246,12 +231,7 @@ fn metadata_plans_equal_listing_plans_round_after_round_and_restore() {
     // Round 3: a new index, and a snapshot deleted at the source.
     create("orders", 2);
     index_docs(&node, "orders", 0, 50);
-    ok(
-        &node,
-        "DELETE",
-        "/_snapshot/src/snap-1",
-        serde_json::Value::Null,
-    );
+    ok(&node, "DELETE", "/_snapshot/src/snap-1", json!(null));
     expected.retain(|(n, _)| n != "snap-1");
     take(&node, &mut expected, "snap-3", &["logs", "users", "orders"]);
     // The cutover's confirmation before the commit point passes on a complete copy.
@@ -264,7 +244,7 @@ fn metadata_plans_equal_listing_plans_round_after_round_and_restore() {
         &node,
         "POST",
         "/users/_forcemerge?max_num_segments=1",
-        serde_json::Value::Null,
+        json!(null),
     );
     take(&node, &mut expected, "snap-4", &["users"]);
     let r4 = round(4, &expected, &[]);

@@ -4,6 +4,50 @@
 use serde_json::json;
 use testkit::*;
 
+/// The names of the snapshots `node` lists in repository `repo`.
+fn listed_snapshots(node: &SearchNode, repo: &str) -> Vec<String> {
+    let (st, body) = node.call(
+        "GET",
+        &format!("/_snapshot/{repo}/_all"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(st, 200, "{body}");
+    body["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Restores snapshot `name` of `repo` as `restored-*`, checks each index's document count
+/// against the manifest's `indices`, and deletes the restored indices again.
+fn restore_and_count(
+    node: &SearchNode,
+    repo: &str,
+    name: &str,
+    indices: &serde_json::Map<String, serde_json::Value>,
+) {
+    let (st, body) = node.call(
+        "POST",
+        &format!("/_snapshot/{repo}/{name}/_restore?wait_for_completion=true"),
+        json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
+    );
+    assert_eq!(st, 200, "restore {name}: {body}");
+    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
+    for (index, want) in indices {
+        let (st, body) = node.call(
+            "GET",
+            &format!("/restored-{index}/_count"),
+            serde_json::Value::Null,
+        );
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
+    }
+    let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
+    assert_eq!(st, 200, "{body}");
+}
+
 #[test]
 fn opensearch_restores_every_snapshot_from_a_copied_repository() {
     let fixture = fixture_dir("opensearch");
@@ -21,35 +65,14 @@ fn opensearch_restores_every_snapshot_from_a_copied_repository() {
         json!({"type": "fs", "settings": {"location": dest.to_str().unwrap(), "readonly": true}}),
     );
     assert_eq!(st, 200, "{body}");
-    let (st, body) = node.call("GET", "/_snapshot/copied/_all", serde_json::Value::Null);
-    assert_eq!(st, 200, "{body}");
-    let listed: Vec<&str> = body["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["snapshot"].as_str().unwrap())
-        .collect();
+    let listed = listed_snapshots(&node, "copied");
     for snap in manifest["snapshots"].as_array().unwrap() {
         let name = snap["name"].as_str().unwrap();
-        assert!(listed.contains(&name), "{name} not listed: {listed:?}");
-        let (st, body) = node.call(
-            "POST",
-            &format!("/_snapshot/copied/{name}/_restore?wait_for_completion=true"),
-            json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
+        assert!(
+            listed.iter().any(|l| l == name),
+            "{name} not listed: {listed:?}"
         );
-        assert_eq!(st, 200, "restore {name}: {body}");
-        assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
-        for (index, want) in snap["indices"].as_object().unwrap() {
-            let (st, body) = node.call(
-                "GET",
-                &format!("/restored-{index}/_count"),
-                serde_json::Value::Null,
-            );
-            assert_eq!(st, 200, "{body}");
-            assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
-        }
-        let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
-        assert_eq!(st, 200, "{body}");
+        restore_and_count(&node, "copied", name, snap["indices"].as_object().unwrap());
     }
 }
 
@@ -83,40 +106,18 @@ fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
         json!({"type": "fs", "settings": {"location": dest.to_str().unwrap()}}),
     );
     assert_eq!(st, 200, "{body}");
-    let (st, body) = node.call("GET", "/_snapshot/selected/_all", serde_json::Value::Null);
-    assert_eq!(st, 200, "{body}");
-    let mut listed: Vec<&str> = body["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["snapshot"].as_str().unwrap())
-        .collect();
+    let mut listed = listed_snapshots(&node, "selected");
     listed.sort();
     assert_eq!(listed, selected, "exactly the selected snapshots");
-    let restore_and_count = |name: &str, indices: &serde_json::Map<String, serde_json::Value>| {
-        let (st, body) = node.call(
-            "POST",
-            &format!("/_snapshot/selected/{name}/_restore?wait_for_completion=true"),
-            json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
-        );
-        assert_eq!(st, 200, "restore {name}: {body}");
-        assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
-        for (index, want) in indices {
-            let (st, body) = node.call(
-                "GET",
-                &format!("/restored-{index}/_count"),
-                serde_json::Value::Null,
-            );
-            assert_eq!(st, 200, "{body}");
-            assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
-        }
-        let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
-        assert_eq!(st, 200, "{body}");
-    };
     for snap in manifest["snapshots"].as_array().unwrap() {
         let name = snap["name"].as_str().unwrap();
         if selected.contains(&name) {
-            restore_and_count(name, snap["indices"].as_object().unwrap());
+            restore_and_count(
+                &node,
+                "selected",
+                name,
+                snap["indices"].as_object().unwrap(),
+            );
         }
     }
     // Writable: a new snapshot of data restored from the fixture's own snap-3 (which the
@@ -167,7 +168,12 @@ fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
         serde_json::Value::Null,
     );
     assert_eq!(st, 200, "{body}");
-    restore_and_count("new-1", snap3["indices"].as_object().unwrap());
+    restore_and_count(
+        &node,
+        "selected",
+        "new-1",
+        snap3["indices"].as_object().unwrap(),
+    );
     // And snapferry's own deep check agrees.
     let mut c = snapferry();
     c.args(["repo", "verify", dest.to_str().unwrap(), "--deep"]);

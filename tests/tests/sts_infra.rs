@@ -32,6 +32,25 @@ fn code_status<E: ProvideErrorMetadata>(
     )
 }
 
+/// Awaits `call`, which must be refused with error `code` (and HTTP `status` where given);
+/// returns the error for further checks.
+async fn refused<T, E: ProvideErrorMetadata + std::fmt::Debug>(
+    call: impl std::future::Future<
+        Output = Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    >,
+    code: &str,
+    status: Option<u16>,
+) -> aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse> {
+    let Err(e) = call.await else {
+        panic!("expected {code}, the call succeeded")
+    };
+    match status {
+        Some(status) => assert_eq!(code_status(&e), (Some(code.into()), Some(status)), "{e:?}"),
+        None => assert_eq!(code_status(&e).0.as_deref(), Some(code), "{e:?}"),
+    }
+    e
+}
+
 fn crc32_b64(d: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(d).to_be_bytes())
 }
@@ -159,42 +178,28 @@ fn s3_temporary_credentials_work_until_expiry_then_expired_token() {
 
     creds.wait_until_expired();
     rt().block_on(async {
-        let e = c
-            .get_object()
-            .bucket("bkt")
-            .key("small")
-            .send()
-            .await
-            .expect_err("expired credentials");
-        assert_eq!(
-            code_status(&e),
-            (Some("ExpiredToken".into()), Some(400)),
-            "{e:?}"
-        );
+        let e = refused(
+            c.get_object().bucket("bkt").key("small").send(),
+            "ExpiredToken",
+            Some(400),
+        )
+        .await;
         assert_eq!(
             e.as_service_error().and_then(|s| s.message()),
             Some("The provided token has expired.")
         );
-        let e = plain
+        let late = plain
             .put_object()
             .bucket("bkt")
             .key("late")
-            .body(ByteStream::from(data(2 << 20, 4)))
-            .send()
-            .await
-            .expect_err("expired credentials");
-        assert_eq!(
-            code_status(&e),
-            (Some("ExpiredToken".into()), Some(400)),
-            "{e:?}"
-        );
-        let e = c
-            .list_objects_v2()
-            .bucket("bkt")
-            .send()
-            .await
-            .expect_err("expired credentials");
-        assert_eq!(code_status(&e).0.as_deref(), Some("ExpiredToken"));
+            .body(ByteStream::from(data(2 << 20, 4)));
+        refused(late.send(), "ExpiredToken", Some(400)).await;
+        refused(
+            c.list_objects_v2().bucket("bkt").send(),
+            "ExpiredToken",
+            None,
+        )
+        .await;
         // Nothing reached MinIO: the data is as it was.
         assert_eq!(keys(&root, "bkt", "").await, vec!["crc", "mp", "small"]);
         // Fresh credentials work again.
@@ -240,24 +245,13 @@ fn s3_wrong_token_and_unknown_key_are_refused() {
     ];
     rt().block_on(async {
         for (creds, code, status) in cases {
-            let e = proxy
-                .client(&creds)
-                .list_objects_v2()
-                .bucket("bkt")
-                .send()
-                .await
-                .expect_err(code);
-            assert_eq!(code_status(&e), (Some(code.into()), Some(status)), "{e:?}");
+            let list = proxy.client(&creds).list_objects_v2().bucket("bkt").send();
+            refused(list, code, Some(status)).await;
         }
         // The root key itself is refused unless the proxy was started with --accept-root.
         let root_via_proxy = s3_client_for(&proxy.endpoint);
-        let e = root_via_proxy
-            .list_objects_v2()
-            .bucket("bkt")
-            .send()
-            .await
-            .expect_err("root key through the proxy");
-        assert_eq!(code_status(&e).0.as_deref(), Some("InvalidAccessKeyId"));
+        let list = root_via_proxy.list_objects_v2().bucket("bkt").send();
+        refused(list, "InvalidAccessKeyId", None).await;
         // The control API can expire credentials at once.
         let c = proxy.client(&good);
         c.list_objects_v2()
@@ -266,13 +260,12 @@ fn s3_wrong_token_and_unknown_key_are_refused() {
             .await
             .expect("valid");
         assert!(proxy.expire_all() >= 1);
-        let e = c
-            .list_objects_v2()
-            .bucket("bkt")
-            .send()
-            .await
-            .expect_err("expired by the control API");
-        assert_eq!(code_status(&e).0.as_deref(), Some("ExpiredToken"));
+        refused(
+            c.list_objects_v2().bucket("bkt").send(),
+            "ExpiredToken",
+            None,
+        )
+        .await;
     });
 }
 
@@ -440,17 +433,8 @@ fn minio_native_sts_credentials_stop_working_after_expiry() {
     });
     creds.wait_until_expired();
     rt().block_on(async {
-        let e = c
-            .list_objects_v2()
-            .bucket("native")
-            .send()
-            .await
-            .expect_err("expired");
-        assert_eq!(
-            code_status(&e),
-            (Some("InvalidAccessKeyId".into()), Some(403)),
-            "{e:?}"
-        );
+        let list = c.list_objects_v2().bucket("native").send();
+        refused(list, "InvalidAccessKeyId", Some(403)).await;
     });
 }
 

@@ -64,6 +64,12 @@ fn assert_only_whole_objects(dst: &Path, src: &[(String, Vec<u8>)]) -> Vec<Strin
     have
 }
 
+/// Checks that `fs` has free the `bytes` a scenario is sized for.
+fn assert_free(fs: &SmallFs, bytes: std::ops::RangeInclusive<u64>) {
+    let free = fs.free_bytes();
+    assert!(bytes.contains(&free), "setup: {free} bytes free");
+}
+
 #[test]
 fn a_full_destination_disk_fails_with_one_line_and_the_next_run_completes() {
     // 56 MiB, of which 44 MiB are taken by a file of someone else's: 12 MiB free for a
@@ -72,11 +78,7 @@ fn a_full_destination_disk_fails_with_one_line_and_the_next_run_completes() {
     let fs = SmallFs::mount(56 << 20);
     let filler = fs.path().join("someone-elses-file");
     std::fs::write(&filler, vec![0x5a; 44 * MIB]).unwrap();
-    let free = fs.free_bytes();
-    assert!(
-        (11 << 20..=12 << 20).contains(&free),
-        "setup: {free} bytes free"
-    );
+    assert_free(&fs, 11 << 20..=12 << 20);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let mut files: Vec<(String, Vec<u8>)> = (0..16)
@@ -157,11 +159,7 @@ fn a_full_destination_disk_fails_with_one_line_and_the_next_run_completes() {
 fn a_multipart_object_is_assembled_with_well_under_twice_its_size_free() {
     // 36 MiB free for a 24 MiB object in 5 MiB parts: 1.5x its size, not 2x.
     let fs = SmallFs::mount(36 << 20);
-    let free = fs.free_bytes();
-    assert!(
-        (35 << 20..=36 << 20).contains(&free),
-        "setup: {free} bytes free"
-    );
+    assert_free(&fs, 35 << 20..=36 << 20);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let files = vec![("big".to_string(), data(24 * MIB, 7))];
@@ -194,6 +192,25 @@ fn s3_sync(src: &Minio, dst: &Minio, extra: &[&str]) -> Command {
         .args(["--progress", "never"])
         .args(extra);
     c
+}
+
+/// Spawns [`s3_sync`] paced to 16 MiB/s, in 8 MiB parts above 8 MiB, with `extra`;
+/// its report goes to `report`.
+fn spawn_paced_sync(src: &Minio, dst: &Minio, extra: &[&str], report: &Path) -> Child {
+    let mut c = s3_sync(
+        src,
+        dst,
+        &[
+            "--bwlimit",
+            "16MiB/s",
+            "--multipart-threshold",
+            "8MiB",
+            "--part-size",
+            "8MiB",
+        ],
+    );
+    c.args(extra).arg("--report").arg(report);
+    spawn(c)
 }
 
 fn spawn(mut c: Command) -> Child {
@@ -254,23 +271,8 @@ fn the_destination_bucket_deleted_mid_copy_is_a_clear_failure_with_a_report() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("r.json");
-    let mut child = spawn({
-        // About 6 s of copying.
-        let mut c = s3_sync(
-            &a,
-            &b,
-            &[
-                "--bwlimit",
-                "16MiB/s",
-                "--multipart-threshold",
-                "8MiB",
-                "--part-size",
-                "8MiB",
-            ],
-        );
-        c.arg("--report").arg(&report);
-        c
-    });
+    // About 6 s of copying.
+    let mut child = spawn_paced_sync(&a, &b, &[], &report);
     wait_for(
         &mut child,
         Duration::from_secs(60),
@@ -348,24 +350,7 @@ fn change_source_mid_copy(
     });
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("r.json");
-    let mut child = spawn({
-        let mut c = s3_sync(
-            a,
-            b,
-            &[
-                "--bwlimit",
-                "16MiB/s",
-                "--concurrency",
-                "2",
-                "--multipart-threshold",
-                "8MiB",
-                "--part-size",
-                "8MiB",
-            ],
-        );
-        c.arg("--report").arg(&report);
-        c
-    });
+    let mut child = spawn_paced_sync(a, b, &["--concurrency", "2"], &report);
     wait_for(
         &mut child,
         Duration::from_secs(60),
@@ -380,6 +365,26 @@ fn change_source_mid_copy(
     let (code, so, se, _) = finish(child, Duration::from_secs(120));
     assert!(!se.contains("panicked"), "{so}\n{se}");
     (code, se, read_report(&report))
+}
+
+/// Runs the sync of [`change_source_mid_copy`] again, which must succeed and leave no
+/// upload and no file of snapferry's own behind; returns what `p/big` is there then.
+fn rerun_clean(a: &Minio, b: &Minio) -> Option<(u64, String)> {
+    let (code, so, se) = go(s3_sync(
+        a,
+        b,
+        &["--multipart-threshold", "8MiB", "--part-size", "8MiB"],
+    ));
+    assert_eq!(code, Some(0), "{so}\n{se}");
+    let (cb, rt) = (b.client(), rt());
+    assert!(rt.block_on(s3_uploads(&cb, "dst")).is_empty());
+    let own: Vec<String> = rt
+        .block_on(keys(&cb, "dst", ""))
+        .into_iter()
+        .filter(|k| k.contains(".snapferry-"))
+        .collect();
+    assert!(own.is_empty(), "{own:?}");
+    rt.block_on(s3_digest(&cb, "dst", "p/big"))
 }
 
 #[test]
@@ -422,23 +427,7 @@ fn a_source_object_rewritten_under_a_large_copy_is_never_stitched() {
         "the upload cut from the old version is aborted"
     );
     // The next run makes it the new version.
-    let (code, so, se) = go(s3_sync(
-        &a,
-        &b,
-        &["--multipart-threshold", "8MiB", "--part-size", "8MiB"],
-    ));
-    assert_eq!(code, Some(0), "{so}\n{se}");
-    assert_eq!(
-        rt.block_on(s3_digest(&cb, "dst", "p/big")),
-        Some(digest(&new))
-    );
-    assert!(rt.block_on(s3_uploads(&cb, "dst")).is_empty());
-    let own: Vec<String> = rt
-        .block_on(keys(&cb, "dst", ""))
-        .into_iter()
-        .filter(|k| k.contains(".snapferry-"))
-        .collect();
-    assert!(own.is_empty(), "{own:?}");
+    assert_eq!(rerun_clean(&a, &b), Some(digest(&new)));
 }
 
 #[test]
@@ -488,18 +477,5 @@ fn a_source_object_deleted_under_a_large_copy_is_reported_and_never_half_copied(
     }
     assert_eq!(r["copied_objects"], 1, "{r}");
     // The next run finds nothing to copy and leaves nothing behind.
-    let (code, so, se) = go(s3_sync(
-        &a,
-        &b,
-        &["--multipart-threshold", "8MiB", "--part-size", "8MiB"],
-    ));
-    assert_eq!(code, Some(0), "{so}\n{se}");
-    assert_eq!(rt.block_on(s3_digest(&cb, "dst", "p/big")), None);
-    assert!(rt.block_on(s3_uploads(&cb, "dst")).is_empty());
-    let own: Vec<String> = rt
-        .block_on(keys(&cb, "dst", ""))
-        .into_iter()
-        .filter(|k| k.contains(".snapferry-"))
-        .collect();
-    assert!(own.is_empty(), "{own:?}");
+    assert_eq!(rerun_clean(&a, &b), None);
 }

@@ -9,6 +9,13 @@ use testkit::*;
 const MIB: usize = 1 << 20;
 const SMALL_PARTS: [&str; 4] = ["--multipart-threshold", "8MiB", "--part-size", "5MiB"];
 
+/// Runs `cmd`, which must exit with `code` and say `text` on stderr.
+fn fails_with(cmd: Command, code: i32, text: &str) {
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(code), "{:?}", texts(&out));
+    assert!(texts(&out).1.contains(text), "{:?}", texts(&out));
+}
+
 /// A sync from MinIO to the gateway, with the OSS credentials for the destination.
 fn to_oss(s3: &Minio, gw: &OssGateway, src: &str, dst: &str) -> Command {
     let mut c = snapferry();
@@ -296,57 +303,33 @@ fn oss_bad_credentials_and_endpoints_get_one_clear_line() {
     assert!(!se.contains("SENTINEL") && !so.contains("SENTINEL"));
     assert_eq!(se.lines().count(), 1, "{se}");
     // Missing bucket: exit 3.
-    let out = run(to_oss(&s3, &gw, "s3://src", "oss://nosuch"));
-    assert_eq!(out.status.code(), Some(3), "{:?}", texts(&out));
-    assert!(
-        texts(&out).1.contains("does not exist"),
-        "{:?}",
-        texts(&out)
+    fails_with(
+        to_oss(&s3, &gw, "s3://src", "oss://nosuch"),
+        3,
+        "does not exist",
     );
     // No credentials at all for oss://: exit 2 naming the variables.
     let mut cmd = to_oss(&s3, &gw, "s3://src", "oss://dst");
     cmd.env_remove("SNAPFERRY_DST_ACCESS_KEY_ID")
         .env_remove("SNAPFERRY_DST_SECRET_ACCESS_KEY");
-    let out = run(cmd);
-    assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
-    assert!(
-        texts(&out).1.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"),
-        "{:?}",
-        texts(&out)
-    );
+    fails_with(cmd, 2, "ALIBABA_CLOUD_ACCESS_KEY_ID");
+    // A sync to oss://dst with the gateway's keys, but not its endpoint.
+    let to_oss_dst = |extra: &[&str]| {
+        let mut c = snapferry();
+        c.args(["sync", "s3://src", "oss://dst"])
+            .args(["--src-endpoint", &s3.endpoint])
+            .args(extra)
+            .env("SNAPFERRY_DST_ACCESS_KEY_ID", OSS_AK)
+            .env("SNAPFERRY_DST_SECRET_ACCESS_KEY", OSS_SK);
+        c
+    };
     // The S3-compatible endpoint with oss:// is pointed at s3://.
-    let mut cmd = snapferry();
-    cmd.args([
-        "sync",
-        "s3://src",
-        "oss://dst",
-        "--src-endpoint",
-        &s3.endpoint,
-        "--dst-endpoint",
-        "s3.oss-cn-hangzhou.aliyuncs.com",
-    ])
-    .env("SNAPFERRY_DST_ACCESS_KEY_ID", OSS_AK)
-    .env("SNAPFERRY_DST_SECRET_ACCESS_KEY", OSS_SK);
-    let out = run(cmd);
-    assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
-    assert!(texts(&out).1.contains("S3-compatible"), "{:?}", texts(&out));
-    // oss:// with neither endpoint nor region.
-    let mut cmd = snapferry();
-    cmd.args([
-        "sync",
-        "s3://src",
-        "oss://dst",
-        "--src-endpoint",
-        &s3.endpoint,
-    ])
-    .env("SNAPFERRY_DST_ACCESS_KEY_ID", OSS_AK)
-    .env("SNAPFERRY_DST_SECRET_ACCESS_KEY", OSS_SK);
-    let out = run(cmd);
-    assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
-    assert!(
-        texts(&out).1.contains("--dst-endpoint"),
-        "{:?}",
-        texts(&out)
+    fails_with(
+        to_oss_dst(&["--dst-endpoint", "s3.oss-cn-hangzhou.aliyuncs.com"]),
+        2,
+        "S3-compatible",
     );
+    // oss:// with neither endpoint nor region.
+    fails_with(to_oss_dst(&[]), 2, "--dst-endpoint");
     assert_eq!(gw.keys("dst"), Vec::<String>::new(), "nothing written");
 }

@@ -218,15 +218,20 @@ fn sync_s3_to_fs_and_back_round_trips_with_records() {
     let dir = tempfile::tempdir().unwrap();
     let stage = dir.path().join("stage");
     let stage_s = stage.to_str().unwrap().to_string();
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        "s3://src/r",
-        &stage_s,
-        "--src-endpoint",
-        &a.endpoint,
-    ])
-    .args(SMALL_PARTS);
+    // `s3://src/r` from the first server into the stage.
+    let to_stage = || {
+        let mut c = snapferry();
+        c.args([
+            "sync",
+            "s3://src/r",
+            &stage_s,
+            "--src-endpoint",
+            &a.endpoint,
+        ]);
+        c
+    };
+    let mut c = to_stage();
+    c.args(SMALL_PARTS);
     let out = run(c);
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
     assert_eq!(std::fs::read(stage.join("a/b")).unwrap(), data(9 * MIB, 2));
@@ -240,16 +245,8 @@ fn sync_s3_to_fs_and_back_round_trips_with_records() {
         vec![0, 0, 0, 0, 0, 0, 0, 1],
     ));
     let report = dir.path().join("r.json");
-    let mut c = snapferry();
-    c.args([
-        "sync",
-        "s3://src/r",
-        &stage_s,
-        "--src-endpoint",
-        &a.endpoint,
-        "--report",
-    ])
-    .arg(&report);
+    let mut c = to_stage();
+    c.arg("--report").arg(&report);
     let out = run(c);
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
     assert_eq!(read_report(&report)["copied_objects"], 1);
