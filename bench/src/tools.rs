@@ -84,12 +84,7 @@ const TOOLS: [Spec; 4] = [
 ];
 
 impl ToolId {
-    pub const ALL: [ToolId; 4] = [
-        ToolId::Snapferry,
-        ToolId::Rclone,
-        ToolId::Mc,
-        ToolId::S3sync,
-    ];
+    pub const ALL: [ToolId; 4] = [Self::Snapferry, Self::Rclone, Self::Mc, Self::S3sync];
 
     pub fn name(self) -> &'static str {
         TOOLS[self as usize].name
@@ -119,12 +114,12 @@ impl Tool {
             let arg = TOOLS[id as usize].version_arg;
             let o = Command::new(bin).arg(arg).stdin(Stdio::null()).output();
             let o = o.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            let (out, err) = (&o.stdout, &o.stderr);
+            let (out, err) = (String::from_utf8_lossy(out), String::from_utf8_lossy(err));
             if !o.status.success() {
-                let err = String::from_utf8_lossy(&o.stderr);
                 return Err(format!("{} {arg} failed: {}", bin.display(), err.trim()));
             }
             if id != ToolId::S3sync {
-                let out = String::from_utf8_lossy(&o.stdout);
                 return Ok(out.lines().next().unwrap_or_default().trim().to_string());
             }
             let v = bin
@@ -135,19 +130,15 @@ impl Tool {
             }))
         };
         let got = bin.ok_or_else(|| reason.unwrap_or_else(|| "no binary given".into()));
-        match got.and_then(|b| Ok((probed(&b)?, b))) {
-            Ok((version, b)) => Tool {
-                id,
-                bin: Some(b),
-                version,
-                unavailable: None,
-            },
-            Err(why) => Tool {
-                id,
-                bin: None,
-                version: String::new(),
-                unavailable: Some(why),
-            },
+        let (bin, version, unavailable) = match got.and_then(|b| Ok((probed(&b)?, b))) {
+            Ok((version, b)) => (Some(b), version, None),
+            Err(why) => (None, String::new(), Some(why)),
+        };
+        Tool {
+            id,
+            bin,
+            version,
+            unavailable,
         }
     }
 }
@@ -190,31 +181,22 @@ pub fn invocation(
     std::fs::create_dir_all(home)?;
     let mut cmd = Command::new(bin);
     let path = std::env::var("PATH").unwrap_or_default();
-    cmd.env_clear()
-        .env("PATH", path)
-        .env("HOME", home)
-        .stdin(Stdio::null());
+    cmd.env_clear().env("PATH", path).env("HOME", home);
+    cmd.stdin(Stdio::null());
     if tool.id == ToolId::Rclone {
         std::fs::write(home.join("rclone.conf"), "")?;
     }
     let (c, part) = (k.concurrency.to_string(), (k.part_size >> 20).to_string());
     let thr = (k.threshold >> 20).to_string();
     let fill = |w: &str, [se, de, home, report]: [&str; 4]| {
-        let (c, part, thr) = (c.as_str(), part.as_str(), thr.as_str());
-        let knobs = [
-            ("c", c),
-            ("part", part),
-            ("thr", thr),
-            ("ak", AK),
-            ("sk", SK),
-        ];
-        let sides = [("se", se), ("de", de), ("sb", sb), ("db", db)];
-        let hosts = [
-            ("sh", se.trim_start_matches("http://")),
-            ("dh", de.trim_start_matches("http://")),
-        ];
-        let vars = knobs.into_iter().chain(sides).chain(hosts);
-        let vars = vars.chain([("home", home), ("report", report)]);
+        let (sh, dh) = (
+            se.trim_start_matches("http://"),
+            de.trim_start_matches("http://"),
+        );
+        let knobs: [&str; 7] = [&c, &part, &thr, AK, SK, se, de];
+        let values = knobs.into_iter().chain([sb, db, sh, dh, home, report]);
+        let names = "c part thr ak sk se de sb db sh dh home report".split(' ');
+        let vars = names.zip(values);
         vars.fold(w.to_string(), |w, (k, v)| w.replace(&format!("{{{k}}}"), v))
     };
     let spec = &TOOLS[tool.id as usize];
@@ -226,19 +208,17 @@ pub fn invocation(
     }
     let words: Vec<&str> = spec.args.split(' ').collect();
     cmd.args(words.iter().map(|w| fill(w, real)));
-    let name = bin
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let shown = words
-        .iter()
-        .map(|w| fill(w, ["$SRC", "$DST", "$HOME", "report.json"]));
-    let shown = std::iter::once(name)
-        .chain(shown)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = bin.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_default();
+    let shown_vars = ["$SRC", "$DST", "$HOME", "report.json"];
+    let shown = words.iter().map(|w| fill(w, shown_vars));
+    let shown: Vec<String> = std::iter::once(name).chain(shown).collect();
     let report = (tool.id == ToolId::Snapferry).then(|| report.to_path_buf());
-    Ok(Invocation { cmd, shown, report })
+    Ok(Invocation {
+        cmd,
+        shown: shown.join(" "),
+        report,
+    })
 }
 
 /// How a child process ran, as the OS accounts it (wall time, CPU, peak RSS, exit), and
@@ -283,16 +263,10 @@ impl Measured {
 pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Measured> {
     let file = |ext: &str| log_base.with_extension(ext);
     let mut m = Command::new(harness_exe()?);
-    m.args([
-        "measure-child",
-        "--limit-ms",
-        &limit.as_millis().to_string(),
-        "--out",
-    ]);
-    m.arg(file("rusage.json"))
-        .arg("--")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+    let ms = limit.as_millis().to_string();
+    m.args(["measure-child", "--limit-ms", &ms, "--out"])
+        .arg(file("rusage.json"));
+    m.arg("--").arg(cmd.get_program()).args(cmd.get_args());
     m.env_clear()
         .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
     m.stdin(Stdio::null())
@@ -307,9 +281,10 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
         .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
     let read = |ext: &str| std::fs::read_to_string(file(ext)).unwrap_or_default();
     let (stdout, stderr) = (read("stdout"), read("stderr"));
-    let mut got: Measured = serde_json::from_str(&read("rusage.json")).with_context(|| {
-        let err = tail(&stderr, 4);
-        format!("measuring {:?} failed ({status}): {err}", cmd.get_program())
+    let got = serde_json::from_str::<Measured>(&read("rusage.json"));
+    let mut got = got.with_context(|| {
+        let (what, err) = (cmd.get_program(), tail(&stderr, 4));
+        format!("measuring {what:?} failed ({status}): {err}")
     })?;
     if got.status != 0 || got.timed_out {
         // Some tools (s3sync) log to stdout.
@@ -329,7 +304,6 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
 /// The last `n` non-empty lines, joined with ` | `, the secret redacted.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .join(" | ")
-        .replace(SK, "<secret>")
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    tail.replace(SK, "<secret>")
 }

@@ -28,8 +28,7 @@ pub struct Workload {
 impl Workload {
     fn new(id: &'static str, title: String, mut objects: Vec<Obj>, noop: bool) -> Workload {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        let bucket = format!("bench-{}", id.to_lowercase());
-        let note = String::new();
+        let (bucket, note) = (format!("bench-{}", id.to_lowercase()), String::new());
         Workload {
             id,
             title,
@@ -59,17 +58,16 @@ fn uuid(rng: &mut StdRng) -> String {
 fn blobs(rng: &mut StdRng, n: u64, indices: Option<u64>, (min, max): (u64, u64)) -> Vec<Obj> {
     let n_ids = indices.unwrap_or(n / 1000).max(1);
     let ids: Vec<String> = (0..n_ids).map(|_| uuid(rng)).collect();
-    (0..n)
-        .map(|i| {
-            let idx = &ids[(i as usize) % ids.len()];
-            let shard = (i / ids.len() as u64) % 5;
-            let key = format!("indices/{idx}/{shard}/__{}", uuid(rng));
-            Obj {
-                key,
-                size: rng.random_range(min..=max),
-            }
-        })
-        .collect()
+    let blob = |i: u64| {
+        let idx = &ids[(i as usize) % ids.len()];
+        let shard = (i / ids.len() as u64) % 5;
+        let key = format!("indices/{idx}/{shard}/__{}", uuid(rng));
+        Obj {
+            key,
+            size: rng.random_range(min..=max),
+        }
+    };
+    (0..n).map(blob).collect()
 }
 
 fn count(n: f64, scale: f64) -> u64 {
@@ -80,12 +78,11 @@ pub fn w1(scale: f64) -> Workload {
     let mut rng = StdRng::seed_from_u64(1);
     let size = ((512.0 * scale).round() as u64).max(1) * MIB;
     let idx = uuid(&mut rng);
-    let objects = (0..8)
-        .map(|i| Obj {
-            key: format!("indices/{idx}/{}/__{}", i % 2, uuid(&mut rng)),
-            size,
-        })
-        .collect();
+    let blob = |i| Obj {
+        key: format!("indices/{idx}/{}/__{}", i % 2, uuid(&mut rng)),
+        size,
+    };
+    let objects = (0..8).map(blob).collect();
     Workload::new(
         "W1",
         format!("8 × {} MiB data blobs", size / MIB),
@@ -104,12 +101,8 @@ pub fn w2(scale: f64) -> Workload {
 /// index directories of 5 shard directories each.
 pub fn w4(scale: f64, indices: Option<u64>) -> Workload {
     let n = count(100_000.0, scale);
-    let objects = blobs(
-        &mut StdRng::seed_from_u64(4),
-        n,
-        indices,
-        (1 << 10, 4 << 10),
-    );
+    let rng = &mut StdRng::seed_from_u64(4);
+    let objects = blobs(rng, n, indices, (1 << 10, 4 << 10));
     let title = format!("no-op re-sync of {n} objects already in sync");
     Workload::new("W4", title, objects, true)
 }
@@ -139,21 +132,17 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     let copies = |k: &str| [1, W3_REPLICAS][usize::from(k.starts_with("indices/"))];
     let (mut fixed, mut growing) = (0u64, 0u64);
     for (k, s) in &files {
-        let sum = if grows(k, *s) {
+        *(if grows(k, *s) {
             &mut growing
         } else {
             &mut fixed
-        };
-        *sum += s * copies(k);
+        }) += s * copies(k);
     }
     let factor = target.saturating_sub(fixed) as f64 / growing.max(1) as f64;
     let mut objects = Vec::new();
     for (k, s) in &files {
-        let size = if grows(k, *s) {
-            (*s as f64 * factor).round() as u64
-        } else {
-            *s
-        };
+        let grown = (*s as f64 * factor).round() as u64;
+        let size = if grows(k, *s) { grown } else { *s };
         if copies(k) == 1 {
             objects.push(Obj {
                 key: k.clone(),
@@ -188,10 +177,7 @@ pub fn size_summary(objects: &[Obj], threshold: u64) -> String {
         return "empty".into();
     };
     let (n, med, thr) = (s.len(), HumanBytes(s[s.len() / 2]), HumanBytes(threshold));
-    let (min, max, above) = (
-        HumanBytes(min),
-        HumanBytes(max),
-        s.iter().filter(|&&x| x > threshold).count(),
-    );
+    let above = s.iter().filter(|&&x| x > threshold).count();
+    let (min, max) = (HumanBytes(min), HumanBytes(max));
     format!("{n} objects; smallest {min}, median {med}, largest {max}; {above} above the {thr} multipart threshold")
 }
