@@ -9,7 +9,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
 use crate::report::pipe_mibps;
-use crate::run::Results;
+use crate::run::{Results, Series};
 use crate::stats::{figures, Spread};
 use crate::tools::ToolId;
 
@@ -27,12 +27,10 @@ fn groups(r: &Results, ids: &[&str], objects: bool) -> Vec<(String, Vec<Bar>)> {
     let bar = |t: Option<ToolId>, v| Bar(t.map_or("pipe limit", ToolId::name).into(), color(t), v);
     let mut out = Vec::new();
     for w in r.workloads.iter().filter(|w| ids.contains(&w.id.as_str())) {
-        let fig = |s| figures(w, s, r.cores).map(|f| if objects { f.objps } else { f.mibps });
-        let bars = w
-            .series
-            .iter()
-            .filter_map(|s| Some(bar(Some(s.tool), fig(s)?)));
-        let mut bars: Vec<Bar> = bars.collect();
+        let fig =
+            |s: &Series| figures(w, s, r.cores).map(|f| if objects { f.objps } else { f.mibps });
+        let tool_bar = |s: &Series| Some(bar(Some(s.tool), fig(s)?));
+        let mut bars: Vec<Bar> = w.series.iter().filter_map(tool_bar).collect();
         if let (false, Some(value)) = (objects, pipe_mibps(w)) {
             bars.push(bar(None, value));
         }
@@ -71,16 +69,12 @@ fn panel(
     let name = |x: &f64| {
         let i = x.floor() as usize;
         let mid = (x - (i as f64 + 0.5)).abs() < 0.026;
-        groups
-            .get(i)
-            .filter(|_| mid)
-            .map_or(String::new(), |g| g.0.clone())
+        let g = groups.get(i).filter(|_| mid);
+        g.map_or(String::new(), |g| g.0.clone())
     };
     let mut mesh = chart.configure_mesh();
-    let mesh = mesh
-        .disable_x_mesh()
-        .x_labels(n * 20 + 1)
-        .x_label_formatter(&name);
+    let mesh = mesh.disable_x_mesh().x_labels(n * 20 + 1);
+    let mesh = mesh.x_label_formatter(&name);
     let mesh = mesh.y_desc(unit).y_label_formatter(&|y| format!("{y:.0}"));
     mesh.light_line_style(WHITE).draw().map_err(e)?;
     // One series per label (tool), so the legend names each colour once.
@@ -114,22 +108,16 @@ fn panel(
             texts.push(Text::new(format!("{:.0}", v.med), at, font));
         }
         let key = move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled());
-        chart
-            .draw_series(rects)
-            .map_err(e)?
-            .label(label)
-            .legend(key);
+        let bars = chart.draw_series(rects).map_err(e)?;
+        bars.label(label).legend(key);
         chart.draw_series(whiskers).map_err(e)?;
         chart.draw_series(texts).map_err(e)?;
     }
     if legend {
         let mut l = chart.configure_series_labels();
-        let l = l
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK);
-        let l = l
-            .background_style(WHITE.mix(0.85))
-            .label_font(("sans-serif", 12));
+        let l = l.position(SeriesLabelPosition::UpperRight);
+        let l = l.border_style(BLACK).background_style(WHITE.mix(0.85));
+        let l = l.label_font(("sans-serif", 12));
         l.draw().map_err(e)?;
     }
     Ok(())

@@ -44,10 +44,8 @@ fn listing(n: u64, step: u64) -> mpsc::Receiver<snapferry_engine::Result<ObjectM
 
 /// Runs the probe over `n` source keys and prints its one-line result.
 pub fn main(n: u64) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let rt = rt.worker_threads(2).enable_all().build();
     let rt = rt.context("start the runtime")?;
     let before = peak_rss_kib().unwrap_or(0);
     let t = std::time::Instant::now();

@@ -133,12 +133,8 @@ fn machine(work_dir: &Path) -> Vec<(String, String)> {
     let os = field(&file("/etc/os-release"), "PRETTY_NAME", '=').unwrap_or_else(unknown);
     let dir = work_dir.display().to_string();
     let df = sh("df", &["-h", "--output=source,fstype,size,avail", &dir]);
-    let d: Vec<&str> = df
-        .lines()
-        .nth(1)
-        .unwrap_or("unknown")
-        .split_whitespace()
-        .collect();
+    let line = df.lines().nth(1).unwrap_or("unknown");
+    let d: Vec<&str> = line.split_whitespace().collect();
     let cell = |i: usize| d.get(i).copied().unwrap_or("?");
     let (dev, fs, size, free) = (cell(0), cell(1), cell(2), cell(3));
     let name = dev.rsplit('/').next().unwrap_or_default();

@@ -172,9 +172,8 @@ fn measure(
 pub fn targets(r: &Results) -> Vec<Judged> {
     let judge = |&(id, m, cmp, thr): &(&str, Metric, Cmp, f64)| {
         let (target, got) = measure(r, id, m, cmp, thr);
-        let met = got
-            .as_ref()
-            .map(|&(v, _)| if cmp == AtLeast { v >= thr } else { v <= thr });
+        let ok = |&(v, _): &(f64, String)| if cmp == AtLeast { v >= thr } else { v <= thr };
+        let met = got.as_ref().map(ok);
         let measured = got.map_or("—".into(), |(_, s)| s);
         Judged {
             target,
@@ -229,10 +228,8 @@ pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
 
 /// A markdown table of `head` and `rows`, `|` in cells replaced (they come from logs).
 fn table(head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let head: String = head
-        .iter()
-        .map(|h| format!(" {h} |").replace("  |", " |"))
-        .collect();
+    let cell = |h: &&str| format!(" {h} |").replace("  |", " |");
+    let head: String = head.iter().map(cell).collect();
     let mut o = format!("|{head}\n|{}\n", "---|".repeat(head.matches('|').count()));
     for r in rows {
         let cells: Vec<String> = r.iter().map(|c| c.replace('|', "/")).collect();
@@ -455,15 +452,14 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
         Some(_) => format!("**{}**", verdict(met)),
         None => verdict(met).into(),
     };
-    let targets = targets(r)
-        .into_iter()
-        .map(|j| vec![j.target, j.measured, bold(j.met)]);
+    let target = |j: Judged| vec![j.target, j.measured, bold(j.met)];
+    let targets = targets(r).into_iter().map(target);
     let w1 = wl(r, "W1").or(r.workloads.first());
-    let commands = w1.iter().flat_map(|w| &w.series);
-    let cmds: String = commands
-        .filter(|s| !s.command.is_empty())
-        .map(|s| format!("{}\n", s.command))
-        .collect();
+    let commands = w1
+        .iter()
+        .flat_map(|w| &w.series)
+        .filter(|s| !s.command.is_empty());
+    let cmds: String = commands.map(|s| format!("{}\n", s.command)).collect();
     let tools = r.tools.iter().map(tool);
     let mut b = BTreeMap::from([
         ("run".to_string(), run_block(r, command, chart)),
@@ -511,17 +507,14 @@ fn marked(name: &str, body: Option<&String>) -> String {
 /// `existing` (None: a new file) with every generated block replaced by its new content,
 /// and everything outside the markers as it was.
 pub fn merge(existing: Option<&str>, blocks: &BTreeMap<String, String>) -> Result<String> {
-    let skeleton: String = SKELETON
-        .lines()
-        .filter_map(|l| l.split_once('|'))
-        .map(|(h, n)| format!("{h}\n\n<!-- generated: {n} -->\n<!-- /generated -->\n\n"))
-        .collect();
+    let place = |(h, n)| format!("{h}\n\n<!-- generated: {n} -->\n<!-- /generated -->\n\n");
+    let places = SKELETON.lines().filter_map(|l| l.split_once('|'));
+    let skeleton: String = places.map(place).collect();
     let (mut out, mut seen, mut inside) = (String::new(), Vec::new(), None);
     for line in existing.unwrap_or(&skeleton).lines() {
         let t = line.trim();
-        let open = t
-            .strip_prefix("<!-- generated: ")
-            .and_then(|r| r.strip_suffix(" -->"));
+        let open = t.strip_prefix("<!-- generated: ");
+        let open = open.and_then(|r| r.strip_suffix(" -->"));
         if let Some(name) = open {
             if let Some(open) = inside {
                 bail!("generated block {open:?} has no end marker before {name:?}");

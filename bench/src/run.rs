@@ -15,9 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::HumanBytes;
-use testkit::load::{self, bucket_totals, fast_client as client, Obj, Pool};
+use testkit::load::{self, bucket_totals, fast_client as client, Pool};
 use testkit::{usage, Minio, MinioOptions};
 
 use crate::tools::{self, Knobs, Measured, Side, Tool, ToolId};
@@ -394,11 +395,8 @@ impl Env<'_> {
         let dst = self.server(&w.bucket);
         let from = self.src.data_dir().join(&w.bucket).join(".");
         let mut cp = Command::new("cp");
-        let cp = cp
-            .arg("-a")
-            .arg(from)
-            .arg(dst.data_dir().join(&w.bucket))
-            .status();
+        let cp = cp.arg("-a").arg(from).arg(dst.data_dir().join(&w.bucket));
+        let cp = cp.status();
         let totals = self.totals(&dst.endpoint, &w.bucket).ok();
         if !cp.is_ok_and(|s| s.success()) || totals != Some((w.objects.len() as u64, w.bytes())) {
             let id = w.id;
@@ -475,8 +473,7 @@ impl Env<'_> {
     /// One pipe-limit run of `w` into `dst`.
     fn pipe(&self, w: &Workload, dst: &Minio, rep: usize) -> Result<PipeRun> {
         let (src, dc) = (client(&self.src.endpoint), client(&dst.endpoint));
-        let (c, part) = (self.knobs.concurrency, self.knobs.part_size);
-        let p = pipe_limit((&src, &dc), &w.bucket, &w.objects, (c, part), &self.pool);
+        let p = pipe_limit([&src, &dc], w, self.knobs, &self.pool);
         let p = self.rt.block_on(p)?;
         let (get, put, mibps) = (p.get_seconds, p.put_seconds, mib(p.bytes) / p.wall_seconds);
         log(format!("{} pipe limit rep {rep}: {mibps:.1} MiB/s (GETs done at {get:.1} s, PUTs at {put:.1} s)", w.id));
@@ -484,33 +481,32 @@ impl Env<'_> {
     }
 }
 
-/// Measures the pipe limit over `objects` (read from `src`, written as `pipe/<key>` to
-/// `dst`, the same bucket name on both) with `part`-sized ranges and parts, `conc` deep.
+/// Measures the pipe limit over `w`'s objects (read from `src`, written as `pipe/<key>`
+/// to `dst`, the same bucket name on both) with part-sized ranges and parts, as many in
+/// flight as the knobs' concurrency.
 async fn pipe_limit(
-    (src, dst): (&aws_sdk_s3::Client, &aws_sdk_s3::Client),
-    bucket: &str,
-    objects: &[Obj],
-    (conc, part): (usize, u64),
+    [src, dst]: [&Client; 2],
+    w: &Workload,
+    k: Knobs,
     pool: &Pool,
 ) -> Result<PipeRun> {
+    let (bucket, objects, conc, part) = (&w.bucket, &w.objects, k.concurrency, k.part_size);
     let start = Instant::now();
     // `(object index, part number, start, end)` of every `part`-sized range.
     let each = |(i, size): (usize, u64)| {
-        (0..size.div_ceil(part))
-            .map(move |p| (i, p as i32 + 1, p * part, ((p + 1) * part).min(size)))
+        let range = move |p: u64| (i, p as i32 + 1, p * part, ((p + 1) * part).min(size));
+        (0..size.div_ceil(part)).map(range)
     };
     let sizes = objects.iter().map(|o| o.size).enumerate();
     let jobs: Vec<(usize, i32, u64, u64)> = sizes.flat_map(each).collect();
     let get_side = async {
         let get = |&(i, _, a, b): &(usize, i32, u64, u64)| async move {
             let key = &objects[i].key;
-            let (range, err) = (
-                format!("bytes={a}-{}", b - 1),
-                load::sdk_err(format!("get {key}")),
-            );
-            let r = src.get_object().bucket(bucket).key(key).range(range);
+            let err = load::sdk_err(format!("get {key}"));
+            let r = src.get_object().bucket(bucket).key(key);
             // Drain the body chunk by chunk, holding no more than one at a time.
-            let (mut body, mut got) = (r.send().await.map_err(err)?.body, 0u64);
+            let r = r.range(format!("bytes={a}-{}", b - 1)).send().await;
+            let (mut body, mut got) = (r.map_err(err)?.body, 0u64);
             while let Some(chunk) = body.try_next().await? {
                 got += chunk.len() as u64;
             }
@@ -555,30 +551,20 @@ async fn pipe_limit(
 
 /// The tools as the command line gives them, each probed for its version.
 pub fn tools(a: &RunArgs) -> Vec<Tool> {
-    let bins = [
-        Some(&a.snapferry),
-        a.rclone.as_ref(),
-        a.mc.as_ref(),
-        a.s3sync.as_ref(),
-    ];
+    let peers = [&a.rclone, &a.mc, &a.s3sync].map(Option::as_ref);
+    let bins = [Some(&a.snapferry)].into_iter().chain(peers);
     let probe = |(id, bin): (ToolId, Option<&PathBuf>)| {
-        let why = a
-            .unavailable
-            .iter()
-            .find_map(|r| r.strip_prefix(id.key())?.strip_prefix('='));
+        let key = format!("{}=", id.key());
+        let why = a.unavailable.iter().find_map(|r| r.strip_prefix(&key));
         let mut t = Tool::probe(id, bin.cloned(), why.map(str::to_string));
         if let (ToolId::Snapferry, Some(r)) = (id, &a.snapferry_revision) {
             t.version = format!("{} ({r})", t.version);
         }
-        let why = t
-            .unavailable
-            .as_ref()
-            .map(|w| format!("cannot run here: {w}"));
-        log(format!(
-            "{}: {}",
-            id.name(),
-            why.unwrap_or_else(|| t.version.clone())
-        ));
+        let status = match &t.unavailable {
+            Some(w) => format!("cannot run here: {w}"),
+            None => t.version.clone(),
+        };
+        log(format!("{}: {status}", id.name()));
         t
     };
     ToolId::ALL.into_iter().zip(bins).map(probe).collect()
@@ -594,9 +580,8 @@ fn check_disk(dir: &Path, need: u64) -> Result<()> {
     }
     let free = HumanBytes(st.f_bavail as u64 * st.f_frsize as u64);
     let (need, dir) = (HumanBytes(need), dir.display());
-    log(format!(
-        "disk: {free} free under {dir}, this run needs about {need}"
-    ));
+    let needs = "this run needs about";
+    log(format!("disk: {free} free under {dir}, {needs} {need}"));
     ensure!(free.0 >= need.0, "not enough disk under {dir}: {free} free, about {need} needed (source copies of every workload plus the largest destination); free space or pass --work-dir on a larger filesystem, or --scale below 1");
     Ok(())
 }
@@ -620,11 +605,8 @@ pub fn run(a: &RunArgs) -> Result<Results> {
         ("W1", workloads::w1(a.scale)),
         ("W2", workloads::w2(a.scale)),
     ];
-    let mut ws: Vec<Workload> = built
-        .into_iter()
-        .filter(|(id, _)| want(id))
-        .map(|(_, w)| w)
-        .collect();
+    let keep = |(id, w): (&str, Workload)| want(id).then_some(w);
+    let mut ws: Vec<Workload> = built.into_iter().filter_map(keep).collect();
     if want("W3") {
         let target = ((2u64 << 30) as f64 * a.scale) as u64;
         ws.push(workloads::w3(&a.fixture_repo, target)?);
@@ -635,9 +617,8 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     let sizes: Vec<u64> = ws.iter().map(Workload::bytes).collect();
     let data = sizes.iter().sum::<u64>() + sizes.iter().max().unwrap_or(&0);
     check_disk(&a.work_dir, data + data / 10 + (1 << 30))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("snapferry-bench.")
-        .tempdir_in(&a.work_dir)?;
+    let mut tmp = tempfile::Builder::new();
+    let tmp = tmp.prefix("snapferry-bench.").tempdir_in(&a.work_dir)?;
     let work = tmp.path().to_path_buf();
     log(format!("work directory {}", work.display()));
     // Private copies of snapferry and of this harness: a rebuild of the workspace while
@@ -650,15 +631,13 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     let all_tools = tools(a);
     let mut run_tools = all_tools.clone();
     if let Some(b) = &mut run_tools[0].bin {
-        std::fs::copy(&*b, bin.join("snapferry"))
-            .with_context(|| format!("copy {}", b.display()))?;
-        *b = bin.join("snapferry");
+        let to = bin.join("snapferry");
+        std::fs::copy(&*b, &to).with_context(|| format!("copy {}", b.display()))?;
+        *b = to;
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let rt = rt.worker_threads(2).enable_all().build()?;
     let src = minio(&a.minio, &work, 0);
     log(format!("source server {}", src.endpoint));
     let (pool, servers, work2) = (Pool::default(), 0, work.clone());
@@ -690,9 +669,7 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     }
 
     let (mut profiles, mut malloc_diagnosis) = (Vec::new(), None);
-    let sf = run_tools
-        .iter()
-        .find(|t| t.id == ToolId::Snapferry && t.bin.is_some());
+    let sf = run_tools.first().filter(|t| t.bin.is_some()); // ToolId::ALL[0]: snapferry
     if let (true, Some(sf)) = (a.profile, sf) {
         for w in ws.iter().filter(|w| w.id == "W1" || w.id == "W2") {
             profiles.push(profile(&mut env, sf, w)?);
@@ -716,15 +693,13 @@ pub fn run(a: &RunArgs) -> Result<Results> {
     drop(tmp);
     results.sort_by(|a, b| a.id.cmp(&b.id));
     let setup_seconds = results.iter().map(|w| w.generate_seconds).sum();
-    let tools = all_tools
-        .into_iter()
-        .map(|t| (t.id, t.version, t.unavailable));
+    let tool = |t: Tool| (t.id, t.version, t.unavailable);
     Ok(Results {
         knobs,
         reps,
         reps_w2,
         scale: a.scale,
-        tools: tools.collect(),
+        tools: all_tools.into_iter().map(tool).collect(),
         minio_version,
         workloads: results,
         diff,
@@ -744,89 +719,67 @@ fn profile(env: &mut Env, tool: &Tool, w: &Workload) -> Result<Profile> {
     let dst = env.server(&w.bucket);
     let dir = env.work.join("runs").join(format!("{}-perf", w.id));
     let first = w.objects.first().map_or("", |o| o.key.as_str());
-    let prefix = first
-        .rsplit_once('/')
-        .map(|(p, _)| format!("{p}/"))
-        .unwrap_or_default();
+    let dir_of = |(p, _): (&str, &str)| format!("{p}/");
+    let prefix = first.rsplit_once('/').map(dir_of).unwrap_or_default();
     let slice = w.objects.iter().filter(|o| o.key.starts_with(&prefix));
     let (n, bytes) = slice.fold((0, 0), |(n, b), o| (n + 1, b + o.size));
     let inv = env.invocation(tool, &format!("{}/{prefix}", w.bucket), &dst, &dir)?;
-    let data = dir.join("perf.data");
+    let (data, c) = (dir.join("perf.data"), &inv.cmd);
     let mut perf = Command::new("perf");
-    perf.args(["record", "-F", "999", "-o"])
-        .arg(&data)
-        .arg("--");
-    perf.arg(inv.cmd.get_program())
-        .args(inv.cmd.get_args())
-        .env_clear();
-    perf.envs(inv.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    let (shown, bytes) = (inv.shown, HumanBytes(bytes));
+    perf.args(["record", "-F", "999", "-o"]).arg(&data);
+    perf.arg("--").arg(c.get_program()).args(c.get_args());
+    perf.env_clear();
+    perf.envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let (shown, bytes) = (&inv.shown, HumanBytes(bytes));
     let command = format!("perf record -F 999 -- {shown} ({n} objects, {bytes})");
+    let problem = match tools::run_measured(perf, &dir.join("perf"), env.limit()) {
+        Err(e) => Some(format!("perf record: {e}")),
+        Ok(m) if m.status != 0 => Some(format!("perf record exit {}: {}", m.status, m.stderr_tail)),
+        Ok(_) => None,
+    };
+    let workload = w.id.to_string();
     let mut p = Profile {
-        workload: w.id.to_string(),
+        workload,
         command,
+        problem,
         ..Profile::default()
     };
-    match tools::run_measured(perf, &dir.join("perf"), env.limit()) {
-        Err(e) => p.problem = Some(format!("perf record: {e}")),
-        Ok(m) if m.status != 0 => {
-            p.problem = Some(format!("perf record exit {}: {}", m.status, m.stderr_tail))
-        }
-        Ok(_) => {
-            let mut report = Command::new("perf");
-            report.args([
-                "report",
-                "--stdio",
-                "-q",
-                "--no-children",
-                "--sort",
-                "dso,symbol",
-                "-i",
-            ]);
-            let out = report.arg(&data).output().context("perf report")?;
-            let lines = String::from_utf8_lossy(&out.stdout);
-            let lines = lines.lines().map(|l| l.trim_end_matches(['-', ' ']).trim());
-            p.all = lines
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect();
-            p.top = p.all.iter().take(25).cloned().collect();
-            if p.top.is_empty() {
-                let err = tools::tail(&String::from_utf8_lossy(&out.stderr), 3);
-                p.problem = Some(format!("perf report printed nothing: {err}"));
-            }
-        }
+    if p.problem.is_some() {
+        return Ok(p);
+    }
+    // `perf report`'s lines: all, and the top 25.
+    let mut report = Command::new("perf");
+    report.args("report --stdio -q --no-children --sort dso,symbol -i".split(' '));
+    let out = report.arg(&data).output().context("perf report")?;
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let lines = lines.lines().map(|l| l.trim_end_matches(['-', ' ']).trim());
+    let keep = |l: &&str| !l.is_empty() && !l.starts_with('#');
+    p.all = lines.filter(keep).map(String::from).collect();
+    p.top = p.all.iter().take(25).cloned().collect();
+    if p.top.is_empty() {
+        let err = tools::tail(&String::from_utf8_lossy(&out.stderr), 3);
+        p.problem = Some(format!("perf report printed nothing: {err}"));
     }
     Ok(p)
 }
 
 /// W5: the differ probe in a child process (this same binary), `reps` times.
 fn diff_memory(a: &RunArgs, work: &Path) -> Result<DiffResult> {
-    let mut samples = Vec::new();
+    let (mut samples, keys) = (Vec::new(), a.diff_keys);
     for rep in 0..a.reps.max(1) {
         let mut c = Command::new(tools::harness_exe()?);
-        c.args(["diff-memory", &a.diff_keys.to_string()])
-            .env_clear();
+        c.args(["diff-memory", &keys.to_string()]).env_clear();
         c.env("PATH", std::env::var("PATH").unwrap_or_default());
-        let (out, limit) = (
-            work.join(format!("w5-{rep}")),
-            Duration::from_secs(a.run_limit),
-        );
-        let m = tools::run_measured(c, &out, limit)?;
-        log(format!(
-            "W5 rep {rep}: {:.2} s: {}",
-            m.wall_seconds,
-            m.stdout.trim()
-        ));
+        let out = work.join(format!("w5-{rep}"));
+        let m = tools::run_measured(c, &out, Duration::from_secs(a.run_limit))?;
+        let (wall, line) = (m.wall_seconds, m.stdout.trim());
+        log(format!("W5 rep {rep}: {wall:.2} s: {line}"));
         if m.status != 0 {
             bail!("diff-memory failed: {}", m.stderr_tail);
         }
         samples.push(m);
     }
-    let (keys, command) = (
-        a.diff_keys,
-        format!("snapferry-bench diff-memory {}", a.diff_keys),
-    );
+    let command = format!("snapferry-bench diff-memory {keys}");
     Ok(DiffResult {
         keys,
         command,

@@ -21,10 +21,8 @@ pub fn set_harness_exe(p: PathBuf) {
 }
 
 pub fn harness_exe() -> Result<PathBuf> {
-    Ok(HARNESS_EXE
-        .get()
-        .cloned()
-        .map_or_else(std::env::current_exe, Ok)?)
+    let exe = HARNESS_EXE.get().cloned();
+    Ok(exe.map_or_else(std::env::current_exe, Ok)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,12 +120,18 @@ impl Tool {
             if id != ToolId::S3sync {
                 return Ok(out.lines().next().unwrap_or_default().trim().to_string());
             }
-            let v = bin
-                .ancestors()
-                .find_map(|p| p.file_name()?.to_str()?.strip_prefix("s3sync-"));
-            Ok(v.map_or("s3sync (version unknown)".into(), |v| {
-                format!("s3sync {v} (crates.io, --no-default-features)")
-            }))
+            let v = |p: &Path| {
+                Some(
+                    p.file_name()?
+                        .to_str()?
+                        .strip_prefix("s3sync-")?
+                        .to_string(),
+                )
+            };
+            Ok(match bin.ancestors().find_map(v) {
+                Some(v) => format!("s3sync {v} (crates.io, --no-default-features)"),
+                None => "s3sync (version unknown)".into(),
+            })
         };
         let got = bin.ok_or_else(|| reason.unwrap_or_else(|| "no binary given".into()));
         let (bin, version, unavailable) = match got.and_then(|b| Ok((probed(&b)?, b))) {
@@ -276,9 +280,8 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
         m.current_dir(d);
     }
     testkit::usage::die_with_parent(&mut m);
-    let status = m
-        .status()
-        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    let status = m.status();
+    let status = status.with_context(|| format!("spawn {:?}", cmd.get_program()))?;
     let read = |ext: &str| std::fs::read_to_string(file(ext)).unwrap_or_default();
     let (stdout, stderr) = (read("stdout"), read("stderr"));
     let got = serde_json::from_str::<Measured>(&read("rusage.json"));

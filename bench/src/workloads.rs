@@ -48,9 +48,8 @@ pub const MIB: u64 = 1 << 20;
 
 fn uuid(rng: &mut StdRng) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..22)
-        .map(|_| A[rng.random_range(0..A.len())] as char)
-        .collect()
+    let letter = |_| A[rng.random_range(0..A.len())] as char;
+    (0..22).map(letter).collect()
 }
 
 /// `n` blobs of `min..=max` bytes spread over `indices` indices (default one per 1,000
@@ -117,10 +116,10 @@ const W3_REPLICAS: u64 = 2;
 /// index scaled by one factor so the whole is about `target` bytes.
 pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     let size = |k: &String| Ok((k.clone(), std::fs::metadata(repo.join(k))?.len()));
-    let files: Vec<(String, u64)> = testkit::tree(repo)
+    let files = testkit::tree(repo)
         .iter()
         .map(size)
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
     if files.is_empty() {
         bail!("no blobs under {}", repo.display());
     }
