@@ -62,9 +62,8 @@ fn write_outputs(r: &Results, o: &Outputs) -> Result<()> {
     log(format!(
         "wrote {out} and {chart} (the run took {min:.1} min)"
     ));
-    for t in report::targets(r) {
-        let v = report::verdict(t.met);
-        log(format!("{v}: {} — {}", t.target, t.measured));
+    for (target, measured, met) in report::targets(r) {
+        log(format!("{}: {target} — {measured}", report::verdict(met)));
     }
     Ok(())
 }

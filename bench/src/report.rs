@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 
-use crate::run::{DiffResult, PipeRun, Results, Sample, Series, WorkloadResult};
+use crate::run::{mib, DiffResult, PipeRun, Results, Sample, Series, WorkloadResult};
 use crate::stats::{figures, Figures, Spread};
 use crate::tools::{Measured, ToolId};
 use testkit::load::KINDS;
@@ -57,11 +57,7 @@ pub const TARGETS: &[(&str, Metric, Cmp, f64)] = &[
 ];
 
 /// One target judged: its words, what was measured, and the verdict (None: not measured).
-pub struct Judged {
-    pub target: String,
-    pub measured: String,
-    pub met: Option<bool>,
-}
+pub type Judged = (String, String, Option<bool>);
 
 pub fn verdict(met: Option<bool>) -> &'static str {
     ["not measured", "MISSED", "MET"][met.map_or(0, |m| 1 + m as usize)]
@@ -82,10 +78,6 @@ fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
 
 pub fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
     Spread::of(w.pipe.iter().map(|p| mib(p.bytes) / p.wall_seconds))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
 }
 
 /// The target's words ("W1: at least 1.5× rclone's throughput"), and the metric's value
@@ -174,12 +166,7 @@ pub fn targets(r: &Results) -> Vec<Judged> {
         let (target, got) = measure(r, id, m, cmp, thr);
         let ok = |&(v, _): &(f64, String)| if cmp == AtLeast { v >= thr } else { v <= thr };
         let met = got.as_ref().map(ok);
-        let measured = got.map_or("—".into(), |(_, s)| s);
-        Judged {
-            target,
-            measured,
-            met,
-        }
+        (target, got.map_or("—".into(), |(_, s)| s), met)
     };
     TARGETS.iter().map(judge).collect()
 }
@@ -205,13 +192,11 @@ snapferry's own code|-|snapferry";
 /// Shares of a profile's samples by what the code does, largest first.
 pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
     let mut m: BTreeMap<&str, f64> = BTreeMap::new();
-    for l in lines {
-        let Some((pct, rest)) = l.trim().split_once('%') else {
-            continue;
-        };
-        let (Ok(pct), rest) = (pct.trim().parse::<f64>(), rest.to_ascii_lowercase()) else {
-            continue;
-        };
+    let parse = |l: &String| {
+        let (pct, rest) = l.trim().split_once('%')?;
+        Some((pct.trim().parse::<f64>().ok()?, rest.to_ascii_lowercase()))
+    };
+    for (pct, rest) in lines.iter().filter_map(parse) {
         let kernel = rest.contains("[k]") || rest.contains("kernel");
         let has = |words: &str| words.split(' ').any(|w| w == "*" || rest.contains(w));
         let mut cats = CATEGORIES.lines().filter_map(|c| c.split_once('|'));
@@ -452,7 +437,7 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
         Some(_) => format!("**{}**", verdict(met)),
         None => verdict(met).into(),
     };
-    let target = |j: Judged| vec![j.target, j.measured, bold(j.met)];
+    let target = |(target, measured, met): Judged| vec![target, measured, bold(met)];
     let targets = targets(r).into_iter().map(target);
     let w1 = wl(r, "W1").or(r.workloads.first());
     let commands = w1

@@ -33,64 +33,38 @@ pub enum ToolId {
     S3sync,
 }
 
-/// How each tool is run: its name in the tables, its key in `--unavailable TOOL=REASON`,
-/// the argument that prints its version, its environment and its command line. In the
-/// last two, `{c}` is the concurrency, `{part}`/`{thr}` the part size and multipart
-/// threshold in MiB, `{se}`/`{sb}` the source's endpoint and bucket, `{de}`/`{db}` the
-/// destination's, `{sh}`/`{dh}` their host:port, `{ak}`/`{sk}` the credentials, `{home}`
-/// the tool's scratch directory and `{report}` snapferry's JSON report.
-struct Spec {
-    name: &'static str,
-    key: &'static str,
-    version_arg: &'static str,
-    env: &'static str,
-    args: &'static str,
-}
-
-/// rclone's remotes come from the environment (an empty config file keeps it from
-/// looking for one). s3sync built without its default features has no --version:
+/// How each tool is run, a line each: its name in the tables, its key in `--unavailable
+/// TOOL=REASON`, the argument that prints its version, its environment and its command
+/// line. In the last two, `{c}` is the concurrency, `{part}`/`{thr}` the part size and
+/// multipart threshold in MiB, `{se}`/`{sb}` the source's endpoint and bucket,
+/// `{de}`/`{db}` the destination's, `{sh}`/`{dh}` their host:port, `{ak}`/`{sk}` the
+/// credentials, `{home}` the tool's scratch directory and `{report}` snapferry's JSON
+/// report. rclone's remotes come from the environment (an empty config file keeps it
+/// from looking for one). s3sync built without its default features has no --version:
 /// --help probes it and the version comes from its install directory (s3sync-<version>).
-const TOOLS: [Spec; 4] = [
-    Spec {
-        name: "snapferry",
-        key: "snapferry",
-        version_arg: "--version",
-        env: "SNAPFERRY_SRC_ACCESS_KEY_ID={ak} SNAPFERRY_SRC_SECRET_ACCESS_KEY={sk} SNAPFERRY_DST_ACCESS_KEY_ID={ak} SNAPFERRY_DST_SECRET_ACCESS_KEY={sk}",
-        args: "sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}",
-    },
-    Spec {
-        name: "rclone",
-        key: "rclone",
-        version_arg: "version",
-        env: "RCLONE_CONFIG={home}/rclone.conf RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio RCLONE_CONFIG_SRC_ENDPOINT={se} RCLONE_CONFIG_SRC_REGION=us-east-1 RCLONE_CONFIG_SRC_ACCESS_KEY_ID={ak} RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY={sk} RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Minio RCLONE_CONFIG_DST_ENDPOINT={de} RCLONE_CONFIG_DST_REGION=us-east-1 RCLONE_CONFIG_DST_ACCESS_KEY_ID={ak} RCLONE_CONFIG_DST_SECRET_ACCESS_KEY={sk}",
-        args: "sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q",
-    },
-    Spec {
-        name: "mc mirror",
-        key: "mc",
-        version_arg: "--version",
-        env: "MC_HOST_src=http://{ak}:{sk}@{sh} MC_HOST_dst=http://{ak}:{sk}@{dh} MC_UPLOAD_MULTIPART_SIZE={part}MiB MC_UPLOAD_MULTIPART_THREADS=4",
-        args: "--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}",
-    },
-    Spec {
-        name: "s3sync",
-        key: "s3sync",
-        version_arg: "--help",
-        env: "SOURCE_ACCESS_KEY={ak} SOURCE_SECRET_ACCESS_KEY={sk} TARGET_ACCESS_KEY={ak} TARGET_SECRET_ACCESS_KEY={sk}",
-        args: "--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}",
-    },
-];
+const TOOLS: &str = "\
+snapferry|snapferry|--version|SNAPFERRY_SRC_ACCESS_KEY_ID={ak} SNAPFERRY_SRC_SECRET_ACCESS_KEY={sk} SNAPFERRY_DST_ACCESS_KEY_ID={ak} SNAPFERRY_DST_SECRET_ACCESS_KEY={sk}|sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}
+rclone|rclone|version|RCLONE_CONFIG={home}/rclone.conf RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio RCLONE_CONFIG_SRC_ENDPOINT={se} RCLONE_CONFIG_SRC_REGION=us-east-1 RCLONE_CONFIG_SRC_ACCESS_KEY_ID={ak} RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY={sk} RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Minio RCLONE_CONFIG_DST_ENDPOINT={de} RCLONE_CONFIG_DST_REGION=us-east-1 RCLONE_CONFIG_DST_ACCESS_KEY_ID={ak} RCLONE_CONFIG_DST_SECRET_ACCESS_KEY={sk}|sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q
+mc mirror|mc|--version|MC_HOST_src=http://{ak}:{sk}@{sh} MC_HOST_dst=http://{ak}:{sk}@{dh} MC_UPLOAD_MULTIPART_SIZE={part}MiB MC_UPLOAD_MULTIPART_THREADS=4|--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}
+s3sync|s3sync|--help|SOURCE_ACCESS_KEY={ak} SOURCE_SECRET_ACCESS_KEY={sk} TARGET_ACCESS_KEY={ak} TARGET_SECRET_ACCESS_KEY={sk}|--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}";
+
+/// Field `i` of `id`'s line of [`TOOLS`]: 0 name, 1 key, 2 version argument, 3
+/// environment, 4 arguments.
+fn spec(id: ToolId, i: usize) -> &'static str {
+    let line = TOOLS.lines().nth(id as usize).unwrap_or_default();
+    line.split('|').nth(i).expect("every tool has five fields")
+}
 
 impl ToolId {
     pub const ALL: [ToolId; 4] = [Self::Snapferry, Self::Rclone, Self::Mc, Self::S3sync];
 
     pub fn name(self) -> &'static str {
-        TOOLS[self as usize].name
+        spec(self, 0)
     }
 
     /// Its key in `--unavailable TOOL=REASON`.
     pub fn key(self) -> &'static str {
-        TOOLS[self as usize].key
+        spec(self, 1)
     }
 }
 
@@ -109,7 +83,7 @@ impl Tool {
     /// Probes a binary for its version; a missing or broken one is listed with the reason.
     pub fn probe(id: ToolId, bin: Option<PathBuf>, reason: Option<String>) -> Tool {
         let probed = |bin: &Path| -> std::result::Result<String, String> {
-            let arg = TOOLS[id as usize].version_arg;
+            let arg = spec(id, 2);
             let o = Command::new(bin).arg(arg).stdin(Stdio::null()).output();
             let o = o.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
             let (out, err) = (&o.stdout, &o.stderr);
@@ -203,14 +177,13 @@ pub fn invocation(
         let vars = names.zip(values);
         vars.fold(w.to_string(), |w, (k, v)| w.replace(&format!("{{{k}}}"), v))
     };
-    let spec = &TOOLS[tool.id as usize];
     let (home, rep) = (home.display().to_string(), report.display().to_string());
     let real = [se, de, home.as_str(), rep.as_str()];
-    for var in spec.env.split(' ') {
+    for var in spec(tool.id, 3).split(' ') {
         let (k, v) = var.split_once('=').expect("NAME=value");
         cmd.env(k, fill(v, real));
     }
-    let words: Vec<&str> = spec.args.split(' ').collect();
+    let words: Vec<&str> = spec(tool.id, 4).split(' ').collect();
     cmd.args(words.iter().map(|w| fill(w, real)));
     let name = bin.file_name().map(|n| n.to_string_lossy().into_owned());
     let name = name.unwrap_or_default();

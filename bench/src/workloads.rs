@@ -116,10 +116,10 @@ const W3_REPLICAS: u64 = 2;
 /// index scaled by one factor so the whole is about `target` bytes.
 pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     let size = |k: &String| Ok((k.clone(), std::fs::metadata(repo.join(k))?.len()));
-    let files = testkit::tree(repo)
+    let files: Vec<(String, u64)> = testkit::tree(repo)
         .iter()
         .map(size)
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<_>>()?;
     if files.is_empty() {
         bail!("no blobs under {}", repo.display());
     }
@@ -129,34 +129,25 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     };
     let grows = |k: &str, s: u64| is_data(k) && s > GROWS_ABOVE;
     let copies = |k: &str| [1, W3_REPLICAS][usize::from(k.starts_with("indices/"))];
-    let (mut fixed, mut growing) = (0u64, 0u64);
+    // Bytes of the blobs that keep their size, and of those that grow.
+    let mut sums = [0u64; 2];
     for (k, s) in &files {
-        *(if grows(k, *s) {
-            &mut growing
-        } else {
-            &mut fixed
-        }) += s * copies(k);
+        sums[usize::from(grows(k, *s))] += s * copies(k);
     }
+    let [fixed, growing] = sums;
     let factor = target.saturating_sub(fixed) as f64 / growing.max(1) as f64;
+    // indices/<uuid>/... -> indices/<uuid>r<r>/...
+    let replica = |k: &str, r: u64| match k.splitn(3, '/').collect::<Vec<_>>()[..] {
+        [a, b, rest] => format!("{a}/{b}r{r}/{rest}"),
+        _ => format!("{k}r{r}"),
+    };
     let mut objects = Vec::new();
     for (k, s) in &files {
         let grown = (*s as f64 * factor).round() as u64;
         let size = if grows(k, *s) { grown } else { *s };
-        if copies(k) == 1 {
-            objects.push(Obj {
-                key: k.clone(),
-                size,
-            });
-            continue;
-        }
-        for r in 0..W3_REPLICAS {
-            // indices/<uuid>/... -> indices/<uuid>r<r>/...
-            let key = match k.splitn(3, '/').collect::<Vec<_>>()[..] {
-                [a, b, rest] => format!("{a}/{b}r{r}/{rest}"),
-                _ => format!("{k}r{r}"),
-            };
-            objects.push(Obj { key, size });
-        }
+        let one = copies(k) == 1;
+        let keys = (0..copies(k)).map(|r| if one { k.clone() } else { replica(k, r) });
+        objects.extend(keys.map(|key| Obj { key, size }));
     }
     let data_blobs = files.iter().filter(|(k, _)| is_data(k)).count();
     let grown = files.iter().filter(|(k, s)| grows(k, *s)).count();
