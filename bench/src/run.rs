@@ -328,14 +328,11 @@ impl Env<'_> {
             (false, true) => Some(format!("exit {}: {}", m.status, m.stderr_tail)),
             (false, false) => None,
         };
-        let want = (w.objects.len() as u64, w.bytes());
+        let (wn, wb) = (w.objects.len() as u64, w.bytes());
         if problem.is_none() {
-            let ((n, b), (wn, wb)) = (self.totals(&dst.endpoint, &w.bucket)?, want);
-            if (n, b) != want {
-                problem = Some(format!(
-                    "destination holds {n} objects / {b} bytes, expected {wn} / {wb}"
-                ));
-            }
+            let (n, b) = self.totals(&dst.endpoint, &w.bucket)?;
+            let msg = format!("destination holds {n} objects / {b} bytes, expected {wn} / {wb}");
+            problem = ((n, b) != (wn, wb)).then_some(msg);
         }
         let server_cpu_seconds = cpu1 - cpu0;
         let other_cpu_seconds = (busy1 - busy0 - server_cpu_seconds - m.cpu()).max(0.0);
@@ -399,10 +396,8 @@ impl Env<'_> {
         let cp = cp.status();
         let totals = self.totals(&dst.endpoint, &w.bucket).ok();
         if !cp.is_ok_and(|s| s.success()) || totals != Some((w.objects.len() as u64, w.bytes())) {
-            let id = w.id;
-            log(format!(
-                "{id}: the directory copy failed; writing the destination with PUTs"
-            ));
+            let msg = "the directory copy failed; writing the destination with PUTs";
+            log(format!("{}: {msg}", w.id));
             self.write(&dst.endpoint, w)?;
         }
         Ok(dst)
