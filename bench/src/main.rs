@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use snapferry_bench::{chart, diff_memory, report, run, tools};
+use snapferry_bench::run::{self, log, Outputs, Results};
+use snapferry_bench::{chart, diff_memory, report, tools};
 
 #[derive(Parser)]
 #[command(name = "snapferry-bench", about = "snapferry's benchmark harness")]
@@ -19,7 +20,6 @@ struct Cli {
 enum Cmd {
     /// The differ memory probe: KEYS source keys against KEYS/2 destination keys.
     DiffMemory {
-        /// Source keys.
         #[arg(default_value_t = 1_000_000)]
         keys: u64,
     },
@@ -30,15 +30,8 @@ enum Cmd {
         /// The JSON `run` wrote.
         #[arg(long, default_value = "bench/results.json")]
         json: PathBuf,
-        /// Markdown results (its prose outside the generated blocks is kept).
-        #[arg(long, default_value = "bench/RESULTS.md")]
-        out: PathBuf,
-        /// SVG chart.
-        #[arg(long, default_value = "bench/throughput.svg")]
-        chart: PathBuf,
-        /// The command line RESULTS.md names as the way to regenerate it.
-        #[arg(long, default_value = "bash bench/run.sh")]
-        regenerate: String,
+        #[command(flatten)]
+        o: Outputs,
     },
     /// (internal) Runs a command and writes its wall time, CPU and peak RSS as JSON.
     #[command(hide = true)]
@@ -46,56 +39,48 @@ enum Cmd {
         /// Kill the command after this many milliseconds.
         #[arg(long)]
         limit_ms: u64,
-        /// Where the JSON goes.
         #[arg(long)]
         out: PathBuf,
-        /// The command and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
     },
 }
 
 /// RESULTS.md (its generated blocks) and the chart from the results.
-fn write_outputs(r: &run::Results, out: &Path, chart: &Path, regenerate: &str) -> Result<()> {
-    chart::write(r, chart)?;
-    let name = chart
-        .file_name()
-        .map_or(String::new(), |f| f.to_string_lossy().into());
-    let old = match std::fs::read_to_string(out) {
+fn write_outputs(r: &Results, o: &Outputs) -> Result<()> {
+    chart::write(r, &o.chart)?;
+    let name = o.chart.file_name().unwrap_or_default().to_string_lossy();
+    let (out, chart) = (o.out.display(), o.chart.display());
+    let old = match std::fs::read_to_string(&o.out) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        old => Some(old.with_context(|| format!("read {}", out.display()))?),
+        old => Some(old.with_context(|| format!("read {out}"))?),
     };
-    let md = report::merge(old.as_deref(), &report::blocks(r, regenerate, &name));
-    let md = md.with_context(|| format!("merge into {}", out.display()))?;
-    std::fs::write(out, md).with_context(|| format!("write {}", out.display()))?;
-    let (out, chart, min) = (out.display(), chart.display(), r.total_seconds / 60.0);
-    run::log(format!(
+    let md = report::merge(old.as_deref(), &report::blocks(r, &o.regenerate, &name));
+    let md = md.with_context(|| format!("merge into {out}"))?;
+    std::fs::write(&o.out, md).with_context(|| format!("write {out}"))?;
+    let min = r.total_seconds / 60.0;
+    log(format!(
         "wrote {out} and {chart} (the run took {min:.1} min)"
     ));
-    for t in report::targets(r) {
-        let verdict = ["not measured", "MISSED", "MET"][t.met.map_or(0, |m| 1 + m as usize)];
-        run::log(format!("{verdict}: {} — {}", t.target, t.measured));
+    for (target, measured, met) in report::targets(r) {
+        log(format!("{}: {target} — {measured}", report::verdict(met)));
     }
     Ok(())
+}
+
+fn read_json(json: &Path) -> Result<Results> {
+    let s = std::fs::read_to_string(json).with_context(|| format!("read {}", json.display()))?;
+    let mut r: Results = serde_json::from_str(&s)?;
+    if r.machine.is_empty() {
+        r.machine = machine(&std::env::temp_dir());
+    }
+    Ok(r)
 }
 
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::DiffMemory { keys } => diff_memory::main(keys),
-        Cmd::Report {
-            json,
-            out,
-            chart,
-            regenerate,
-        } => (|| {
-            let s = std::fs::read_to_string(&json)
-                .with_context(|| format!("read {}", json.display()))?;
-            let mut r: run::Results = serde_json::from_str(&s)?;
-            if r.machine.is_empty() {
-                r.machine = machine(&std::env::temp_dir());
-            }
-            write_outputs(&r, &out, &chart, &regenerate)
-        })(),
+        Cmd::Report { json, o } => read_json(&json).and_then(|r| write_outputs(&r, &o)),
         Cmd::MeasureChild {
             limit_ms,
             out,
@@ -108,33 +93,28 @@ fn main() -> ExitCode {
         }
         Cmd::Run(a) => run::run(&a).and_then(|mut r| {
             r.machine = machine(&a.work_dir);
-            let json = a
-                .json
-                .clone()
-                .unwrap_or_else(|| a.out.with_file_name("results.json"));
+            let json = a.json.clone();
+            let json = json.unwrap_or_else(|| a.o.out.with_file_name("results.json"));
             let text = serde_json::to_string_pretty(&r)?;
             std::fs::write(&json, text).with_context(|| format!("write {}", json.display()))?;
-            run::log(format!("wrote {}", json.display()));
-            write_outputs(&r, &a.out, &a.chart, &a.regenerate)
+            log(format!("wrote {}", json.display()));
+            write_outputs(&r, &a.o)
         }),
     };
-    res.map_or_else(
-        |e| {
-            eprintln!("snapferry-bench: {e:#}");
-            ExitCode::FAILURE
-        },
-        |()| ExitCode::SUCCESS,
-    )
+    if let Err(e) = res {
+        eprintln!("snapferry-bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// A few facts about the machine, as `(what, value)`; `work_dir` holds the servers' data.
 fn machine(work_dir: &Path) -> Vec<(String, String)> {
     let sh = |cmd: &str, args: &[&str]| {
         let o = std::process::Command::new(cmd).args(args).output().ok();
-        let o = o.filter(|o| o.status.success());
-        o.map_or("unknown".into(), |o| {
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        })
+        let o = o.filter(|o| o.status.success()).map(|o| o.stdout);
+        let o = o.map(|o| String::from_utf8_lossy(&o).trim().to_string());
+        o.unwrap_or_else(|| "unknown".into())
     };
     // The value after `key` and `sep` on the first line of `text` that starts with `key`.
     let field = |text: &str, key: &str, sep: char| {
@@ -144,36 +124,31 @@ fn machine(work_dir: &Path) -> Vec<(String, String)> {
     let file = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let unknown = || "unknown".to_string();
     let model = field(&file("/proc/cpuinfo"), "model name", ':').unwrap_or_else(unknown);
-    let hyper =
-        field(&sh("lscpu", &[]), "Hypervisor vendor", ':').map(|v| format!(", virtualised ({v})"));
-    let kib = field(&file("/proc/meminfo"), "MemTotal", ':')
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+    let hyper = field(&sh("lscpu", &[]), "Hypervisor vendor", ':');
+    let hyper = hyper.map_or(String::new(), |v| format!(", virtualised ({v})"));
+    let kib = field(&file("/proc/meminfo"), "MemTotal", ':');
+    let kib = kib.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
     let mem = kib.map_or_else(unknown, |k| format!("{:.1} GiB", k / (1 << 20) as f64));
     let os = field(&file("/etc/os-release"), "PRETTY_NAME", '=').unwrap_or_else(unknown);
     let dir = work_dir.display().to_string();
     let df = sh("df", &["-h", "--output=source,fstype,size,avail", &dir]);
-    let d: Vec<&str> = df
-        .lines()
-        .nth(1)
-        .unwrap_or("unknown")
-        .split_whitespace()
-        .collect();
+    let line = df.lines().nth(1).unwrap_or("unknown");
+    let d: Vec<&str> = line.split_whitespace().collect();
     let cell = |i: usize| d.get(i).copied().unwrap_or("?");
-    let dev = cell(0).rsplit('/').next().unwrap_or_default();
-    let rota = match file(&format!("/sys/block/{dev}/queue/rotational")).trim() {
+    let (dev, fs, size, free) = (cell(0), cell(1), cell(2), cell(3));
+    let name = dev.rsplit('/').next().unwrap_or_default();
+    let rota = match file(&format!("/sys/block/{name}/queue/rotational")).trim() {
         "0" => ", non-rotational",
         "1" => ", rotational",
         _ => "",
     };
-    let (dev, fs, size, free) = (cell(0), cell(1), cell(2), cell(3));
     let disk = format!(
         "{dev} ({fs}{rota}), {size} with {free} free, holding the servers' data under {dir}"
     );
-    let cores =
-        std::thread::available_parallelism().map_or_else(|_| unknown(), |n| n.get().to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get().to_string());
     let rows = [
-        ("CPU", format!("{model}{}", hyper.unwrap_or_default())),
-        ("cores", cores),
+        ("CPU", format!("{model}{hyper}")),
+        ("cores", cores.unwrap_or_else(|_| unknown())),
         ("memory", mem),
         ("OS", os),
         ("kernel", sh("uname", &["-srm"])),
@@ -182,5 +157,5 @@ fn machine(work_dir: &Path) -> Vec<(String, String)> {
         ("Rust", sh("rustc", &["--version"])),
         ("Go", sh("go", &["version"])),
     ];
-    rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    rows.map(|(k, v)| (k.to_string(), v)).into()
 }

@@ -13,28 +13,20 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use indicatif::HumanBytes;
 
-use crate::run::{Results, Sample, Series, WorkloadResult};
+use crate::run::{mib, DiffResult, PipeRun, Results, Sample, Series, WorkloadResult};
 use crate::stats::{figures, Figures, Spread};
 use crate::tools::{Measured, ToolId};
 use testkit::load::KINDS;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Metric {
-    /// snapferry's MiB/s over rclone's.
     ThroughputVsRclone,
-    /// snapferry's MiB/s as a percentage of the pipe limit's.
     PipeShare,
-    /// snapferry's objects/s over rclone's.
     ObjectsVsRclone,
-    /// rclone's wall time over snapferry's.
     SpeedupVsRclone,
-    /// The most HeadObject requests in one of snapferry's runs.
     Heads,
-    /// snapferry's median CPU seconds per GiB moved.
     CpuPerGib,
-    /// snapferry's largest peak RSS less its in-flight part buffers, MiB.
     RssAboveBuffers,
-    /// The differ probe's largest peak RSS, MiB.
     DiffRss,
 }
 
@@ -65,96 +57,48 @@ pub const TARGETS: &[(&str, Metric, Cmp, f64)] = &[
 ];
 
 /// One target judged: its words, what was measured, and the verdict (None: not measured).
-pub struct Judged {
-    pub target: String,
-    pub measured: String,
-    pub met: Option<bool>,
+pub type Judged = (String, String, Option<bool>);
+
+pub fn verdict(met: Option<bool>) -> &'static str {
+    ["not measured", "MISSED", "MET"][met.map_or(0, |m| 1 + m as usize)]
 }
 
 fn wl<'a>(r: &'a Results, id: &str) -> Option<&'a WorkloadResult> {
     r.workloads.iter().find(|w| w.id == id)
 }
 
-fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
+fn series<'a>(r: &'a Results, id: &str, tool: ToolId) -> Option<(&'a WorkloadResult, &'a Series)> {
     let w = wl(r, id)?;
-    figures(w, w.series.iter().find(|s| s.tool == tool)?, r.cores)
+    Some((w, w.series.iter().find(|s| s.tool == tool)?))
 }
 
-fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
-    let mibps = |p: &crate::run::PipeRun| p.bytes as f64 / p.wall_seconds / (1 << 20) as f64;
-    Spread::of(w.pipe.iter().map(mibps))
+fn fig(r: &Results, id: &str, tool: ToolId) -> Option<Figures> {
+    series(r, id, tool).and_then(|(w, s)| figures(w, s, r.cores))
 }
 
-/// The metric's value on workload `id` and how the table shows it.
-fn measure(r: &Results, id: &str, m: Metric, thr: f64) -> Option<(f64, String)> {
-    let sf = || fig(r, id, ToolId::Snapferry);
-    let rc = || fig(r, id, ToolId::Rclone);
-    Some(match m {
-        ThroughputVsRclone => {
-            let (s, c) = (sf()?.mibps.med, rc()?.mibps.med);
-            (s / c, format!("{:.2}× ({s:.0} vs {c:.0} MiB/s)", s / c))
-        }
-        PipeShare => {
-            let (s, p) = (sf()?.mibps.med, pipe_mibps(wl(r, id)?)?.med);
-            let v = 100.0 * s / p;
-            (v, format!("{v:.0}% ({s:.0} of {p:.0} MiB/s)"))
-        }
-        ObjectsVsRclone => {
-            let (s, c) = (sf()?.objps.med, rc()?.objps.med);
-            (s / c, format!("{:.2}× ({s:.0} vs {c:.0} objects/s)", s / c))
-        }
-        SpeedupVsRclone => {
-            let (s, c) = (sf()?.wall.med, rc()?.wall.med);
-            (c / s, format!("{:.1}× ({s:.2} s vs {c:.2} s)", c / s))
-        }
-        Heads => {
-            let s = wl(r, id)?
-                .series
-                .iter()
-                .find(|s| s.tool == ToolId::Snapferry)?;
-            let heads = s.samples.iter().map(|x| x.requests.get("HEAD").copied());
-            let max = heads.map(Option::unwrap_or_default).max()?;
-            let list = sf()?.requests_max.get("LIST").copied().unwrap_or(0);
-            let n = s.samples.len();
-            let shown = format!("at most {max} HeadObject requests in each of {n} timed runs (server-side count); {list} LIST");
-            (max as f64, shown)
-        }
-        CpuPerGib => {
-            let (f, w) = (sf()?, wl(r, id)?);
-            let (v, cpu, bytes) = (f.cpu_per_gib.med, f.cpu.med, HumanBytes(w.bytes));
-            (v, format!("{v:.2} CPU-s/GiB ({cpu:.1} CPU-s for {bytes})"))
-        }
-        RssAboveBuffers => {
-            let (f, w, k) = (sf()?, wl(r, id)?, r.knobs);
-            let per_job = match (w.noop, w.has_multipart) {
-                (true, _) => 0,
-                (false, true) => k.part_size.max(w.largest_single),
-                (false, false) => w.largest_single,
-            };
-            let buffers = (k.concurrency as u64 * per_job) as f64 / (1 << 20) as f64;
-            let (c, per, max, limit) =
-                (k.concurrency, HumanBytes(per_job), f.rss.max, thr + buffers);
-            let shown =
-                format!("{max:.0} MiB peak (limit {limit:.0} MiB = {thr} MiB + {c} × {per})");
-            (f.rss.max - buffers, shown)
-        }
-        DiffRss => {
-            let d = r.diff.as_ref()?;
-            let rss = Spread::of(d.samples.iter().map(|m| m.max_rss_kib as f64 / 1024.0))?;
-            let (max, n) = (rss.max, d.samples.len());
-            (max, format!("{max:.1} MiB peak RSS (largest of {n} runs)"))
-        }
-    })
+pub fn pipe_mibps(w: &WorkloadResult) -> Option<Spread> {
+    Spread::of(w.pipe.iter().map(|p| mib(p.bytes) / p.wall_seconds))
 }
 
-/// The target's words: "W1: at least 1.5× rclone's throughput".
-fn describe(r: &Results, id: &str, m: Metric, cmp: Cmp, thr: f64) -> String {
+/// The target's words ("W1: at least 1.5× rclone's throughput"), and the metric's value
+/// on workload `id` with how the table shows it (None: not measured).
+fn measure(
+    r: &Results,
+    id: &str,
+    m: Metric,
+    cmp: Cmp,
+    thr: f64,
+) -> (String, Option<(f64, String)>) {
     let b = match (cmp, thr == 0.0) {
         (AtMost, true) => "zero".to_string(),
         (AtMost, false) => format!("at most {thr}"),
         (AtLeast, _) => format!("at least {thr}"),
     };
-    match m {
+    let sf = || fig(r, id, ToolId::Snapferry);
+    let rc = || fig(r, id, ToolId::Rclone);
+    let ratio = |s: f64, c: f64, unit| (s / c, format!("{:.2}× ({s:.0} vs {c:.0} {unit})", s / c));
+    let keys = r.diff.as_ref().map(|d| format!(" of {} keys", d.keys));
+    let words = match m {
         ThroughputVsRclone => format!("{id}: {b}× rclone's throughput"),
         PipeShare => format!("{id}: {b}% of the pipe limit"),
         ObjectsVsRclone => format!("{id}: {b}× rclone's objects per second"),
@@ -162,29 +106,67 @@ fn describe(r: &Results, id: &str, m: Metric, cmp: Cmp, thr: f64) -> String {
         Heads => format!("{id}: {b} per-object HEAD requests for unchanged objects"),
         CpuPerGib => format!("CPU: {b} CPU-s per GiB moved, integrity on ({id})"),
         RssAboveBuffers => format!("Memory ({id}): peak RSS {b} MiB + in-flight part buffers"),
-        DiffRss => {
-            let keys = r.diff.as_ref().map(|d| format!(" of {} keys", d.keys));
-            format!("Memory ({id}): diff{} {b} MiB", keys.unwrap_or_default())
-        }
-    }
+        DiffRss => format!("Memory ({id}): diff{} {b} MiB", keys.unwrap_or_default()),
+    };
+    let got = || -> Option<(f64, String)> {
+        Some(match m {
+            ThroughputVsRclone => ratio(sf()?.mibps.med, rc()?.mibps.med, "MiB/s"),
+            ObjectsVsRclone => ratio(sf()?.objps.med, rc()?.objps.med, "objects/s"),
+            PipeShare => {
+                let (s, p) = (sf()?.mibps.med, pipe_mibps(wl(r, id)?)?.med);
+                let v = 100.0 * s / p;
+                (v, format!("{v:.0}% ({s:.0} of {p:.0} MiB/s)"))
+            }
+            SpeedupVsRclone => {
+                let (s, c) = (sf()?.wall.med, rc()?.wall.med);
+                (c / s, format!("{:.1}× ({s:.2} s vs {c:.2} s)", c / s))
+            }
+            Heads => {
+                let (_, s) = series(r, id, ToolId::Snapferry)?;
+                let heads = s.samples.iter().map(|x| x.requests.get("HEAD").copied());
+                let max = heads.map(Option::unwrap_or_default).max()?;
+                let list = sf()?.requests_max.get("LIST").copied().unwrap_or(0);
+                let n = s.samples.len();
+                let shown = format!("at most {max} HeadObject requests in each of {n} timed runs (server-side count); {list} LIST");
+                (max as f64, shown)
+            }
+            CpuPerGib => {
+                let (f, bytes) = (sf()?, HumanBytes(wl(r, id)?.bytes));
+                let (v, cpu) = (f.cpu_per_gib.med, f.cpu.med);
+                (v, format!("{v:.2} CPU-s/GiB ({cpu:.1} CPU-s for {bytes})"))
+            }
+            RssAboveBuffers => {
+                let (f, w, k) = (sf()?, wl(r, id)?, r.knobs);
+                let per_job = match (w.noop, w.has_multipart) {
+                    (true, _) => 0,
+                    (false, true) => k.part_size.max(w.largest_single),
+                    (false, false) => w.largest_single,
+                };
+                let buffers = mib(k.concurrency as u64 * per_job);
+                let (c, per, max) = (k.concurrency, HumanBytes(per_job), f.rss.max);
+                let limit = thr + buffers;
+                let shown =
+                    format!("{max:.0} MiB peak (limit {limit:.0} MiB = {thr} MiB + {c} × {per})");
+                (max - buffers, shown)
+            }
+            DiffRss => {
+                let d = r.diff.as_ref()?;
+                let max = Spread::of(d.samples.iter().map(|m| m.max_rss_kib as f64 / 1024.0))?.max;
+                let n = d.samples.len();
+                (max, format!("{max:.1} MiB peak RSS (largest of {n} runs)"))
+            }
+        })
+    };
+    (words, got())
 }
 
 /// Every target of [`TARGETS`], judged on `r`.
 pub fn targets(r: &Results) -> Vec<Judged> {
     let judge = |&(id, m, cmp, thr): &(&str, Metric, Cmp, f64)| {
-        let got = measure(r, id, m, thr);
-        let met = got
-            .as_ref()
-            .map(|&(v, _)| if cmp == AtLeast { v >= thr } else { v <= thr });
-        let (target, measured) = (
-            describe(r, id, m, cmp, thr),
-            got.map_or("—".into(), |(_, s)| s),
-        );
-        Judged {
-            target,
-            measured,
-            met,
-        }
+        let (target, got) = measure(r, id, m, cmp, thr);
+        let ok = |&(v, _): &(f64, String)| if cmp == AtLeast { v >= thr } else { v <= thr };
+        let met = got.as_ref().map(ok);
+        (target, got.map_or("—".into(), |(_, s)| s), met)
     };
     TARGETS.iter().map(judge).collect()
 }
@@ -210,13 +192,11 @@ snapferry's own code|-|snapferry";
 /// Shares of a profile's samples by what the code does, largest first.
 pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
     let mut m: BTreeMap<&str, f64> = BTreeMap::new();
-    for l in lines {
-        let Some((pct, rest)) = l.trim().split_once('%') else {
-            continue;
-        };
-        let (Ok(pct), rest) = (pct.trim().parse::<f64>(), rest.to_ascii_lowercase()) else {
-            continue;
-        };
+    let parse = |l: &String| {
+        let (pct, rest) = l.trim().split_once('%')?;
+        Some((pct.trim().parse::<f64>().ok()?, rest.to_ascii_lowercase()))
+    };
+    for (pct, rest) in lines.iter().filter_map(parse) {
         let kernel = rest.contains("[k]") || rest.contains("kernel");
         let has = |words: &str| words.split(' ').any(|w| w == "*" || rest.contains(w));
         let mut cats = CATEGORIES.lines().filter_map(|c| c.split_once('|'));
@@ -233,10 +213,8 @@ pub fn profile_categories(lines: &[String]) -> Vec<(&'static str, f64)> {
 
 /// A markdown table of `head` and `rows`, `|` in cells replaced (they come from logs).
 fn table(head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let head: String = head
-        .iter()
-        .map(|h| format!(" {h} |").replace("  |", " |"))
-        .collect();
+    let cell = |h: &&str| format!(" {h} |").replace("  |", " |");
+    let head: String = head.iter().map(cell).collect();
     let mut o = format!("|{head}\n|{}\n", "---|".repeat(head.matches('|').count()));
     for r in rows {
         let cells: Vec<String> = r.iter().map(|c| c.replace('|', "/")).collect();
@@ -264,70 +242,44 @@ fn tool_row(w: &WorkloadResult, s: &Series, cores: f64, pipe: Option<Spread>) ->
         }
         (false, None) => format!("{} MiB/s", f.mibps.show(1)),
     };
-    let m = &f.median_sample;
-    let digits = if f.objps.med < 10.0 { 2 } else { 0 };
+    let (m, digits) = (&f.median_sample, if f.objps.med < 10.0 { 2 } else { 0 });
     let copied = |s: String| if w.noop { "—".into() } else { s };
-    let (objps, per_gib) = (
-        copied(f.objps.show(digits)),
-        copied(format!("{:.2}", f.cpu_per_gib.med)),
-    );
-    let (wall, cpu, servers) = (
-        f.wall.show(2),
-        f.cpu.show(2),
-        format!("{:.1}", m.server_cpu_seconds),
-    );
-    let mut row = vec![name, wall, thr, objps, cpu, servers, per_gib, f.rss.show(0)];
-    row.extend(
-        KINDS
-            .iter()
-            .map(|k| m.requests.get(*k).unwrap_or(&0).to_string()),
-    );
+    let objps = copied(f.objps.show(digits));
+    let per_gib = copied(format!("{:.2}", f.cpu_per_gib.med));
+    let (wall, cpu, servers) = (f.wall.show(2), f.cpu.show(2), m.server_cpu_seconds);
+    let srv = format!("{servers:.1}");
+    let mut row = vec![name, wall, thr, objps, cpu, srv, per_gib, f.rss.show(0)];
+    row.extend(KINDS.map(|k| m.requests.get(k).unwrap_or(&0).to_string()));
     row.push(format!("{:.0}% ({:.0}%)", f.busy.med, f.others.med));
     row
 }
 
 fn show_requests(m: &BTreeMap<String, u64>) -> String {
-    let v: Vec<String> = m
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
+    let shown = |(k, n): (&String, &u64)| (*n > 0).then(|| format!("{k} {n}"));
+    let v = m.iter().filter_map(shown).collect::<Vec<_>>().join(", ");
     if v.is_empty() {
         "none".into()
     } else {
-        v.join(", ")
+        v
     }
 }
 
 fn workload_block(r: &Results, w: &WorkloadResult) -> String {
     let pipe = pipe_mibps(w);
     let what = if w.noop { "decided" } else { "throughput" };
-    let mut head = vec![
-        "tool",
-        "wall s",
-        what,
-        "objects/s",
-        "CPU s",
-        "servers CPU s",
-    ];
-    head.extend(["CPU s/GiB", "peak RSS MiB"].into_iter().chain(KINDS));
+    let mut head = vec!["tool", "wall s", what, "objects/s", "CPU s"];
+    head.extend(["servers CPU s", "CPU s/GiB", "peak RSS MiB"]);
+    head.extend(KINDS);
     head.push("busy (others)");
-    let mut rows: Vec<Vec<String>> = w
-        .series
-        .iter()
-        .map(|s| tool_row(w, s, r.cores, pipe))
-        .collect();
+    let row = |s| tool_row(w, s, r.cores, pipe);
+    let mut rows: Vec<Vec<String>> = w.series.iter().map(row).collect();
     if let Some(p) = pipe {
-        let of = |f: fn(&crate::run::PipeRun) -> f64, d| spread(w.pipe.iter().map(f), d);
+        let of = |f: fn(&PipeRun) -> f64, d| spread(w.pipe.iter().map(f), d);
         let (get, put) = (of(|x| x.get_seconds, 1), of(|x| x.put_seconds, 1));
         let done = format!("GETs done at {get} s, PUTs at {put} s");
+        let wall = of(|x| x.wall_seconds, 2);
         let mibps = format!("{} MiB/s", p.show(1));
-        rows.push(vec![
-            "**pipe limit**".into(),
-            of(|x| x.wall_seconds, 2),
-            mibps,
-            done,
-        ]);
+        rows.push(vec!["**pipe limit**".into(), wall, mibps, done]);
     }
     for row in &mut rows {
         row.resize(head.len(), "—".into());
@@ -337,19 +289,11 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
         let (tool, id) = (s.tool.name(), &w.id);
         if let Some(n) = s.samples.iter().find_map(|x| x.note.as_ref()) {
             // The first warning is enough: they repeat per object.
-            let first: String = n
-                .split(" / ")
-                .next()
-                .unwrap_or(n)
-                .chars()
-                .take(420)
-                .collect();
+            let first = n.split(" / ").next().unwrap_or(n);
+            let first: String = first.chars().take(420).collect();
             let first = first.replace('|', "/");
-            let _ = writeln!(
-                o,
-                "\n{tool} on {id}: {}.",
-                first.trim_end_matches(['.', ' '])
-            );
+            let first = first.trim_end_matches(['.', ' ']);
+            let _ = writeln!(o, "\n{tool} on {id}: {first}.");
         }
         if let Some(p) = s.samples.iter().find_map(|x| x.problem.as_ref()) {
             let p = p.replace('|', "/");
@@ -358,11 +302,8 @@ fn workload_block(r: &Results, w: &WorkloadResult) -> String {
     }
     if w.noop {
         o.push_str("\nBefore the timed runs each tool ran once, untimed, to bring the destination in sync by its own rules:\n");
-        for (s, wu) in w
-            .series
-            .iter()
-            .filter_map(|s| Some((s, s.warmup.as_ref()?)))
-        {
+        for s in &w.series {
+            let Some(wu) = &s.warmup else { continue };
             let problem = wu.problem.as_deref().map(|p| format!(" — problem: {p}"));
             let (wall, req) = (wu.measured.wall_seconds, show_requests(&wu.requests));
             let (tool, problem) = (s.tool.name(), problem.unwrap_or_default());
@@ -423,62 +364,34 @@ fn profiles_block(r: &Results) -> String {
     o
 }
 
-/// Every generated block of `r`, by name. `command` is how to regenerate, `chart` the
-/// chart's file name.
-pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, String> {
-    let mut b = BTreeMap::new();
-    let (k, min) = (r.knobs, |s: f64| s / 60.0);
-    let (total, setup) = (min(r.total_seconds), min(r.setup_seconds));
+fn run_block(r: &Results, command: &str, chart: &str) -> String {
+    let (total, setup) = (r.total_seconds / 60.0, r.setup_seconds / 60.0);
     let mut run = format!("Generated by `{command}` (the whole run took {total:.1} min, of which {setup:.1} min writing the workloads). Throughput chart: [`{chart}`]({chart}).");
     if (r.scale - 1.0).abs() > 1e-9 {
         let _ = write!(run, "\n\n> **Scaled run** (`--scale {}`): workloads are smaller than the issue's; the targets are not judged on this run's figures alone.", r.scale);
     }
-    b.insert("run", run);
-    let mut machine: Vec<Vec<String>> = r
-        .machine
-        .iter()
-        .map(|(a, v)| vec![a.clone(), v.clone()])
-        .collect();
-    let servers = format!("two MinIO servers on loopback, single drive each: {} (built from the Go module proxy by `fixtures/install-minio.sh`, started by the test kit as the end-to-end tests start them)", r.minio_version);
-    machine.push(vec!["S3 servers".into(), servers]);
-    b.insert("machine", table(&["", ""], machine));
-    let tool = |(id, v, why): &(ToolId, String, Option<String>)| {
-        let status = why
-            .as_ref()
-            .map_or("measured".into(), |w| format!("cannot run here: {w}"));
-        let v = if v.is_empty() {
-            "—".into()
-        } else {
-            v.clone()
-        };
-        vec![id.name().to_string(), v, status]
-    };
-    b.insert(
-        "tools",
-        table(&["tool", "version", "status"], r.tools.iter().map(tool)),
-    );
+    run
+}
+
+fn settings_block(r: &Results) -> String {
     let reps = match r.reps_w2 == r.reps {
         true => format!("{} repetitions", r.reps),
         false => format!("{} repetitions ({} for W2)", r.reps, r.reps_w2),
     };
+    let (k, cores, scale) = (r.knobs, r.cores, r.scale);
     let (part, thr, c) = (
         HumanBytes(k.part_size),
         HumanBytes(k.threshold),
         k.concurrency,
     );
-    let (cores, scale) = (r.cores, r.scale);
-    b.insert("settings", format!("This run: {reps}; **{c} transfers in flight, {part} parts, multipart above {thr}**; {cores:.0} cores; workloads at scale {scale}."));
+    format!("This run: {reps}; **{c} transfers in flight, {part} parts, multipart above {thr}**; {cores:.0} cores; workloads at scale {scale}.")
+}
+
+fn workloads_block(r: &Results) -> String {
     let workload = |x: &WorkloadResult| {
-        let (objects, bytes) = (x.objects.to_string(), HumanBytes(x.bytes).to_string());
-        let (id, title, sizes) = (x.id.clone(), x.title.clone(), x.sizes.clone());
-        vec![
-            id,
-            title,
-            objects,
-            bytes,
-            sizes,
-            format!("{:.0} s", x.generate_seconds),
-        ]
+        let (n, bytes) = (x.objects.to_string(), HumanBytes(x.bytes).to_string());
+        let (id, title, gen) = (x.id.clone(), x.title.clone(), x.generate_seconds);
+        vec![id, title, n, bytes, x.sizes.clone(), format!("{gen:.0} s")]
     };
     let mut rows: Vec<Vec<String>> = r.workloads.iter().map(workload).collect();
     if let Some(d) = &r.diff {
@@ -487,97 +400,89 @@ pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, Strin
         row.resize(6, "—".into());
         rows.push(row);
     }
-    let mut w = table(
-        &["", "what", "objects", "bytes", "sizes", "written in"],
-        rows,
-    );
+    let head = ["", "what", "objects", "bytes", "sizes", "written in"];
+    let mut w = table(&head, rows);
     for x in r.workloads.iter().filter(|x| !x.note.is_empty()) {
         let _ = writeln!(w, "\n{}: {}.", x.id, x.note);
     }
-    b.insert("workloads", w);
-    for x in &r.workloads {
-        b.insert(&x.id, workload_block(r, x));
-    }
-    b.insert("latency", latency_block(r));
-    if let Some(d) = &r.diff {
-        let s = &d.samples;
-        let of = |f: fn(&Measured) -> f64, d| spread(s.iter().map(f), d);
-        let (wall, cpu) = (of(|m| m.wall_seconds, 2), of(|m| m.cpu(), 2));
-        let rss = of(|m| m.max_rss_kib as f64 / 1024.0, 1);
-        let line = s
-            .last()
-            .map(|m| m.stdout.trim().to_string())
-            .unwrap_or_default();
-        let head = [
-            "tool",
-            "wall s",
-            "CPU s",
-            "peak RSS MiB (rusage)",
-            "probe's own line",
-        ];
-        let t = table(
-            &head,
-            [vec![
-                "snapferry (engine differ)".into(),
-                wall,
-                cpu,
-                rss,
-                line,
-            ]],
-        );
-        b.insert(
-            "W5",
-            format!("### W5 — diff of {} keys (memory)\n\n{t}", d.keys),
-        );
-    }
-    let verdict = |met: Option<bool>| {
-        ["not measured", "**MISSED**", "**MET**"][met.map_or(0, |m| 1 + m as usize)]
+    w
+}
+
+fn w5_block(d: &DiffResult) -> String {
+    let of = |f: fn(&Measured) -> f64, n| spread(d.samples.iter().map(f), n);
+    let (wall, cpu) = (of(|m| m.wall_seconds, 2), of(|m| m.cpu(), 2));
+    let rss = of(|m| m.max_rss_kib as f64 / 1024.0, 1);
+    let line = d.samples.last().map_or("", |m| m.stdout.trim()).to_string();
+    let head = ["tool", "wall s", "CPU s", "peak RSS MiB (rusage)"];
+    let head = [&head[..], &["probe's own line"]].concat();
+    let row = |line| vec!["snapferry (engine differ)".into(), wall, cpu, rss, line];
+    let t = table(&head, [row(line)]);
+    format!("### W5 — diff of {} keys (memory)\n\n{t}", d.keys)
+}
+
+/// Every generated block of `r`, by name. `command` is how to regenerate, `chart` the
+/// chart's file name.
+pub fn blocks(r: &Results, command: &str, chart: &str) -> BTreeMap<String, String> {
+    let row = |(a, v): &(String, String)| vec![a.clone(), v.clone()];
+    let mut machine: Vec<Vec<String>> = r.machine.iter().map(row).collect();
+    let servers = format!("two MinIO servers on loopback, single drive each: {} (built from the Go module proxy by `fixtures/install-minio.sh`, started by the test kit as the end-to-end tests start them)", r.minio_version);
+    machine.push(vec!["S3 servers".into(), servers]);
+    let tool = |(id, v, why): &(ToolId, String, Option<String>)| {
+        let status = why.as_ref().map(|w| format!("cannot run here: {w}"));
+        let status = status.unwrap_or("measured".into());
+        let v = if v.is_empty() { "—" } else { v }.to_string();
+        vec![id.name().to_string(), v, status]
     };
-    let targets = targets(r)
-        .into_iter()
-        .map(|j| vec![j.target, j.measured, verdict(j.met).into()]);
-    b.insert(
-        "targets",
-        table(&["target", "measured", "verdict"], targets),
-    );
-    b.insert("profiles", profiles_block(r));
-    let w1 = r
-        .workloads
-        .iter()
-        .find(|w| w.id == "W1")
-        .or(r.workloads.first());
+    let bold = |met: Option<bool>| match met {
+        Some(_) => format!("**{}**", verdict(met)),
+        None => verdict(met).into(),
+    };
+    let target = |(target, measured, met): Judged| vec![target, measured, bold(met)];
+    let targets = targets(r).into_iter().map(target);
+    let w1 = wl(r, "W1").or(r.workloads.first());
     let commands = w1
         .iter()
         .flat_map(|w| &w.series)
         .filter(|s| !s.command.is_empty());
     let cmds: String = commands.map(|s| format!("{}\n", s.command)).collect();
-    b.insert("commands", format!("```sh\n{cmds}```"));
-    b.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    let tools = r.tools.iter().map(tool);
+    let mut b = BTreeMap::from([
+        ("run".to_string(), run_block(r, command, chart)),
+        ("machine".into(), table(&["", ""], machine)),
+        ("tools".into(), table(&["tool", "version", "status"], tools)),
+        ("settings".into(), settings_block(r)),
+        ("workloads".into(), workloads_block(r)),
+        ("latency".into(), latency_block(r)),
+        (
+            "targets".into(),
+            table(&["target", "measured", "verdict"], targets),
+        ),
+        ("profiles".into(), profiles_block(r)),
+        ("commands".into(), format!("```sh\n{cmds}```")),
+    ]);
+    let workload = |x: &WorkloadResult| (x.id.clone(), workload_block(r, x));
+    b.extend(r.workloads.iter().map(workload));
+    b.extend(r.diff.as_ref().map(|d| ("W5".to_string(), w5_block(d))));
+    b
 }
 
-/// A new RESULTS.md: headings, and each block in its place.
-const SKELETON: &[(&str, &str)] = &[
-    ("# snapferry benchmark results", "run"),
-    ("## Machine", "machine"),
-    ("## Tools", "tools"),
-    ("## Method", "settings"),
-    ("## Workloads", "workloads"),
-    ("## Results", "W1"),
-    ("", "W2"),
-    ("", "W3"),
-    ("", "W4"),
-    (
-        "### snapferry's per-request latency (its hdrhistogram, median run)",
-        "latency",
-    ),
-    ("", "W5"),
-    ("## Targets", "targets"),
-    (
-        "## Profiles (snapferry under `perf record`, one extra untimed run each)",
-        "profiles",
-    ),
-    ("## Command lines", "commands"),
-];
+/// A new RESULTS.md: headings (none: the block goes under the one before), and each
+/// block in its place.
+const SKELETON: &str = "\
+# snapferry benchmark results|run
+## Machine|machine
+## Tools|tools
+## Method|settings
+## Workloads|workloads
+## Results|W1
+|W2
+|W3
+|W4
+### snapferry's per-request latency (its hdrhistogram, median run)|latency
+|W5
+## Targets|targets
+## Profiles (snapferry under `perf record`, one extra untimed run each)|profiles
+## Command lines|commands";
 
 fn marked(name: &str, body: Option<&String>) -> String {
     let body = body.map_or("*Not measured in this run.*", |b| b.trim_end());
@@ -587,24 +492,15 @@ fn marked(name: &str, body: Option<&String>) -> String {
 /// `existing` (None: a new file) with every generated block replaced by its new content,
 /// and everything outside the markers as it was.
 pub fn merge(existing: Option<&str>, blocks: &BTreeMap<String, String>) -> Result<String> {
-    let skeleton: String;
-    let text = match existing {
-        Some(t) => t,
-        None => {
-            skeleton = SKELETON
-                .iter()
-                .map(|(h, n)| format!("{h}\n\n<!-- generated: {n} -->\n<!-- /generated -->\n\n"))
-                .collect();
-            &skeleton
-        }
-    };
+    let place = |(h, n)| format!("{h}\n\n<!-- generated: {n} -->\n<!-- /generated -->\n\n");
+    let places = SKELETON.lines().filter_map(|l| l.split_once('|'));
+    let skeleton: String = places.map(place).collect();
     let (mut out, mut seen, mut inside) = (String::new(), Vec::new(), None);
-    for line in text.lines() {
+    for line in existing.unwrap_or(&skeleton).lines() {
         let t = line.trim();
-        if let Some(name) = t
-            .strip_prefix("<!-- generated: ")
-            .and_then(|r| r.strip_suffix(" -->"))
-        {
+        let open = t.strip_prefix("<!-- generated: ");
+        let open = open.and_then(|r| r.strip_suffix(" -->"));
+        if let Some(name) = open {
             if let Some(open) = inside {
                 bail!("generated block {open:?} has no end marker before {name:?}");
             }

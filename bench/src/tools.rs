@@ -21,10 +21,8 @@ pub fn set_harness_exe(p: PathBuf) {
 }
 
 pub fn harness_exe() -> Result<PathBuf> {
-    Ok(HARNESS_EXE
-        .get()
-        .cloned()
-        .map_or_else(std::env::current_exe, Ok)?)
+    let exe = HARNESS_EXE.get().cloned();
+    Ok(exe.map_or_else(std::env::current_exe, Ok)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,69 +33,38 @@ pub enum ToolId {
     S3sync,
 }
 
-/// How each tool is run: its name in the tables, its key in `--unavailable TOOL=REASON`,
-/// the argument that prints its version, its environment and its command line. In the
-/// last two, `{c}` is the concurrency, `{part}`/`{thr}` the part size and multipart
-/// threshold in MiB, `{se}`/`{sb}` the source's endpoint and bucket, `{de}`/`{db}` the
-/// destination's, `{sh}`/`{dh}` their host:port, `{ak}`/`{sk}` the credentials, `{home}`
-/// the tool's scratch directory and `{report}` snapferry's JSON report.
-struct Spec {
-    name: &'static str,
-    key: &'static str,
-    version_arg: &'static str,
-    env: &'static str,
-    args: &'static str,
+/// How each tool is run, a line each: its name in the tables, its key in `--unavailable
+/// TOOL=REASON`, the argument that prints its version, its environment and its command
+/// line. In the last two, `{c}` is the concurrency, `{part}`/`{thr}` the part size and
+/// multipart threshold in MiB, `{se}`/`{sb}` the source's endpoint and bucket,
+/// `{de}`/`{db}` the destination's, `{sh}`/`{dh}` their host:port, `{ak}`/`{sk}` the
+/// credentials, `{home}` the tool's scratch directory and `{report}` snapferry's JSON
+/// report. rclone's remotes come from the environment (an empty config file keeps it
+/// from looking for one). s3sync built without its default features has no --version:
+/// --help probes it and the version comes from its install directory (s3sync-<version>).
+const TOOLS: &str = "\
+snapferry|snapferry|--version|SNAPFERRY_SRC_ACCESS_KEY_ID={ak} SNAPFERRY_SRC_SECRET_ACCESS_KEY={sk} SNAPFERRY_DST_ACCESS_KEY_ID={ak} SNAPFERRY_DST_SECRET_ACCESS_KEY={sk}|sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}
+rclone|rclone|version|RCLONE_CONFIG={home}/rclone.conf RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio RCLONE_CONFIG_SRC_ENDPOINT={se} RCLONE_CONFIG_SRC_REGION=us-east-1 RCLONE_CONFIG_SRC_ACCESS_KEY_ID={ak} RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY={sk} RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Minio RCLONE_CONFIG_DST_ENDPOINT={de} RCLONE_CONFIG_DST_REGION=us-east-1 RCLONE_CONFIG_DST_ACCESS_KEY_ID={ak} RCLONE_CONFIG_DST_SECRET_ACCESS_KEY={sk}|sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q
+mc mirror|mc|--version|MC_HOST_src=http://{ak}:{sk}@{sh} MC_HOST_dst=http://{ak}:{sk}@{dh} MC_UPLOAD_MULTIPART_SIZE={part}MiB MC_UPLOAD_MULTIPART_THREADS=4|--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}
+s3sync|s3sync|--help|SOURCE_ACCESS_KEY={ak} SOURCE_SECRET_ACCESS_KEY={sk} TARGET_ACCESS_KEY={ak} TARGET_SECRET_ACCESS_KEY={sk}|--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}";
+
+/// Field `i` of `id`'s line of [`TOOLS`]: 0 name, 1 key, 2 version argument, 3
+/// environment, 4 arguments.
+fn spec(id: ToolId, i: usize) -> &'static str {
+    let line = TOOLS.lines().nth(id as usize).unwrap_or_default();
+    line.split('|').nth(i).expect("every tool has five fields")
 }
 
-/// rclone's remotes come from the environment (an empty config file keeps it from
-/// looking for one). s3sync built without its default features has no --version:
-/// --help probes it and the version comes from its install directory (s3sync-<version>).
-const TOOLS: [Spec; 4] = [
-    Spec {
-        name: "snapferry",
-        key: "snapferry",
-        version_arg: "--version",
-        env: "SNAPFERRY_SRC_ACCESS_KEY_ID={ak} SNAPFERRY_SRC_SECRET_ACCESS_KEY={sk} SNAPFERRY_DST_ACCESS_KEY_ID={ak} SNAPFERRY_DST_SECRET_ACCESS_KEY={sk}",
-        args: "sync s3://{sb} s3://{db} --src-endpoint {se} --dst-endpoint {de} --concurrency {c} --part-size {part}MiB --multipart-threshold {thr}MiB --snapshot-aware off --progress never --report {report}",
-    },
-    Spec {
-        name: "rclone",
-        key: "rclone",
-        version_arg: "version",
-        env: "RCLONE_CONFIG={home}/rclone.conf RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio RCLONE_CONFIG_SRC_ENDPOINT={se} RCLONE_CONFIG_SRC_REGION=us-east-1 RCLONE_CONFIG_SRC_ACCESS_KEY_ID={ak} RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY={sk} RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Minio RCLONE_CONFIG_DST_ENDPOINT={de} RCLONE_CONFIG_DST_REGION=us-east-1 RCLONE_CONFIG_DST_ACCESS_KEY_ID={ak} RCLONE_CONFIG_DST_SECRET_ACCESS_KEY={sk}",
-        args: "sync src:{sb} dst:{db} --transfers {c} --checkers {c} --s3-upload-concurrency 4 --s3-chunk-size {part}Mi --s3-upload-cutoff {thr}Mi --fast-list --checksum --s3-no-check-bucket -q",
-    },
-    Spec {
-        name: "mc mirror",
-        key: "mc",
-        version_arg: "--version",
-        env: "MC_HOST_src=http://{ak}:{sk}@{sh} MC_HOST_dst=http://{ak}:{sk}@{dh} MC_UPLOAD_MULTIPART_SIZE={part}MiB MC_UPLOAD_MULTIPART_THREADS=4",
-        args: "--config-dir {home}/mc --quiet --no-color mirror --overwrite --checksum CRC32 src/{sb} dst/{db}",
-    },
-    Spec {
-        name: "s3sync",
-        key: "s3sync",
-        version_arg: "--help",
-        env: "SOURCE_ACCESS_KEY={ak} SOURCE_SECRET_ACCESS_KEY={sk} TARGET_ACCESS_KEY={ak} TARGET_SECRET_ACCESS_KEY={sk}",
-        args: "--source-endpoint-url {se} --source-force-path-style --source-region us-east-1 --target-endpoint-url {de} --target-force-path-style --target-region us-east-1 --worker-size {c} --multipart-threshold {thr}MiB --multipart-chunksize {part}MiB --show-no-progress s3://{sb} s3://{db}",
-    },
-];
-
 impl ToolId {
-    pub const ALL: [ToolId; 4] = [
-        ToolId::Snapferry,
-        ToolId::Rclone,
-        ToolId::Mc,
-        ToolId::S3sync,
-    ];
+    pub const ALL: [ToolId; 4] = [Self::Snapferry, Self::Rclone, Self::Mc, Self::S3sync];
 
     pub fn name(self) -> &'static str {
-        TOOLS[self as usize].name
+        spec(self, 0)
     }
 
     /// Its key in `--unavailable TOOL=REASON`.
     pub fn key(self) -> &'static str {
-        TOOLS[self as usize].key
+        spec(self, 1)
     }
 }
 
@@ -116,38 +83,40 @@ impl Tool {
     /// Probes a binary for its version; a missing or broken one is listed with the reason.
     pub fn probe(id: ToolId, bin: Option<PathBuf>, reason: Option<String>) -> Tool {
         let probed = |bin: &Path| -> std::result::Result<String, String> {
-            let arg = TOOLS[id as usize].version_arg;
+            let arg = spec(id, 2);
             let o = Command::new(bin).arg(arg).stdin(Stdio::null()).output();
             let o = o.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            let (out, err) = (&o.stdout, &o.stderr);
+            let (out, err) = (String::from_utf8_lossy(out), String::from_utf8_lossy(err));
             if !o.status.success() {
-                let err = String::from_utf8_lossy(&o.stderr);
                 return Err(format!("{} {arg} failed: {}", bin.display(), err.trim()));
             }
             if id != ToolId::S3sync {
-                let out = String::from_utf8_lossy(&o.stdout);
                 return Ok(out.lines().next().unwrap_or_default().trim().to_string());
             }
-            let v = bin
-                .ancestors()
-                .find_map(|p| p.file_name()?.to_str()?.strip_prefix("s3sync-"));
-            Ok(v.map_or("s3sync (version unknown)".into(), |v| {
-                format!("s3sync {v} (crates.io, --no-default-features)")
-            }))
+            let v = |p: &Path| {
+                Some(
+                    p.file_name()?
+                        .to_str()?
+                        .strip_prefix("s3sync-")?
+                        .to_string(),
+                )
+            };
+            Ok(match bin.ancestors().find_map(v) {
+                Some(v) => format!("s3sync {v} (crates.io, --no-default-features)"),
+                None => "s3sync (version unknown)".into(),
+            })
         };
         let got = bin.ok_or_else(|| reason.unwrap_or_else(|| "no binary given".into()));
-        match got.and_then(|b| Ok((probed(&b)?, b))) {
-            Ok((version, b)) => Tool {
-                id,
-                bin: Some(b),
-                version,
-                unavailable: None,
-            },
-            Err(why) => Tool {
-                id,
-                bin: None,
-                version: String::new(),
-                unavailable: Some(why),
-            },
+        let (bin, version, unavailable) = match got.and_then(|b| Ok((probed(&b)?, b))) {
+            Ok((version, b)) => (Some(b), version, None),
+            Err(why) => (None, String::new(), Some(why)),
+        };
+        Tool {
+            id,
+            bin,
+            version,
+            unavailable,
         }
     }
 }
@@ -190,55 +159,43 @@ pub fn invocation(
     std::fs::create_dir_all(home)?;
     let mut cmd = Command::new(bin);
     let path = std::env::var("PATH").unwrap_or_default();
-    cmd.env_clear()
-        .env("PATH", path)
-        .env("HOME", home)
-        .stdin(Stdio::null());
+    cmd.env_clear().env("PATH", path).env("HOME", home);
+    cmd.stdin(Stdio::null());
     if tool.id == ToolId::Rclone {
         std::fs::write(home.join("rclone.conf"), "")?;
     }
     let (c, part) = (k.concurrency.to_string(), (k.part_size >> 20).to_string());
     let thr = (k.threshold >> 20).to_string();
     let fill = |w: &str, [se, de, home, report]: [&str; 4]| {
-        let (c, part, thr) = (c.as_str(), part.as_str(), thr.as_str());
-        let knobs = [
-            ("c", c),
-            ("part", part),
-            ("thr", thr),
-            ("ak", AK),
-            ("sk", SK),
-        ];
-        let sides = [("se", se), ("de", de), ("sb", sb), ("db", db)];
-        let hosts = [
-            ("sh", se.trim_start_matches("http://")),
-            ("dh", de.trim_start_matches("http://")),
-        ];
-        let vars = knobs.into_iter().chain(sides).chain(hosts);
-        let vars = vars.chain([("home", home), ("report", report)]);
+        let (sh, dh) = (
+            se.trim_start_matches("http://"),
+            de.trim_start_matches("http://"),
+        );
+        let knobs: [&str; 7] = [&c, &part, &thr, AK, SK, se, de];
+        let values = knobs.into_iter().chain([sb, db, sh, dh, home, report]);
+        let names = "c part thr ak sk se de sb db sh dh home report".split(' ');
+        let vars = names.zip(values);
         vars.fold(w.to_string(), |w, (k, v)| w.replace(&format!("{{{k}}}"), v))
     };
-    let spec = &TOOLS[tool.id as usize];
     let (home, rep) = (home.display().to_string(), report.display().to_string());
     let real = [se, de, home.as_str(), rep.as_str()];
-    for var in spec.env.split(' ') {
+    for var in spec(tool.id, 3).split(' ') {
         let (k, v) = var.split_once('=').expect("NAME=value");
         cmd.env(k, fill(v, real));
     }
-    let words: Vec<&str> = spec.args.split(' ').collect();
+    let words: Vec<&str> = spec(tool.id, 4).split(' ').collect();
     cmd.args(words.iter().map(|w| fill(w, real)));
-    let name = bin
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let shown = words
-        .iter()
-        .map(|w| fill(w, ["$SRC", "$DST", "$HOME", "report.json"]));
-    let shown = std::iter::once(name)
-        .chain(shown)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = bin.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_default();
+    let shown_vars = ["$SRC", "$DST", "$HOME", "report.json"];
+    let shown = words.iter().map(|w| fill(w, shown_vars));
+    let shown: Vec<String> = std::iter::once(name).chain(shown).collect();
     let report = (tool.id == ToolId::Snapferry).then(|| report.to_path_buf());
-    Ok(Invocation { cmd, shown, report })
+    Ok(Invocation {
+        cmd,
+        shown: shown.join(" "),
+        report,
+    })
 }
 
 /// How a child process ran, as the OS accounts it (wall time, CPU, peak RSS, exit), and
@@ -283,16 +240,10 @@ impl Measured {
 pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Measured> {
     let file = |ext: &str| log_base.with_extension(ext);
     let mut m = Command::new(harness_exe()?);
-    m.args([
-        "measure-child",
-        "--limit-ms",
-        &limit.as_millis().to_string(),
-        "--out",
-    ]);
-    m.arg(file("rusage.json"))
-        .arg("--")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+    let ms = limit.as_millis().to_string();
+    m.args(["measure-child", "--limit-ms", &ms, "--out"])
+        .arg(file("rusage.json"));
+    m.arg("--").arg(cmd.get_program()).args(cmd.get_args());
     m.env_clear()
         .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
     m.stdin(Stdio::null())
@@ -302,14 +253,14 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
         m.current_dir(d);
     }
     testkit::usage::die_with_parent(&mut m);
-    let status = m
-        .status()
-        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    let status = m.status();
+    let status = status.with_context(|| format!("spawn {:?}", cmd.get_program()))?;
     let read = |ext: &str| std::fs::read_to_string(file(ext)).unwrap_or_default();
     let (stdout, stderr) = (read("stdout"), read("stderr"));
-    let mut got: Measured = serde_json::from_str(&read("rusage.json")).with_context(|| {
-        let err = tail(&stderr, 4);
-        format!("measuring {:?} failed ({status}): {err}", cmd.get_program())
+    let got = serde_json::from_str::<Measured>(&read("rusage.json"));
+    let mut got = got.with_context(|| {
+        let (what, err) = (cmd.get_program(), tail(&stderr, 4));
+        format!("measuring {what:?} failed ({status}): {err}")
     })?;
     if got.status != 0 || got.timed_out {
         // Some tools (s3sync) log to stdout.
@@ -329,7 +280,6 @@ pub fn run_measured(cmd: Command, log_base: &Path, limit: Duration) -> Result<Me
 /// The last `n` non-empty lines, joined with ` | `, the secret redacted.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .join(" | ")
-        .replace(SK, "<secret>")
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    tail.replace(SK, "<secret>")
 }

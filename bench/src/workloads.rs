@@ -28,8 +28,7 @@ pub struct Workload {
 impl Workload {
     fn new(id: &'static str, title: String, mut objects: Vec<Obj>, noop: bool) -> Workload {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        let bucket = format!("bench-{}", id.to_lowercase());
-        let note = String::new();
+        let (bucket, note) = (format!("bench-{}", id.to_lowercase()), String::new());
         Workload {
             id,
             title,
@@ -49,9 +48,8 @@ pub const MIB: u64 = 1 << 20;
 
 fn uuid(rng: &mut StdRng) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..22)
-        .map(|_| A[rng.random_range(0..A.len())] as char)
-        .collect()
+    let letter = |_| A[rng.random_range(0..A.len())] as char;
+    (0..22).map(letter).collect()
 }
 
 /// `n` blobs of `min..=max` bytes spread over `indices` indices (default one per 1,000
@@ -59,17 +57,16 @@ fn uuid(rng: &mut StdRng) -> String {
 fn blobs(rng: &mut StdRng, n: u64, indices: Option<u64>, (min, max): (u64, u64)) -> Vec<Obj> {
     let n_ids = indices.unwrap_or(n / 1000).max(1);
     let ids: Vec<String> = (0..n_ids).map(|_| uuid(rng)).collect();
-    (0..n)
-        .map(|i| {
-            let idx = &ids[(i as usize) % ids.len()];
-            let shard = (i / ids.len() as u64) % 5;
-            let key = format!("indices/{idx}/{shard}/__{}", uuid(rng));
-            Obj {
-                key,
-                size: rng.random_range(min..=max),
-            }
-        })
-        .collect()
+    let blob = |i: u64| {
+        let idx = &ids[(i as usize) % ids.len()];
+        let shard = (i / ids.len() as u64) % 5;
+        let key = format!("indices/{idx}/{shard}/__{}", uuid(rng));
+        Obj {
+            key,
+            size: rng.random_range(min..=max),
+        }
+    };
+    (0..n).map(blob).collect()
 }
 
 fn count(n: f64, scale: f64) -> u64 {
@@ -80,12 +77,11 @@ pub fn w1(scale: f64) -> Workload {
     let mut rng = StdRng::seed_from_u64(1);
     let size = ((512.0 * scale).round() as u64).max(1) * MIB;
     let idx = uuid(&mut rng);
-    let objects = (0..8)
-        .map(|i| Obj {
-            key: format!("indices/{idx}/{}/__{}", i % 2, uuid(&mut rng)),
-            size,
-        })
-        .collect();
+    let blob = |i| Obj {
+        key: format!("indices/{idx}/{}/__{}", i % 2, uuid(&mut rng)),
+        size,
+    };
+    let objects = (0..8).map(blob).collect();
     Workload::new(
         "W1",
         format!("8 × {} MiB data blobs", size / MIB),
@@ -104,12 +100,8 @@ pub fn w2(scale: f64) -> Workload {
 /// index directories of 5 shard directories each.
 pub fn w4(scale: f64, indices: Option<u64>) -> Workload {
     let n = count(100_000.0, scale);
-    let objects = blobs(
-        &mut StdRng::seed_from_u64(4),
-        n,
-        indices,
-        (1 << 10, 4 << 10),
-    );
+    let rng = &mut StdRng::seed_from_u64(4);
+    let objects = blobs(rng, n, indices, (1 << 10, 4 << 10));
     let title = format!("no-op re-sync of {n} objects already in sync");
     Workload::new("W4", title, objects, true)
 }
@@ -137,38 +129,25 @@ pub fn w3(repo: &Path, target: u64) -> Result<Workload> {
     };
     let grows = |k: &str, s: u64| is_data(k) && s > GROWS_ABOVE;
     let copies = |k: &str| [1, W3_REPLICAS][usize::from(k.starts_with("indices/"))];
-    let (mut fixed, mut growing) = (0u64, 0u64);
+    // Bytes of the blobs that keep their size, and of those that grow.
+    let mut sums = [0u64; 2];
     for (k, s) in &files {
-        let sum = if grows(k, *s) {
-            &mut growing
-        } else {
-            &mut fixed
-        };
-        *sum += s * copies(k);
+        sums[usize::from(grows(k, *s))] += s * copies(k);
     }
+    let [fixed, growing] = sums;
     let factor = target.saturating_sub(fixed) as f64 / growing.max(1) as f64;
+    // indices/<uuid>/... -> indices/<uuid>r<r>/...
+    let replica = |k: &str, r: u64| match k.splitn(3, '/').collect::<Vec<_>>()[..] {
+        [a, b, rest] => format!("{a}/{b}r{r}/{rest}"),
+        _ => format!("{k}r{r}"),
+    };
     let mut objects = Vec::new();
     for (k, s) in &files {
-        let size = if grows(k, *s) {
-            (*s as f64 * factor).round() as u64
-        } else {
-            *s
-        };
-        if copies(k) == 1 {
-            objects.push(Obj {
-                key: k.clone(),
-                size,
-            });
-            continue;
-        }
-        for r in 0..W3_REPLICAS {
-            // indices/<uuid>/... -> indices/<uuid>r<r>/...
-            let key = match k.splitn(3, '/').collect::<Vec<_>>()[..] {
-                [a, b, rest] => format!("{a}/{b}r{r}/{rest}"),
-                _ => format!("{k}r{r}"),
-            };
-            objects.push(Obj { key, size });
-        }
+        let grown = (*s as f64 * factor).round() as u64;
+        let size = if grows(k, *s) { grown } else { *s };
+        let one = copies(k) == 1;
+        let keys = (0..copies(k)).map(|r| if one { k.clone() } else { replica(k, r) });
+        objects.extend(keys.map(|key| Obj { key, size }));
     }
     let data_blobs = files.iter().filter(|(k, _)| is_data(k)).count();
     let grown = files.iter().filter(|(k, s)| grows(k, *s)).count();
@@ -188,10 +167,7 @@ pub fn size_summary(objects: &[Obj], threshold: u64) -> String {
         return "empty".into();
     };
     let (n, med, thr) = (s.len(), HumanBytes(s[s.len() / 2]), HumanBytes(threshold));
-    let (min, max, above) = (
-        HumanBytes(min),
-        HumanBytes(max),
-        s.iter().filter(|&&x| x > threshold).count(),
-    );
+    let above = s.iter().filter(|&&x| x > threshold).count();
+    let (min, max) = (HumanBytes(min), HumanBytes(max));
     format!("{n} objects; smallest {min}, median {med}, largest {max}; {above} above the {thr} multipart threshold")
 }
