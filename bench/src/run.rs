@@ -46,6 +46,7 @@ pub struct RunArgs {
     /// Every sample as JSON (default: beside --out, results.json).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The snapferry binary.
     #[arg(long, default_value = "target/release/snapferry")]
     pub snapferry: PathBuf,
     /// The MinIO server binary (fixtures/install-minio.sh).
@@ -90,6 +91,7 @@ pub struct RunArgs {
     /// Time limit of one run, seconds.
     #[arg(long, default_value_t = 600)]
     pub run_limit: u64,
+    /// Workloads to run.
     #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5")]
     pub workloads: Vec<String>,
     /// Profile snapferry on W1 and W2 with perf (when perf works here).
