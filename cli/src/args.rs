@@ -65,6 +65,11 @@ pub struct PlanArgs {
     /// Print the plan as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Name the plan (letters, digits, '.', '_', '-'): its URL is then known before it is
+    /// made (Kubernetes Jobs that follow the plan Job). A plan of that id already there is
+    /// used as it is. Default: the source generation and a random suffix.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
     #[command(flatten)]
     pub sync: SyncArgs,
 }

@@ -325,22 +325,56 @@ pub async fn markers(store: &dyn Store, plan: &PlanDoc) -> Result<Vec<Marker>> {
     )))
 }
 
+/// Checks a plan id given by `--id`: it names a directory on every store.
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !id.starts_with('.');
+    if ok {
+        return Ok(());
+    }
+    Err(Error::invalid_input(format!(
+        "--id {id:?}: a plan id is 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'; e.g. round-2026-12-01"
+    )))
+}
+
 /// `snapferry plan`: pins the source, weighs the changed shard directories, packs them
 /// into `units` units and writes the plan under `control` (the control prefix's store),
-/// in `plans/<id>/`. Returns the plan and its directory relative to `control`. Nothing
-/// is written to the destination.
+/// in `plans/<id>/`. Returns the plan, its directory relative to `control`, and whether
+/// a plan of that `id` was there already (then it is returned as it is, so a plan step
+/// run again, by a Job's retry say, does not make a second plan). Nothing is written to
+/// the destination.
 pub async fn plan(
     src: Arc<dyn Store>,
     dst: Arc<dyn Store>,
     control: Arc<dyn Store>,
     mut opts: SyncOptions,
-    units: usize,
+    (units, id): (usize, Option<String>),
     (source, destination): (String, String),
-) -> Result<(PlanDoc, String)> {
+) -> Result<(PlanDoc, String, bool)> {
     if units == 0 {
         return Err(Error::invalid_input(
             "--units 0 plans nothing; give the number of units to split the round into (e.g. the workers times 4)",
         ));
+    }
+    if let Some(id) = &id {
+        check_id(id)?;
+        let dir = format!("plans/{id}/");
+        let store = Prefixed::new(control.clone(), &dir);
+        if store.head(PLAN_KEY).await?.is_some() {
+            let (doc, _) = read_plan(&store).await?;
+            if doc.source != source || doc.destination != destination || doc.units.len() != units {
+                return Err(Error::invalid_input(format!(
+                    "plan {id} exists for {} -> {} in {} units; give another --id for this round",
+                    doc.source,
+                    doc.destination,
+                    doc.units.len()
+                )));
+            }
+            return Ok((doc, dir, true));
+        }
     }
     opts.role = Role::Plan;
     let run = SyncRun::new(src, dst, opts, Arc::new(NoObserver));
@@ -364,7 +398,7 @@ pub async fn plan(
     let units = pack(planned.units, units);
     let doc = PlanDoc {
         format: FORMAT,
-        id: format!("{generation}-{:08x}", rand::random::<u32>()),
+        id: id.unwrap_or_else(|| format!("{generation}-{:08x}", rand::random::<u32>())),
         created_ms: crate::store::fs::now_ms(),
         source,
         destination,
@@ -378,7 +412,7 @@ pub async fn plan(
     let dir = format!("plans/{}/", doc.id);
     let store = Prefixed::new(control, &dir);
     write_plan(&store, &doc, &planned.root).await?;
-    Ok((doc, dir))
+    Ok((doc, dir, false))
 }
 
 /// The pinned root of a plan, as a run's role takes it.

@@ -26,6 +26,9 @@ pub async fn plan(a: PlanArgs) -> u8 {
         Ok(p) => p,
         Err(msg) => return fail(exit::USAGE, msg),
     };
+    if let Some(Err(e)) = a.id.as_deref().map(distributed::check_id) {
+        return failed(e);
+    }
     let control = match p.dst.control(a.control.as_deref()) {
         Ok(c) => c,
         Err(e) => return failed(e),
@@ -38,8 +41,12 @@ pub async fn plan(a: PlanArgs) -> u8 {
         redacted(a.sync.src.as_deref()),
         redacted(a.sync.dst.as_deref()),
     );
-    match distributed::plan(src, dst, control_store, p.opts, a.units, ends).await {
-        Ok((doc, dir)) => {
+    let (units, id) = (a.units, a.id.clone());
+    match distributed::plan(src, dst, control_store, p.opts, (units, id), ends).await {
+        Ok((doc, dir, reused)) => {
+            if reused {
+                err!("snapferry: plan {} exists; using it as it is", doc.id);
+            }
             report::plan(
                 &doc,
                 &control.join(&dir).join(distributed::PLAN_KEY).url(),
