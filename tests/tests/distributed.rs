@@ -243,3 +243,89 @@ fn a_commit_with_units_missing_refuses_and_the_destination_stays_at_its_previous
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
     assert_eq!(v["snapshots_checked"].as_u64(), Some(3), "{v}");
 }
+
+#[test]
+fn plan_refuses_bad_input_in_one_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("a"), b"not a repository").unwrap();
+    let dst = dir.path().join("dst");
+    let repo = fixture();
+    let inside = dst.join("ctl");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![plain.to_str().unwrap(), "--units", "2"],
+            "holds no snapshot repository",
+        ),
+        (
+            vec![repo.to_str().unwrap(), "--units", "0"],
+            "--units 0 plans nothing",
+        ),
+        (
+            vec![repo.to_str().unwrap(), "--units", "2", "--id", "../up"],
+            "a plan id is",
+        ),
+        (
+            vec![
+                repo.to_str().unwrap(),
+                "--units",
+                "2",
+                "--control",
+                inside.to_str().unwrap(),
+            ],
+            "lies inside the repository",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut c = snapferry();
+        c.arg("plan").args(&args[..1]).arg(&dst).args(&args[1..]);
+        let out = run(c);
+        let se = texts(&out).1;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {se}");
+        assert!(se.contains(says), "{args:?}: {se}");
+        assert_eq!(se.lines().count(), 1, "{args:?}: one line: {se}");
+        let written: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            written,
+            vec![std::ffi::OsString::from("plain")],
+            "{args:?}: nothing written"
+        );
+    }
+}
+
+#[test]
+fn a_commit_after_another_round_committed_refuses_and_changes_nothing() {
+    let s3 = Minio::start();
+    let c = s3.client();
+    rt().block_on(create_bucket(&c, "dist"));
+    let snapshot_round = |name: &str| {
+        let mut s = snapferry();
+        s.args([
+            "sync",
+            fixture().to_str().unwrap(),
+            "s3://dist/repo",
+            "--snapshot",
+            name,
+        ]);
+        let out = run(with_endpoint(s, &s3));
+        assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    };
+    snapshot_round("snap-1");
+    let url = plan(&s3, "s3://dist/repo", 2, &[]);
+    unit(&s3, &url, 0);
+    unit(&s3, &url, 1);
+    // Meanwhile another round commits a root of its own.
+    snapshot_round("snap-4");
+    let before = latest(&s3, "dist").expect("committed");
+    let out = commit(&s3, &url);
+    let se = texts(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("changed since the plan was made"), "{se}");
+    assert_eq!(latest(&s3, "dist").unwrap(), before, "nothing committed");
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+}

@@ -456,6 +456,13 @@ impl SyncRun {
         // Read-only: whether the source is a repository, and its pinned generation. A
         // `--snapshot` without a repository is refused here, before anything is written.
         let detected = snapshot::detect(&ctx).await?;
+        if detected.is_none() && !matches!(ctx.opts.role, Role::Whole) {
+            // A step of a distributed round is a repository's: never a plain copy.
+            return Err(Error::invalid_input(format!(
+                "{} holds no snapshot repository (no index.latest or root index-N); plan splits repositories by shard, so copy other data with a plain sync",
+                ctx.src.describe()
+            )));
+        }
 
         // One writer per destination: from before the stale-upload cleanup to the end
         // (a unit of a distributed round: one writer per unit; a plan writes nothing).
