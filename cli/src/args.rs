@@ -70,6 +70,10 @@ pub struct PlanArgs {
     /// used as it is. Default: the source generation and a random suffix.
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
+    /// How many units run at once. With --bwlimit, the plan records that rate for the
+    /// round and each unit run without a --bwlimit of its own takes 1/P of it.
+    #[arg(long, value_name = "P")]
+    pub workers: Option<usize>,
     #[command(flatten)]
     pub sync: SyncArgs,
 }

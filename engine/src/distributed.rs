@@ -65,6 +65,13 @@ pub struct PlanDoc {
     pub objects: u64,
     /// The units, numbered from 0.
     pub units: Vec<PlanUnit>,
+    /// The round's `--bwlimit`, all workers together (bytes per second).
+    #[serde(default)]
+    pub bwlimit: Option<u64>,
+    /// How many units run at once (`--workers`): a unit run without a `--bwlimit` of its
+    /// own takes this share of the round's.
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 /// One unit of a plan: shard directories of similar bytes in all.
@@ -81,6 +88,13 @@ pub struct PlanUnit {
 }
 
 impl PlanDoc {
+    /// A unit's share of the round's bandwidth limit, when the plan sets one and says
+    /// how many units run at once.
+    pub fn bwlimit_per_worker(&self) -> Option<u64> {
+        let workers = self.workers.filter(|w| *w > 0)? as u64;
+        Some((self.bwlimit? / workers).max(1))
+    }
+
     /// Every unit's shard directories.
     pub fn all_shards(&self) -> Vec<Unit> {
         let mut all: Vec<Unit> = self
@@ -351,7 +365,7 @@ pub async fn plan(
     dst: Arc<dyn Store>,
     control: Arc<dyn Store>,
     mut opts: SyncOptions,
-    (units, id): (usize, Option<String>),
+    (units, id, workers): (usize, Option<String>, Option<usize>),
     (source, destination): (String, String),
 ) -> Result<(PlanDoc, String, bool)> {
     if units == 0 {
@@ -376,6 +390,7 @@ pub async fn plan(
             return Ok((doc, dir, true));
         }
     }
+    let bwlimit = opts.bwlimit;
     opts.role = Role::Plan;
     let run = SyncRun::new(src, dst, opts, Arc::new(NoObserver));
     run.preflight().await?;
@@ -408,6 +423,8 @@ pub async fn plan(
         bytes: units.iter().map(|u| u.bytes).sum(),
         objects: units.iter().map(|u| u.objects).sum(),
         units,
+        bwlimit,
+        workers,
     };
     let dir = format!("plans/{}/", doc.id);
     let store = Prefixed::new(control, &dir);
@@ -425,58 +442,86 @@ fn pinned(doc: &PlanDoc, root: Vec<u8>) -> Arc<Pinned> {
 }
 
 /// `snapferry sync --plan URL --unit I`: unit `i` of the plan in `plan_store` (its
-/// directory), through `observer`; its marker is written when every blob landed
-/// verified. Returns the run's report and the marker (`None`: the unit did not finish).
-pub async fn run_unit(
+/// directory), preflighted and ready to run (the caller drives it: progress, Ctrl-C);
+/// hand its report to [`UnitEnd::finish`], which writes the marker when every blob
+/// landed verified.
+pub async fn prepare_unit(
     plan_store: Arc<dyn Store>,
     (doc, root): (&PlanDoc, Vec<u8>),
     (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
     mut opts: SyncOptions,
     i: usize,
     observer: Arc<dyn Observer>,
-) -> Result<(Report, Option<Marker>)> {
+) -> Result<(SyncRun, UnitEnd)> {
     let unit = doc.unit(i)?;
     let shards: Vec<Unit> = unit.shards.iter().map(|s| s.unit.clone()).collect();
+    if opts.bwlimit.is_none() {
+        opts.bwlimit = doc.bwlimit_per_worker();
+    }
     opts.role = Role::Unit(pinned(doc, root), shards.clone());
     let lease = Arc::new(Prefixed::new(plan_store.clone(), &lease_dir(i)));
     let run = SyncRun::new(src, dst.clone(), opts, observer).with_unit_lease(lease);
     run.preflight().await?;
-    let report = run.run().await?;
-    let finished =
-        report.fatal_error.is_none() && report.failed_objects == 0 && !report.interrupted;
-    if !finished {
-        return Ok((report, None));
-    }
-    let marker = Marker {
+    let end = UnitEnd {
+        plan_store,
+        dst,
         plan: doc.id.clone(),
         unit: i,
-        copied_objects: report.copied_objects,
-        copied_bytes: report.copied_bytes,
-        skipped_objects: report.skipped_objects,
-        duration_seconds: report.duration_seconds,
-        host: crate::lease::host_name(),
-        finished_ms: crate::store::fs::now_ms(),
-        landed: landed(dst.as_ref(), &shards).await?,
+        shards,
     };
-    write_marker(plan_store.as_ref(), &marker).await?;
-    Ok((report, Some(marker)))
+    Ok((run, end))
+}
+
+/// What is left of a unit once its run ended: the marker.
+pub struct UnitEnd {
+    plan_store: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    plan: String,
+    unit: usize,
+    shards: Vec<Unit>,
+}
+
+impl UnitEnd {
+    /// Writes the unit's marker if its run finished with every blob verified (no fatal
+    /// error, no failure, not interrupted); `None`: it did not, and nothing is written.
+    pub async fn finish(self, report: &Report) -> Result<Option<Marker>> {
+        let finished =
+            report.fatal_error.is_none() && report.failed_objects == 0 && !report.interrupted;
+        if !finished {
+            return Ok(None);
+        }
+        let marker = Marker {
+            plan: self.plan,
+            unit: self.unit,
+            copied_objects: report.copied_objects,
+            copied_bytes: report.copied_bytes,
+            skipped_objects: report.skipped_objects,
+            duration_seconds: report.duration_seconds,
+            host: crate::lease::host_name(),
+            finished_ms: crate::store::fs::now_ms(),
+            landed: landed(self.dst.as_ref(), &self.shards).await?,
+        };
+        write_marker(self.plan_store.as_ref(), &marker).await?;
+        Ok(Some(marker))
+    }
 }
 
 /// `snapferry commit --plan URL`: refuses with [`ErrorKind::Incomplete`] naming the
 /// units without a marker; else the barrier (index and root metadata, every planned
-/// shard confirmed at the destination, the commit point), under the destination's lease.
-pub async fn commit(
+/// shard confirmed at the destination, the commit point), under the destination's lease,
+/// preflighted and ready to run.
+pub async fn prepare_commit(
     plan_store: Arc<dyn Store>,
     (doc, root): (&PlanDoc, Vec<u8>),
     (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
     mut opts: SyncOptions,
     observer: Arc<dyn Observer>,
-) -> Result<Report> {
+) -> Result<SyncRun> {
     markers(plan_store.as_ref(), doc).await?;
     opts.role = Role::Commit(pinned(doc, root), doc.all_shards());
     let run = SyncRun::new(src, dst, opts, observer);
     run.preflight().await?;
-    run.run().await
+    Ok(run)
 }
 
 #[cfg(test)]
@@ -523,6 +568,33 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert_eq!(units.iter().filter(|u| u.shards.is_empty()).count(), 3);
+    }
+
+    #[test]
+    fn a_unit_takes_its_share_of_the_rounds_rate_when_the_plan_gives_both() {
+        let mut doc = PlanDoc {
+            format: FORMAT,
+            id: "p".into(),
+            created_ms: 0,
+            source: "s".into(),
+            destination: "d".into(),
+            source_generation: 1,
+            source_root_sha256: String::new(),
+            destination_root: None,
+            bytes: 0,
+            objects: 0,
+            units: Vec::new(),
+            bwlimit: Some(100 << 20),
+            workers: Some(4),
+        };
+        assert_eq!(doc.bwlimit_per_worker(), Some(25 << 20));
+        doc.workers = None;
+        assert_eq!(doc.bwlimit_per_worker(), None, "no parallelism: no share");
+        doc.workers = Some(0);
+        assert_eq!(doc.bwlimit_per_worker(), None);
+        doc.workers = Some(4);
+        doc.bwlimit = None;
+        assert_eq!(doc.bwlimit_per_worker(), None, "no rate: none");
     }
 
     #[test]

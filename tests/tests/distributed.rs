@@ -18,6 +18,14 @@ fn with_endpoint(mut c: Command, s3: &Minio) -> Command {
 
 /// `snapferry plan` into `dst` with `units`; the plan's URL.
 fn plan(s3: &Minio, dst: &str, units: usize, extra: &[&str]) -> String {
+    plan_json(s3, dst, units, extra)["url"]
+        .as_str()
+        .expect("the plan's url")
+        .to_string()
+}
+
+/// `snapferry plan --json`'s plan.
+fn plan_json(s3: &Minio, dst: &str, units: usize, extra: &[&str]) -> serde_json::Value {
     let mut c = snapferry();
     c.args([
         "plan",
@@ -33,7 +41,7 @@ fn plan(s3: &Minio, dst: &str, units: usize, extra: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(0), "plan: {se}");
     let v: serde_json::Value = serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"));
     assert_eq!(v["units"].as_array().map(Vec::len), Some(units), "{v}");
-    v["url"].as_str().expect("the plan's url").to_string()
+    v
 }
 
 fn unit_cmd(s3: &Minio, url: &str, i: usize) -> Command {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use snapferry_engine::distributed::{self, PlanDoc};
 use snapferry_engine::store::{self, Store};
 
-use super::{fail, failed};
+use super::{fail, failed, sync};
 use crate::args::{CommitArgs, Plan, PlanArgs, SyncArgs};
 use crate::exit;
 use crate::output::{progress, report};
@@ -41,8 +41,8 @@ pub async fn plan(a: PlanArgs) -> u8 {
         redacted(a.sync.src.as_deref()),
         redacted(a.sync.dst.as_deref()),
     );
-    let (units, id) = (a.units, a.id.clone());
-    match distributed::plan(src, dst, control_store, p.opts, (units, id), ends).await {
+    let how = (a.units, a.id.clone(), a.workers);
+    match distributed::plan(src, dst, control_store, p.opts, how, ends).await {
         Ok((doc, dir, reused)) => {
             if reused {
                 err!("snapferry: plan {} exists; using it as it is", doc.id);
@@ -81,22 +81,23 @@ pub async fn unit(a: SyncArgs) -> u8 {
         dst.describe()
     );
     let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
-    let run = distributed::run_unit(
-        plan_store,
-        (&doc, root),
-        (src, dst),
-        p.opts.clone(),
-        i,
-        observer,
-    );
-    match run.await {
-        Ok((r, marker)) => {
-            report::sync_summary(&r);
-            report::unit_marker(&doc, i, marker.as_ref());
-            finish(&p, &r)
-        }
-        Err(e) => failed(e),
+    let opts = p.opts.clone();
+    let prepared =
+        distributed::prepare_unit(plan_store, (&doc, root), (src, dst), opts, i, observer);
+    let (run, end) = match prepared.await {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    let r = match sync::drive(run, p.progress).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    report::sync_summary(&r);
+    match end.finish(&r).await {
+        Ok(marker) => report::unit_marker(&doc, i, marker.as_ref()),
+        Err(e) => return failed(e),
     }
+    sync::finish(&p, &r)
 }
 
 /// `snapferry commit --plan URL`.
@@ -116,34 +117,20 @@ pub async fn commit(a: CommitArgs) -> u8 {
         dst.describe()
     );
     let observer = Arc::new(progress::Printer::new(false, a.sync.verbose > 0, banner));
-    match distributed::commit(
-        plan_store,
-        (&doc, root),
-        (src, dst),
-        p.opts.clone(),
-        observer,
-    )
-    .await
-    {
+    let opts = p.opts.clone();
+    let prepared =
+        distributed::prepare_commit(plan_store, (&doc, root), (src, dst), opts, observer);
+    let run = match prepared.await {
+        Ok(run) => run,
+        Err(e) => return failed(e),
+    };
+    match sync::drive(run, p.progress).await {
         Ok(r) => {
             report::sync_summary(&r);
-            finish(&p, &r)
+            sync::finish(&p, &r)
         }
         Err(e) => failed(e),
     }
-}
-
-/// The report file, then the exit code of the run.
-fn finish(p: &Plan, r: &snapferry_engine::pipeline::Report) -> u8 {
-    if let Some(path) = &p.report_path {
-        if let Err(e) = report::write_report(path, r) {
-            return fail(
-                exit::FAILED,
-                format!("cannot write the report to {}: {e}", path.display()),
-            );
-        }
-    }
-    exit::for_report(r)
 }
 
 fn redacted(s: Option<&str>) -> String {

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use snapferry_engine::pipeline::SyncRun;
+use snapferry_engine::pipeline::{Report, SyncRun};
 use snapferry_engine::store;
+use snapferry_engine::Error;
 
 use super::{fail, failed, on_signal};
-use crate::args::{ProgressMode, SyncArgs};
+use crate::args::{Plan, ProgressMode, SyncArgs};
 use crate::exit;
 use crate::output::{progress, report};
 
@@ -51,9 +52,20 @@ pub async fn run(a: SyncArgs) -> u8 {
         return failed(e);
     }
     // 3. Run, with progress and Ctrl-C / SIGTERM handling.
+    let r = match drive(run, plan.progress).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    // 4. Report and exit code.
+    report::sync_summary(&r);
+    finish(&plan, &r)
+}
+
+/// Runs a prepared sync with the progress display and Ctrl-C / SIGTERM handling.
+pub(super) async fn drive(run: SyncRun, progress: ProgressMode) -> Result<Report, Error> {
     let handle = run.handle();
     let signals = tokio::spawn(on_signal(handle.cancel.clone()));
-    let mode = match plan.progress {
+    let mode = match progress {
         ProgressMode::Auto => progress::Mode::Auto,
         ProgressMode::Always => progress::Mode::Always,
         ProgressMode::Never => progress::Mode::Never,
@@ -62,19 +74,18 @@ pub async fn run(a: SyncArgs) -> u8 {
     let result = run.run().await;
     display.finish().await;
     signals.abort();
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => return failed(e),
-    };
-    // 4. Report and exit code.
-    report::sync_summary(&r);
+    result
+}
+
+/// `--report`, then the run's exit code.
+pub(super) fn finish(plan: &Plan, r: &Report) -> u8 {
     if let Some(path) = &plan.report_path {
-        if let Err(e) = report::write_report(path, &r) {
+        if let Err(e) = report::write_report(path, r) {
             return fail(
                 exit::FAILED,
                 format!("cannot write the report to {}: {e}", path.display()),
             );
         }
     }
-    exit::for_report(&r)
+    exit::for_report(r)
 }
