@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""snapferry_ray.py: one distributed snapferry round (plan -> units -> commit) on a Ray cluster.
+
+    python snapferry_ray.py [--address ADDR|auto] [--snapferry PATH] [--max-retries N] \\
+        -- SRC DST --units U [--control PREFIX] [sync flags: endpoints, credentials, ...]
+
+What it does:
+  1. here, on the driver's machine: `snapferry plan SRC DST --units U ... --json`, which pins
+     the source's root and writes the plan beside the destination; it reads the plan's URL;
+  2. one Ray task per unit (1 CPU each, SPREAD over the nodes): `snapferry sync --plan URL
+     --unit I <flags>` in a subprocess that dies with its Ray worker (PR_SET_PDEATHSIG);
+  3. when every unit succeeded, here: `snapferry commit --plan URL <flags>`.
+<flags> are the arguments after `--` but SRC, DST, --units, --control and --json: plan, sync
+--plan and commit all take the sync flags (--src-endpoint, --dst-endpoint, --progress, ...).
+
+Exit codes of a unit (snapferry's own): 0 done; 2 bad input: failed for good, never retried;
+3 store unreachable or refused credentials, 4 the unit's lease is held by another run, or the
+binary killed by a signal: transient, the task raises TransientUnitError and Ray runs it again
+(after a short pause), up to --max-retries times; a Ray worker or node that dies is retried by
+Ray the same way. Anything else (1: copy failures) is for good.
+
+Output: one line per unit (`unit I: ok|FAILED exit E attempts A node IP/ID`, with the tail of
+snapferry's stderr for a failed unit), then the commit's. Exit 0 only when the commit exited
+0; when a unit failed for good: no commit, exit 1, and the failed units named on stderr. The
+round can be resumed by hand: `snapferry sync --plan URL --unit I` for those units, then
+`snapferry commit --plan URL`.
+
+Requirements: Ray on the driver and the nodes (the same version); the snapferry binary on every
+node's PATH or at --snapferry PATH (the same path on every node); the stores' credentials in
+the nodes' environment (SNAPFERRY_SRC_ACCESS_KEY_ID, ..., or the AWS chain), since tasks run
+with the environment their raylet was started with, and in the driver's (plan and commit).
+
+Test hooks (the e2e test tests/tests/ray.rs; not for operators):
+  SNAPFERRY_RAY_TEST_HOLD=I:DIR  the first attempt of unit I writes its Ray worker's PID to
+                                 DIR/unit-I.pid and waits for DIR/go before running snapferry;
+  SNAPFERRY_RAY_TEST_FAIL=I      unit I runs snapferry with a unit the plan lacks (exit 2).
+"""
+import argparse
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ray
+
+TRANSIENT = {3, 4}  # snapferry: store unreachable/auth; lease held by another run
+RETRY_PAUSE_S = 5
+
+
+class TransientUnitError(Exception):
+    """A unit's failure worth running it again (Ray retries it: retry_exceptions)."""
+
+
+@ray.remote(num_cpus=0)
+class Ledger:
+    """Every attempt of every unit: where it ran and how it ended (a killed attempt has no rc)."""
+
+    def __init__(self):
+        self.attempts = {}
+
+    def start(self, unit, node):
+        self.attempts.setdefault(unit, []).append({"node": node, "rc": None, "tail": ""})
+        return len(self.attempts[unit])
+
+    def end(self, unit, rc, tail):
+        self.attempts[unit][-1].update(rc=rc, tail=tail)
+
+    def all(self):
+        return self.attempts
+
+
+def _die_with_parent():
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the binary dies with its Ray worker
+
+
+@ray.remote(num_cpus=1)
+def run_unit(snapferry, url, unit, flags, ledger, hooks):
+    node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    attempt = ray.get(ledger.start.remote(unit, node))
+    hold = hooks.get("hold")
+    if hold and hold[0] == unit and attempt == 1:
+        with open(os.path.join(hold[1], f"unit-{unit}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        while not os.path.exists(os.path.join(hold[1], "go")):
+            time.sleep(0.05)
+    index = str(unit if hooks.get("fail") != unit else 1_000_000)
+    p = subprocess.run([snapferry, "sync", "--plan", url, "--unit", index, *flags],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, preexec_fn=_die_with_parent)
+    tail = "\n".join(p.stderr.strip().splitlines()[-5:])
+    ray.get(ledger.end.remote(unit, p.returncode, tail))
+    if p.returncode in TRANSIENT or p.returncode < 0:
+        time.sleep(min(60, RETRY_PAUSE_S * attempt))
+        raise TransientUnitError(f"unit {unit}: exit {p.returncode}: {tail}")
+    return p.returncode
+
+
+def split_round(rest):
+    """SRC DST and the flags after `--`: (the plan's arguments, the units' and commit's flags)."""
+    if len(rest) < 2 or rest[0].startswith("-") or rest[1].startswith("-"):
+        raise SystemExit("snapferry_ray: after -- give SRC DST --units U [flags]")
+    flags, it = [], iter(rest[2:])
+    for arg in it:
+        if arg in ("--units", "--control"):
+            next(it, None)
+        elif arg != "--json" and not arg.startswith(("--units=", "--control=")):
+            flags.append(arg)
+    plan = rest if "--json" in rest else [*rest, "--json"]
+    return plan, flags
+
+
+def main(argv):
+    if "--" not in argv:
+        raise SystemExit(__doc__)
+    i = argv.index("--")
+    ap = argparse.ArgumentParser(usage=__doc__.splitlines()[2].strip())
+    ap.add_argument("--address", default="auto", help="the Ray cluster (default: auto)")
+    ap.add_argument("--snapferry", default="snapferry", help="the binary, on every node")
+    ap.add_argument("--max-retries", type=int, default=3, help="runs of a unit beyond its first")
+    ap.add_argument("--node-ip-address", help="this driver's address as the cluster sees it")
+    a = ap.parse_args(argv[:i])
+    plan_args, flags = split_round(argv[i + 1:])
+
+    p = subprocess.run([a.snapferry, "plan", *plan_args], stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        print(f"snapferry_ray: snapferry plan exited {p.returncode}", file=sys.stderr)
+        return 1
+    plan = json.loads(p.stdout)
+    url, units = plan["url"], len(plan["units"])
+    print(f"plan {url}: {units} units", flush=True)
+
+    hooks = {}
+    if os.environ.get("SNAPFERRY_RAY_TEST_HOLD"):
+        u, d = os.environ["SNAPFERRY_RAY_TEST_HOLD"].split(":", 1)
+        hooks["hold"] = (int(u), d)
+    if os.environ.get("SNAPFERRY_RAY_TEST_FAIL"):
+        hooks["fail"] = int(os.environ["SNAPFERRY_RAY_TEST_FAIL"])
+
+    init = {"_node_ip_address": a.node_ip_address} if a.node_ip_address else {}
+    ray.init(address=a.address, log_to_driver=False, **init)
+    ledger = Ledger.remote()
+    task = run_unit.options(max_retries=a.max_retries, retry_exceptions=[TransientUnitError],
+                            scheduling_strategy="SPREAD")
+    refs = {task.remote(a.snapferry, url, u, flags, ledger, hooks): u for u in range(units)}
+    outcome = {}
+    for ref, u in refs.items():
+        try:
+            outcome[u] = ("ok", 0) if ray.get(ref) == 0 else ("FAILED", None)
+        except Exception as e:  # noqa: BLE001 - retries exhausted, or Ray lost the task
+            outcome[u] = ("FAILED", type(e).__name__)
+    attempts = ray.get(ledger.all.remote())
+    ray.shutdown()
+
+    failed = []
+    for u in range(units):
+        tries = attempts.get(u, [])
+        last = tries[-1] if tries else {"node": "-", "rc": None, "tail": ""}
+        status, why = outcome[u]
+        rc = "killed" if last["rc"] is None else last["rc"]
+        extra = f" ({why})" if why and status != "ok" else ""
+        print(f"unit {u}: {status} exit {rc} attempts {len(tries)} node {last['node']}{extra}",
+              flush=True)
+        if status != "ok":
+            failed.append(u)
+            for line in last["tail"].splitlines():
+                print(f"    {line}", flush=True)
+    if failed:
+        print(f"snapferry_ray: units {', '.join(map(str, failed))} of {units} failed; "
+              f"not committing (plan {url})", file=sys.stderr)
+        return 1
+    c = subprocess.run([a.snapferry, "commit", "--plan", url, *flags])
+    print(f"commit: exit {c.returncode}", flush=True)
+    return 0 if c.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
