@@ -2,7 +2,7 @@
 """snapferry_ray.py: one distributed snapferry round (plan -> units -> commit) on a Ray cluster.
 
     python snapferry_ray.py [--address ADDR|auto] [--snapferry PATH] [--max-retries N] \\
-        -- SRC DST --units U [--control PREFIX] [sync flags: endpoints, credentials, ...]
+        [--lease-wait SECONDS] -- SRC DST --units U [--control PREFIX] [sync flags: endpoints, credentials, ...]
 
 What it does:
   1. here, on the driver's machine: `snapferry plan SRC DST --units U ... --json`, which pins
@@ -14,13 +14,17 @@ What it does:
 --plan and commit all take the sync flags (--src-endpoint, --dst-endpoint, --progress, ...).
 
 Exit codes of a unit (snapferry's own): 0 done; 2 bad input: failed for good, never retried;
-3 store unreachable or refused credentials, 4 the unit's lease is held by another run, or the
-binary killed by a signal: transient, the task raises TransientUnitError and Ray runs it again
-(after a short pause), up to --max-retries times; a Ray worker or node that dies is retried by
-Ray the same way. Anything else (1: copy failures) is for good.
+4 the unit's lease is held by another run: the task runs snapferry again every 10 s for up to
+--lease-wait seconds (default 150: a lease whose holder died on another host is taken over once
+it expires, 120 s by default; on the same host at once), then as 3; 3 store unreachable or
+refused credentials, or the binary killed by a signal: transient, the task raises
+TransientUnitError and Ray runs it again (after a short pause), up to --max-retries times; a Ray
+worker or node that dies is retried by Ray the same way. Anything else (1: copy failures) is
+for good.
 
-Output: one line per unit (`unit I: ok|FAILED exit E attempts A node IP/ID`, with the tail of
-snapferry's stderr for a failed unit), then the commit's. Exit 0 only when the commit exited
+Output: one line per unit (`unit I: ok|FAILED exit E attempts A node IP/ID [lease-waits W]`,
+the node of its last attempt, W the times it found its lease held, and the tail of snapferry's
+stderr for a failed unit), then the commit's. Exit 0 only when the commit exited
 0; when a unit failed for good: no commit, exit 1, and the failed units named on stderr. The
 round can be resumed by hand: `snapferry sync --plan URL --unit I` for those units, then
 `snapferry commit --plan URL`.
@@ -31,8 +35,8 @@ the nodes' environment (SNAPFERRY_SRC_ACCESS_KEY_ID, ..., or the AWS chain), sin
 with the environment their raylet was started with, and in the driver's (plan and commit).
 
 Test hooks (the e2e test tests/tests/ray.rs; not for operators):
-  SNAPFERRY_RAY_TEST_HOLD=I:DIR  the first attempt of unit I writes its Ray worker's PID to
-                                 DIR/unit-I.pid and waits for DIR/go before running snapferry;
+  SNAPFERRY_RAY_TEST_PIDS=I:DIR  the first attempt of unit I writes `<its Ray worker's PID>
+                                 <snapferry's PID>` to DIR/unit-I.pid once snapferry started;
   SNAPFERRY_RAY_TEST_FAIL=I      unit I runs snapferry with a unit the plan lacks (exit 2).
 """
 import argparse
@@ -46,8 +50,9 @@ import time
 
 import ray
 
-TRANSIENT = {3, 4}  # snapferry: store unreachable/auth; lease held by another run
+STORE, LOCKED = 3, 4  # snapferry: store unreachable/auth; the lease is held by another run
 RETRY_PAUSE_S = 5
+LEASE_POLL_S = 10
 
 
 class TransientUnitError(Exception):
@@ -62,11 +67,12 @@ class Ledger:
         self.attempts = {}
 
     def start(self, unit, node):
-        self.attempts.setdefault(unit, []).append({"node": node, "rc": None, "tail": ""})
+        self.attempts.setdefault(unit, []).append({"node": node, "rc": None, "tail": "",
+                                                   "lease_waits": 0})
         return len(self.attempts[unit])
 
-    def end(self, unit, rc, tail):
-        self.attempts[unit][-1].update(rc=rc, tail=tail)
+    def end(self, unit, rc, tail, lease_waits):
+        self.attempts[unit][-1].update(rc=rc, tail=tail, lease_waits=lease_waits)
 
     def all(self):
         return self.attempts
@@ -77,26 +83,39 @@ def _die_with_parent():
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the binary dies with its Ray worker
 
 
+def _sync(argv, pids_file):
+    """Runs snapferry (dying with this Ray worker): its exit code and the tail of its stderr."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+    if pids_file:
+        with open(pids_file + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {p.pid}")
+        os.rename(pids_file + ".tmp", pids_file)
+    _, err = p.communicate()
+    return p.returncode, "\n".join(err.strip().splitlines()[-5:])
+
+
 @ray.remote(num_cpus=1)
-def run_unit(snapferry, url, unit, flags, ledger, hooks):
+def run_unit(snapferry, url, unit, flags, lease_wait, ledger, hooks):
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
     attempt = ray.get(ledger.start.remote(unit, node))
-    hold = hooks.get("hold")
-    if hold and hold[0] == unit and attempt == 1:
-        with open(os.path.join(hold[1], f"unit-{unit}.pid"), "w") as f:
-            f.write(str(os.getpid()))
-        while not os.path.exists(os.path.join(hold[1], "go")):
-            time.sleep(0.05)
+    pids = hooks.get("pids")
+    pids_file = (os.path.join(pids[1], f"unit-{unit}.pid")
+                 if pids and pids[0] == unit and attempt == 1 else None)
     index = str(unit if hooks.get("fail") != unit else 1_000_000)
-    p = subprocess.run([snapferry, "sync", "--plan", url, "--unit", index, *flags],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       text=True, preexec_fn=_die_with_parent)
-    tail = "\n".join(p.stderr.strip().splitlines()[-5:])
-    ray.get(ledger.end.remote(unit, p.returncode, tail))
-    if p.returncode in TRANSIENT or p.returncode < 0:
+    argv = [snapferry, "sync", "--plan", url, "--unit", index, *flags]
+    deadline = time.monotonic() + lease_wait
+    rc, tail = _sync(argv, pids_file)
+    waits = 0
+    while rc == LOCKED and time.monotonic() < deadline:
+        waits += 1
+        time.sleep(LEASE_POLL_S)
+        rc, tail = _sync(argv, None)
+    ray.get(ledger.end.remote(unit, rc, tail, waits))
+    if rc in (STORE, LOCKED) or rc < 0:
         time.sleep(min(60, RETRY_PAUSE_S * attempt))
-        raise TransientUnitError(f"unit {unit}: exit {p.returncode}: {tail}")
-    return p.returncode
+        raise TransientUnitError(f"unit {unit}: exit {rc}: {tail}")
+    return rc
 
 
 def split_round(rest):
@@ -121,6 +140,8 @@ def main(argv):
     ap.add_argument("--address", default="auto", help="the Ray cluster (default: auto)")
     ap.add_argument("--snapferry", default="snapferry", help="the binary, on every node")
     ap.add_argument("--max-retries", type=int, default=3, help="runs of a unit beyond its first")
+    ap.add_argument("--lease-wait", type=float, default=150,
+                    help="seconds a unit waits for its lease held by another run (exit 4)")
     ap.add_argument("--node-ip-address", help="this driver's address as the cluster sees it")
     a = ap.parse_args(argv[:i])
     plan_args, flags = split_round(argv[i + 1:])
@@ -134,9 +155,9 @@ def main(argv):
     print(f"plan {url}: {units} units", flush=True)
 
     hooks = {}
-    if os.environ.get("SNAPFERRY_RAY_TEST_HOLD"):
-        u, d = os.environ["SNAPFERRY_RAY_TEST_HOLD"].split(":", 1)
-        hooks["hold"] = (int(u), d)
+    if os.environ.get("SNAPFERRY_RAY_TEST_PIDS"):
+        u, d = os.environ["SNAPFERRY_RAY_TEST_PIDS"].split(":", 1)
+        hooks["pids"] = (int(u), d)
     if os.environ.get("SNAPFERRY_RAY_TEST_FAIL"):
         hooks["fail"] = int(os.environ["SNAPFERRY_RAY_TEST_FAIL"])
 
@@ -145,7 +166,7 @@ def main(argv):
     ledger = Ledger.remote()
     task = run_unit.options(max_retries=a.max_retries, retry_exceptions=[TransientUnitError],
                             scheduling_strategy="SPREAD")
-    refs = {task.remote(a.snapferry, url, u, flags, ledger, hooks): u for u in range(units)}
+    refs = {task.remote(a.snapferry, url, u, flags, a.lease_wait, ledger, hooks): u for u in range(units)}
     outcome = {}
     for ref, u in refs.items():
         try:
@@ -158,10 +179,12 @@ def main(argv):
     failed = []
     for u in range(units):
         tries = attempts.get(u, [])
-        last = tries[-1] if tries else {"node": "-", "rc": None, "tail": ""}
+        last = tries[-1] if tries else {"node": "-", "rc": None, "tail": "", "lease_waits": 0}
         status, why = outcome[u]
         rc = "killed" if last["rc"] is None else last["rc"]
-        extra = f" ({why})" if why and status != "ok" else ""
+        waits = sum(t["lease_waits"] for t in tries)
+        extra = f" lease-waits {waits}" if waits else ""
+        extra += f" ({why})" if why and status != "ok" else ""
         print(f"unit {u}: {status} exit {rc} attempts {len(tries)} node {last['node']}{extra}",
               flush=True)
         if status != "ok":

@@ -1,7 +1,9 @@
 //! The Ray launcher (deploy/ray/snapferry_ray.py) on a real Ray cluster — a head and two
 //! worker nodes on loopback (fixtures/ray/cluster.py) — against real MinIO: a round of 4 units
-//! whose one unit loses its Ray worker to SIGKILL makes the repository a whole `sync` makes,
-//! the killed unit run again; a unit that fails for good leaves the round uncommitted, named.
+//! whose one unit loses its Ray worker to SIGKILL while its snapferry copies (MinIO behind
+//! toxiproxy's latency, so it takes seconds) makes the repository a whole `sync` makes: the
+//! snapferry dies with its worker, Ray runs the unit again, and that run takes over the dead
+//! one's lease. A unit that fails for good leaves the round uncommitted, and named.
 //!
 //! Needs the Ray venv: `SNAPFERRY_RAY_PYTHON`, else the cached one that
 //! `bash fixtures/ray/install.sh` makes (fixtures/test.sh runs it).
@@ -123,8 +125,8 @@ impl Drop for RayCluster {
     }
 }
 
-/// The driver, running a round of `UNITS` units from the fixture into `dst` on MinIO.
-fn driver(cluster: &RayCluster, s3: &Minio, dst: &str, hooks: &[(&str, String)]) -> Child {
+/// The driver, running a round of `UNITS` units from the fixture into `dst` at `endpoint`.
+fn driver(cluster: &RayCluster, endpoint: &str, dst: &str, hooks: &[(&str, String)]) -> Child {
     let mut c = Command::new(ray_python());
     c.arg(repo_root().join("deploy/ray/snapferry_ray.py"))
         .args([
@@ -139,7 +141,7 @@ fn driver(cluster: &RayCluster, s3: &Minio, dst: &str, hooks: &[(&str, String)])
         .arg(fixture())
         .arg(dst)
         .args(["--units", &UNITS.to_string()])
-        .args(["--dst-endpoint", &s3.endpoint, "--progress", "never"]);
+        .args(["--dst-endpoint", endpoint, "--progress", "never"]);
     ray_env(&mut c, cluster.dir.path());
     for (k, v) in hooks {
         c.env(k, v);
@@ -208,39 +210,88 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
     let out = run(whole);
     assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
 
+    // Every request of the round waits 150 ms, so a unit's copy takes seconds.
+    let tp = Toxiproxy::start();
+    let proxy = tp.proxy("minio", &s3.endpoint);
+    proxy.toxic(
+        Stream::Downstream,
+        Toxic::Latency {
+            latency_ms: 150,
+            jitter_ms: 0,
+        },
+    );
     let cluster = RayCluster::start();
-    let held = tempfile::tempdir().expect("hold dir");
+    let pids = tempfile::tempdir().expect("pids dir");
     let t0 = Instant::now();
-    let hold = format!("1:{}", held.path().display());
+    let hook = format!("1:{}", pids.path().display());
     let mut child = driver(
         &cluster,
-        &s3,
+        &proxy.endpoint,
         "s3://dst/repo",
-        &[("SNAPFERRY_RAY_TEST_HOLD", hold)],
+        &[("SNAPFERRY_RAY_TEST_PIDS", hook)],
     );
-    // Unit 1's first attempt says which Ray worker runs it, and waits: that worker is killed.
-    let pid_file = held.path().join("unit-1.pid");
+    // Unit 1's first attempt says which Ray worker runs it and its snapferry's PID; once that
+    // snapferry holds the unit's lease (it is copying), the worker is killed.
+    let pid_file = pids.path().join("unit-1.pid");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            break pid;
+    let (worker, binary) = loop {
+        if let Ok(s) = std::fs::read_to_string(&pid_file) {
+            let (w, b) = s.split_once(' ').expect("two PIDs");
+            break (w.to_string(), b.to_string());
         }
         if let Ok(Some(st)) = child.try_wait() {
             let out = finish(child);
             panic!("the driver ended ({st}) before unit 1 ran: {out:?}");
         }
         assert!(Instant::now() < deadline, "unit 1 never started");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     };
+    let unit_keys = || {
+        rt().block_on(keys(&c, "dst", "repo.snapferry/plans/"))
+            .into_iter()
+            .filter(|k| k.contains("/units/1"))
+            .collect::<Vec<_>>()
+    };
+    loop {
+        let ks = unit_keys();
+        assert!(
+            !ks.iter().any(|k| k.ends_with("/units/1.json")),
+            "unit 1 finished before it could be killed: {ks:?}"
+        );
+        if ks.iter().any(|k| k.contains("/units/1/")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "unit 1 never took its lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let killed = Command::new("kill")
-        .args(["-KILL", &pid])
+        .args(["-KILL", &worker])
         .status()
         .expect("kill");
-    assert!(killed.success(), "SIGKILL to Ray worker {pid}");
-    std::fs::write(held.path().join("go"), b"").unwrap();
+    assert!(killed.success(), "SIGKILL to Ray worker {worker}");
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{binary}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let t_kill = Instant::now();
+    while !gone() {
+        assert!(
+            t_kill.elapsed() < Duration::from_secs(10),
+            "snapferry {binary} outlived its Ray worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !unit_keys().iter().any(|k| k.ends_with("/units/1.json")),
+        "killed mid-run: no marker yet"
+    );
     let out = finish(child);
     let (so, se) = texts(&out);
     eprintln!("ray.rs: the round took {:.1?}\n{so}", t0.elapsed());
@@ -259,6 +310,7 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
     assert!(attempts >= 2, "the killed unit ran again: {l}");
     assert!(so.contains("commit: exit 0"), "{so}");
     drop(cluster);
+    drop(tp);
 
     // The same repository as one whole sync, byte for byte (but the state record's time).
     let strip = |ks: Vec<String>| -> Vec<String> {
@@ -309,7 +361,7 @@ fn a_unit_that_fails_for_good_is_named_and_the_round_is_not_committed() {
     let t0 = Instant::now();
     let child = driver(
         &cluster,
-        &s3,
+        &s3.endpoint,
         "s3://dst/repo",
         &[("SNAPFERRY_RAY_TEST_FAIL", "2".to_string())],
     );
