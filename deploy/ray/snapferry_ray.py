@@ -2,7 +2,8 @@
 """snapferry_ray.py: one distributed snapferry round (plan -> units -> commit) on a Ray cluster.
 
     python snapferry_ray.py [--address ADDR|auto] [--snapferry PATH] [--max-retries N] \\
-        [--lease-wait SECONDS] -- SRC DST --units U [--control PREFIX] [sync flags: endpoints, credentials, ...]
+        [--lease-wait SECONDS] [--node-ip-address IP] \\
+        -- SRC DST --units U [--control PREFIX] [sync flags: endpoints, credentials, ...]
 
 What it does:
   1. here, on the driver's machine: `snapferry plan SRC DST --units U ... --json`, which pins
@@ -24,10 +25,10 @@ for good.
 
 Output: one line per unit (`unit I: ok|FAILED exit E attempts A node IP/ID [lease-waits W]`,
 the node of its last attempt, W the times it found its lease held, and the tail of snapferry's
-stderr for a failed unit), then the commit's. Exit 0 only when the commit exited
-0; when a unit failed for good: no commit, exit 1, and the failed units named on stderr. The
-round can be resumed by hand: `snapferry sync --plan URL --unit I` for those units, then
-`snapferry commit --plan URL`.
+stderr for a failed unit), then the commit's. Exit 0 only when the commit exited 0; when a
+unit failed for good: no commit, exit 1, and the failed units named on stderr. The round can
+be resumed by hand: `snapferry sync --plan URL --unit I` for those units, then `snapferry
+commit --plan URL`.
 
 Requirements: Ray on the driver and the nodes (the same version); the snapferry binary on every
 node's PATH or at --snapferry PATH (the same path on every node); the stores' credentials in
@@ -49,6 +50,7 @@ import sys
 import time
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 STORE, LOCKED = 3, 4  # snapferry: store unreachable/auth; the lease is held by another run
 RETRY_PAUSE_S = 5
@@ -61,7 +63,8 @@ class TransientUnitError(Exception):
 
 @ray.remote(num_cpus=0)
 class Ledger:
-    """Every attempt of every unit: where it ran and how it ended (a killed attempt has no rc)."""
+    """Every attempt of every unit: where it ran and how it ended (a killed attempt has no rc).
+    It lives on the driver's node; a unit runs on without it (attempts unknown) if it is lost."""
 
     def __init__(self):
         self.attempts = {}
@@ -95,10 +98,17 @@ def _sync(argv, pids_file):
     return p.returncode, "\n".join(err.strip().splitlines()[-5:])
 
 
+def _tell(call, *args):
+    try:
+        return ray.get(call.remote(*args), timeout=60)
+    except Exception:  # noqa: BLE001 - the ledger is for the summary only
+        return 0
+
+
 @ray.remote(num_cpus=1)
 def run_unit(snapferry, url, unit, flags, lease_wait, ledger, hooks):
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
-    attempt = ray.get(ledger.start.remote(unit, node))
+    attempt = _tell(ledger.start, unit, node)
     pids = hooks.get("pids")
     pids_file = (os.path.join(pids[1], f"unit-{unit}.pid")
                  if pids and pids[0] == unit and attempt == 1 else None)
@@ -111,7 +121,7 @@ def run_unit(snapferry, url, unit, flags, lease_wait, ledger, hooks):
         waits += 1
         time.sleep(LEASE_POLL_S)
         rc, tail = _sync(argv, None)
-    ray.get(ledger.end.remote(unit, rc, tail, waits))
+    _tell(ledger.end, unit, rc, tail, waits)
     if rc in (STORE, LOCKED) or rc < 0:
         time.sleep(min(60, RETRY_PAUSE_S * attempt))
         raise TransientUnitError(f"unit {unit}: exit {rc}: {tail}")
@@ -163,17 +173,22 @@ def main(argv):
 
     init = {"_node_ip_address": a.node_ip_address} if a.node_ip_address else {}
     ray.init(address=a.address, log_to_driver=False, **init)
-    ledger = Ledger.remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    ledger = Ledger.options(scheduling_strategy=here).remote()
     task = run_unit.options(max_retries=a.max_retries, retry_exceptions=[TransientUnitError],
                             scheduling_strategy="SPREAD")
-    refs = {task.remote(a.snapferry, url, u, flags, a.lease_wait, ledger, hooks): u for u in range(units)}
+    refs = [task.remote(a.snapferry, url, u, flags, a.lease_wait, ledger, hooks)
+            for u in range(units)]
     outcome = {}
-    for ref, u in refs.items():
+    for u, ref in enumerate(refs):
         try:
-            outcome[u] = ("ok", 0) if ray.get(ref) == 0 else ("FAILED", None)
+            outcome[u] = ("ok", None) if ray.get(ref) == 0 else ("FAILED", None)
         except Exception as e:  # noqa: BLE001 - retries exhausted, or Ray lost the task
             outcome[u] = ("FAILED", type(e).__name__)
-    attempts = ray.get(ledger.all.remote())
+    try:
+        attempts = ray.get(ledger.all.remote(), timeout=60)
+    except Exception:  # noqa: BLE001
+        attempts = {}
     ray.shutdown()
 
     failed = []
@@ -181,7 +196,7 @@ def main(argv):
         tries = attempts.get(u, [])
         last = tries[-1] if tries else {"node": "-", "rc": None, "tail": "", "lease_waits": 0}
         status, why = outcome[u]
-        rc = "killed" if last["rc"] is None else last["rc"]
+        rc = last["rc"] if last["rc"] is not None else 0 if status == "ok" else "killed"
         waits = sum(t["lease_waits"] for t in tries)
         extra = f" lease-waits {waits}" if waits else ""
         extra += f" ({why})" if why and status != "ok" else ""
