@@ -52,12 +52,16 @@ pub enum Command {
     Commit(CommitArgs),
 }
 
-/// `snapferry plan SRC DST --units U [--control PREFIX] [--json] [sync options]`.
+/// `snapferry plan SRC DST --units U [--control PREFIX] [--json] [sync options]`, or
+/// `snapferry plan status URL`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
     /// Units to split the round into (a Kubernetes Indexed Job's completions).
-    #[arg(long, value_name = "U")]
-    pub units: usize,
+    #[arg(long, value_name = "U", required = true)]
+    pub units: Option<usize>,
     /// Where plans are kept: a prefix of the destination's bucket outside the repository
     /// (or a directory). Default: the destination's prefix with `.snapferry` appended.
     #[arg(long, value_name = "PREFIX")]
@@ -76,6 +80,62 @@ pub struct PlanArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub sync: SyncArgs,
+}
+
+/// The directory of a plan's URL (the URL itself, or the one holding its `plan.json`)
+/// and how to reach it: with the destination's endpoint and credentials.
+pub fn plan_location(
+    url: &str,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> Result<(Location, StoreOptions), String> {
+    let loc = match Location::parse(url).map_err(|e| format!("--plan: {e}"))? {
+        Location::S3 { bucket, prefix } => Location::S3 {
+            prefix: prefix
+                .strip_suffix("plan.json/")
+                .unwrap_or(&prefix)
+                .to_string(),
+            bucket,
+        },
+        Location::Oss { bucket, prefix } => Location::Oss {
+            prefix: prefix
+                .strip_suffix("plan.json/")
+                .unwrap_or(&prefix)
+                .to_string(),
+            bucket,
+        },
+        Location::Fs { path } if path.ends_with("plan.json") => Location::Fs {
+            path: path.parent().map(PathBuf::from).unwrap_or_default(),
+        },
+        fs => fs,
+    };
+    let side = resolve_side(&loc, endpoint, region, "DST", "--dst")?;
+    Ok((loc, side))
+}
+
+/// `snapferry plan ...` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// A round's progress from its units' markers: units finished and not, bytes and
+    /// objects copied, wall times and stragglers. Exit 0 when every unit finished, 1 when
+    /// some have not.
+    Status(PlanStatusArgs),
+}
+
+/// `snapferry plan status URL`.
+#[derive(Debug, clap::Args)]
+pub struct PlanStatusArgs {
+    /// The plan's URL (printed by `snapferry plan`).
+    pub plan: String,
+    /// The destination's endpoint (where the plan lives).
+    #[arg(long, value_name = "URL")]
+    pub dst_endpoint: Option<String>,
+    /// The destination's region.
+    #[arg(long, value_name = "REGION")]
+    pub dst_region: Option<String>,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `snapferry commit --plan URL [sync options]`.
@@ -608,33 +668,7 @@ impl SyncArgs {
         let Some(url) = &self.plan else {
             return Ok(None);
         };
-        let loc = match Location::parse(url).map_err(|e| format!("--plan: {e}"))? {
-            Location::S3 { bucket, prefix } => Location::S3 {
-                prefix: prefix
-                    .strip_suffix("plan.json/")
-                    .unwrap_or(&prefix)
-                    .to_string(),
-                bucket,
-            },
-            Location::Oss { bucket, prefix } => Location::Oss {
-                prefix: prefix
-                    .strip_suffix("plan.json/")
-                    .unwrap_or(&prefix)
-                    .to_string(),
-                bucket,
-            },
-            Location::Fs { path } if path.ends_with("plan.json") => Location::Fs {
-                path: path.parent().map(PathBuf::from).unwrap_or_default(),
-            },
-            fs => fs,
-        };
-        let mut side = resolve_side(
-            &loc,
-            &self.ends.dst_endpoint,
-            &self.ends.dst_region,
-            "DST",
-            "--dst",
-        )?;
+        let (loc, mut side) = plan_location(url, &self.ends.dst_endpoint, &self.ends.dst_region)?;
         side.io_timeout = Some(parse_duration("--io-timeout", &self.io_timeout)?);
         Ok(Some((loc, side)))
     }

@@ -524,6 +524,94 @@ pub async fn prepare_commit(
     Ok(run)
 }
 
+/// One unit in `plan status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitStatus {
+    /// Its number.
+    pub unit: usize,
+    /// Shard directories.
+    pub shards: usize,
+    /// Bytes the plan weighed.
+    pub planned_bytes: u64,
+    /// Its marker, once it finished.
+    pub marker: Option<Marker>,
+}
+
+/// `snapferry plan status URL`: every unit's marker, summed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The plan's id.
+    pub plan: String,
+    /// Units in the plan.
+    pub units: usize,
+    /// Units with a marker.
+    pub finished: usize,
+    /// Units without one, by number.
+    pub unfinished: Vec<usize>,
+    /// Bytes and objects the finished units copied, and skipped as already there.
+    pub copied_bytes: u64,
+    /// Objects the finished units copied.
+    pub copied_objects: u64,
+    /// Objects the finished units found in place.
+    pub skipped_objects: u64,
+    /// The finished units' wall times, seconds: the longest, and the median.
+    pub longest_seconds: f64,
+    /// The median of the finished units' wall times.
+    pub median_seconds: f64,
+    /// Finished units that took more than twice the median (and over a second): the
+    /// stragglers, slowest first.
+    pub stragglers: Vec<usize>,
+    /// Each unit.
+    pub detail: Vec<UnitStatus>,
+}
+
+/// Reads every unit's marker of the plan in `store` and sums them.
+pub async fn status(store: &dyn Store, doc: &PlanDoc) -> Result<Status> {
+    let mut detail = Vec::new();
+    for u in &doc.units {
+        let marker = match crate::store::read_whole(store, &marker_key(u.index)).await? {
+            Some((_, body)) => Some(unseal::<Marker>(
+                &format!("unit {}'s marker", u.index),
+                &body,
+            )?),
+            None => None,
+        };
+        detail.push(UnitStatus {
+            unit: u.index,
+            shards: u.shards.len(),
+            planned_bytes: u.bytes,
+            marker,
+        });
+    }
+    let done: Vec<&Marker> = detail.iter().filter_map(|d| d.marker.as_ref()).collect();
+    let mut times: Vec<f64> = done.iter().map(|m| m.duration_seconds).collect();
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    let mut slow: Vec<&Marker> = done
+        .iter()
+        .copied()
+        .filter(|m| m.duration_seconds > (2.0 * median).max(1.0))
+        .collect();
+    slow.sort_by(|a, b| b.duration_seconds.total_cmp(&a.duration_seconds));
+    Ok(Status {
+        plan: doc.id.clone(),
+        units: doc.units.len(),
+        finished: done.len(),
+        unfinished: detail
+            .iter()
+            .filter(|d| d.marker.is_none())
+            .map(|d| d.unit)
+            .collect(),
+        copied_bytes: done.iter().map(|m| m.copied_bytes).sum(),
+        copied_objects: done.iter().map(|m| m.copied_objects).sum(),
+        skipped_objects: done.iter().map(|m| m.skipped_objects).sum(),
+        longest_seconds: times.last().copied().unwrap_or(0.0),
+        median_seconds: median,
+        stragglers: slow.iter().map(|m| m.unit).collect(),
+        detail,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,25 @@ fn a_commit_with_units_missing_refuses_and_the_destination_stays_at_its_previous
         "at its previous generation: {v}"
     );
 
+    // The round's progress from the markers.
+    let status = |want: i32| -> serde_json::Value {
+        let mut c = snapferry();
+        c.args([
+            "plan",
+            "status",
+            &url,
+            "--dst-endpoint",
+            &s3.endpoint,
+            "--json",
+        ]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(want), "{}", texts(&out).1);
+        serde_json::from_str(&texts(&out).0).unwrap()
+    };
+    let st = status(1);
+    assert_eq!(st["finished"], 1, "{st}");
+    assert_eq!(st["unfinished"], serde_json::json!([1, 2]), "{st}");
+
     // A unit the plan does not have is bad input.
     let out = run(unit_cmd(&s3, &url, 9));
     assert_eq!(out.status.code(), Some(2), "{}", texts(&out).1);
@@ -245,6 +264,20 @@ fn a_commit_with_units_missing_refuses_and_the_destination_stays_at_its_previous
     // The rest of the units, then the commit: every snapshot.
     unit(&s3, &url, 2);
     unit(&s3, &url, 1);
+    let st = status(0);
+    assert_eq!(st["finished"], 3, "{st}");
+    let copied: u64 = st["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["marker"]["copied_objects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        st["copied_objects"].as_u64(),
+        Some(copied),
+        "the sum of the markers: {st}"
+    );
+    assert!(copied > 0, "{st}");
     let out = commit(&s3, &url);
     assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
     let v = verify_deep(&s3, "s3://dist/repo");

@@ -10,12 +10,47 @@ use snapferry_engine::distributed::{self, PlanDoc};
 use snapferry_engine::store::{self, Store};
 
 use super::{fail, failed, sync};
-use crate::args::{CommitArgs, Plan, PlanArgs, SyncArgs};
+use crate::args::{
+    plan_location, CommitArgs, Plan, PlanArgs, PlanCommand, PlanStatusArgs, SyncArgs,
+};
 use crate::exit;
 use crate::output::{progress, report};
 
-/// `snapferry plan SRC DST --units U`.
+/// `snapferry plan status URL`.
+async fn status(a: PlanStatusArgs) -> u8 {
+    let (loc, side) = match plan_location(&a.plan, &a.dst_endpoint, &a.dst_region) {
+        Ok(x) => x,
+        Err(msg) => return fail(exit::USAGE, msg),
+    };
+    let store = match store::open_existing(&loc, &side).await {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let st = match distributed::read_plan(store.as_ref()).await {
+        Ok((doc, _)) => distributed::status(store.as_ref(), &doc).await,
+        Err(e) => Err(e),
+    };
+    match st {
+        Ok(st) => {
+            report::plan_status(&st, a.json);
+            if st.unfinished.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `snapferry plan SRC DST --units U`, or `plan status URL`.
 pub async fn plan(a: PlanArgs) -> u8 {
+    if let Some(PlanCommand::Status(s)) = a.command {
+        return status(s).await;
+    }
+    let Some(units) = a.units else {
+        return fail(exit::USAGE, "plan needs --units U");
+    };
     if a.sync.plan.is_some() {
         return fail(
             exit::USAGE,
@@ -41,7 +76,7 @@ pub async fn plan(a: PlanArgs) -> u8 {
         redacted(a.sync.src.as_deref()),
         redacted(a.sync.dst.as_deref()),
     );
-    let how = (a.units, a.id.clone(), a.workers);
+    let how = (units, a.id.clone(), a.workers);
     match distributed::plan(src, dst, control_store, p.opts, how, ends).await {
         Ok((doc, dir, reused)) => {
             if reused {

@@ -216,3 +216,44 @@ pub fn unit_marker(
         ),
     }
 }
+
+/// `plan status`: one line per unit, then the totals (stderr), or JSON on stdout.
+pub fn plan_status(st: &snapferry_engine::distributed::Status, json: bool) {
+    if json {
+        out!("{}", serde_json::to_string_pretty(st).unwrap_or_default());
+        return;
+    }
+    for d in &st.detail {
+        match &d.marker {
+            Some(m) => out!(
+                "unit {:>4}  done      {:>10} copied in {:>7.1}s on {}",
+                d.unit,
+                human(m.copied_bytes),
+                m.duration_seconds,
+                m.host
+            ),
+            None => out!(
+                "unit {:>4}  not done  {:>10} planned, {} shard directories",
+                d.unit,
+                human(d.planned_bytes),
+                d.shards
+            ),
+        }
+    }
+    out!(
+        "plan {}: {} of {} units finished; {} in {} objects copied, {} in place; longest unit {:.1}s, median {:.1}s{}",
+        st.plan,
+        st.finished,
+        st.units,
+        human(st.copied_bytes),
+        st.copied_objects,
+        st.skipped_objects,
+        st.longest_seconds,
+        st.median_seconds,
+        if st.stragglers.is_empty() {
+            String::new()
+        } else {
+            format!("; stragglers: units {:?}", st.stragglers)
+        }
+    );
+}
