@@ -456,26 +456,60 @@ pub async fn assert_identical(
     k1.len()
 }
 
-/// The Python with the official OSS SDK (alibabacloud-oss-v2), installed by
-/// `fixtures/oss-gateway/install.sh`: `SNAPFERRY_OSS_PYTHON`, else the cached venv.
-pub fn oss_python() -> PathBuf {
-    let p = std::env::var("SNAPFERRY_OSS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let cache = std::env::var("SNAPFERRY_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                        .join(".cache/snapferry")
-                });
-            cache.join("oss-venv/bin/python")
-        });
+/// The Python of a venv a fixture installer made: `$VAR`, else `venv` under the cache
+/// (`SNAPFERRY_CACHE`, default `~/.cache/snapferry`); a setup failure naming `installer`
+/// when neither is there.
+pub fn venv_python(var: &str, venv: &str, installer: &str) -> PathBuf {
+    let p = std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| {
+        let cache = std::env::var("SNAPFERRY_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/snapferry")
+            });
+        cache.join(venv).join("bin/python")
+    });
     assert!(
         p.exists(),
-        "setup failed: {} not found; run `bash fixtures/oss-gateway/install.sh` (fixtures/test.sh does) or set SNAPFERRY_OSS_PYTHON",
+        "setup failed: {} not found; run `bash {installer}` (fixtures/test.sh does) or set {var}",
         p.display()
     );
     p
+}
+
+/// The Python with the official OSS SDK (alibabacloud-oss-v2), installed by
+/// `fixtures/oss-gateway/install.sh`: `SNAPFERRY_OSS_PYTHON`, else the cached venv.
+pub fn oss_python() -> PathBuf {
+    venv_python(
+        "SNAPFERRY_OSS_PYTHON",
+        "oss-venv",
+        "fixtures/oss-gateway/install.sh",
+    )
+}
+
+/// Asserts that `b1/p1` and `b2/p2` hold the same repository, key for key and byte for
+/// byte, but for snapferry's state record (it holds the commit's time); returns the count.
+pub async fn assert_same_repository(
+    (c1, b1, p1): (&aws_sdk_s3::Client, &str, &str),
+    (c2, b2, p2): (&aws_sdk_s3::Client, &str, &str),
+) -> usize {
+    let rel = |ks: Vec<String>, p: &str| -> Vec<String> {
+        ks.into_iter()
+            .filter(|k| !k.ends_with(".snapferry-state.json"))
+            .map(|k| k[p.len()..].to_string())
+            .collect()
+    };
+    let k1 = rel(keys(c1, b1, p1).await, p1);
+    let k2 = rel(keys(c2, b2, p2).await, p2);
+    assert_eq!(k1, k2, "key sets differ");
+    for k in &k1 {
+        let (x, y) = (
+            get(c1, b1, &format!("{p1}{k}")).await,
+            get(c2, b2, &format!("{p2}{k}")).await,
+        );
+        assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
+    }
+    assert!(!k1.is_empty(), "{b1}/{p1} holds nothing");
+    k1.len()
 }
 
 /// `snapferry sync SRC DST --snapshot-aware on` plus `extra`, which must exit 0: its JSON

@@ -161,30 +161,11 @@ fn units_in_any_order_twice_and_at_once_make_the_repository_a_whole_sync_makes()
         texts(&out).1
     );
 
-    // The same repository as one whole sync, byte for byte (but the state record's time).
-    let strip = |ks: Vec<String>| -> Vec<String> {
-        ks.into_iter()
-            .filter(|k| !k.ends_with(".snapferry-state.json"))
-            .map(|k| k["repo/".len()..].to_string())
-            .collect()
-    };
-    let (kw, kd) = rt().block_on(async {
-        (
-            keys(&c, "whole", "repo/").await,
-            keys(&c, "dist", "repo/").await,
-        )
-    });
-    let (kw, kd) = (strip(kw), strip(kd));
-    assert_eq!(kw, kd, "key sets differ");
-    rt().block_on(async {
-        for k in &kw {
-            let (x, y) = (
-                get(&c, "whole", &format!("repo/{k}")).await,
-                get(&c, "dist", &format!("repo/{k}")).await,
-            );
-            assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
-        }
-    });
+    // The same repository as one whole sync, byte for byte.
+    rt().block_on(assert_same_repository(
+        (&c, "whole", "repo/"),
+        (&c, "dist", "repo/"),
+    ));
     let v = verify_deep(&s3, "s3://dist/repo");
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
 }

@@ -229,27 +229,8 @@ fn the_pods_command_lines_run_unit_by_unit_in_shuffled_order_make_the_whole_sync
         texts(&out).1
     );
 
-    let strip = |ks: Vec<String>| -> Vec<String> {
-        ks.into_iter()
-            .filter(|k| !k.ends_with(".snapferry-state.json"))
-            .map(|k| k["repo/".len()..].to_string())
-            .collect()
-    };
-    let (kw, kd) = rt().block_on(async {
-        (
-            keys(&c, "whole", "repo/").await,
-            keys(&c, "dst", "repo/").await,
-        )
-    });
-    let (kw, kd) = (strip(kw), strip(kd));
-    assert_eq!(kw, kd, "key sets differ");
-    rt().block_on(async {
-        for k in &kw {
-            let (x, y) = (
-                get(&c, "whole", &format!("repo/{k}")).await,
-                get(&c, "dst", &format!("repo/{k}")).await,
-            );
-            assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
-        }
-    });
+    rt().block_on(assert_same_repository(
+        (&c, "whole", "repo/"),
+        (&c, "dst", "repo/"),
+    ));
 }

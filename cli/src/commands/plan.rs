@@ -101,21 +101,19 @@ pub async fn unit(a: SyncArgs) -> u8 {
             "sync --plan needs --unit I (or JOB_COMPLETION_INDEX); to commit the round, run snapferry commit --plan URL",
         );
     };
-    let (plan_store, doc, root, p) = match open_plan(&a).await {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let (src, dst) = match open2(&p).await {
+    let step = match Step::open(&a, &format!("unit {i}")).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let banner = format!(
-        "snapferry: plan {} unit {i}: {} -> {}",
-        doc.id,
-        src.describe(),
-        dst.describe()
-    );
-    let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
+    let Step {
+        plan_store,
+        doc,
+        root,
+        p,
+        src,
+        dst,
+        observer,
+    } = step;
     let opts = p.opts.clone();
     let prepared =
         distributed::prepare_unit(plan_store, (&doc, root), (src, dst), opts, i, observer);
@@ -137,21 +135,19 @@ pub async fn unit(a: SyncArgs) -> u8 {
 
 /// `snapferry commit --plan URL`.
 pub async fn commit(a: CommitArgs) -> u8 {
-    let (plan_store, doc, root, p) = match open_plan(&a.sync).await {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let (src, dst) = match open2(&p).await {
+    let step = match Step::open(&a.sync, "commit").await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let banner = format!(
-        "snapferry: commit plan {}: {} -> {}",
-        doc.id,
-        src.describe(),
-        dst.describe()
-    );
-    let observer = Arc::new(progress::Printer::new(false, a.sync.verbose > 0, banner));
+    let Step {
+        plan_store,
+        doc,
+        root,
+        p,
+        src,
+        dst,
+        observer,
+    } = step;
     let opts = p.opts.clone();
     let prepared =
         distributed::prepare_commit(plan_store, (&doc, root), (src, dst), opts, observer);
@@ -172,27 +168,56 @@ fn redacted(s: Option<&str>) -> String {
     snapferry_engine::location::redact_url(s.unwrap_or_default())
 }
 
-/// The plan of `--plan`, its pinned root, and the run's arguments checked against the
-/// plan's SRC and DST.
-async fn open_plan(a: &SyncArgs) -> Result<(Arc<dyn Store>, PlanDoc, Vec<u8>, Plan), u8> {
-    let (loc, side) = match a.plan_dir() {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            return Err(fail(
-                exit::USAGE,
-                "give --plan URL (printed by snapferry plan)",
-            ))
-        }
-        Err(msg) => return Err(fail(exit::USAGE, msg)),
-    };
-    let plan_store = store::open_existing(&loc, &side).await.map_err(failed)?;
-    let (doc, root) = distributed::read_plan(plan_store.as_ref())
-        .await
-        .map_err(failed)?;
-    let p = a
-        .validate_for(&doc.source, &doc.destination)
-        .map_err(|msg| fail(exit::USAGE, msg))?;
-    Ok((plan_store, doc, root, p))
+/// A step of a plan (a unit, the commit), opened: the plan of `--plan` and its pinned
+/// root, the run's arguments checked against the plan's SRC and DST, both stores, and
+/// the progress printer with the step's banner.
+struct Step {
+    plan_store: Arc<dyn Store>,
+    doc: PlanDoc,
+    root: Vec<u8>,
+    p: Plan,
+    src: Arc<dyn Store>,
+    dst: Arc<dyn Store>,
+    observer: Arc<progress::Printer>,
+}
+
+impl Step {
+    async fn open(a: &SyncArgs, what: &str) -> Result<Step, u8> {
+        let (loc, side) = match a.plan_dir() {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return Err(fail(
+                    exit::USAGE,
+                    "give --plan URL (printed by snapferry plan)",
+                ))
+            }
+            Err(msg) => return Err(fail(exit::USAGE, msg)),
+        };
+        let plan_store = store::open_existing(&loc, &side).await.map_err(failed)?;
+        let (doc, root) = distributed::read_plan(plan_store.as_ref())
+            .await
+            .map_err(failed)?;
+        let p = a
+            .validate_for(&doc.source, &doc.destination)
+            .map_err(|msg| fail(exit::USAGE, msg))?;
+        let (src, dst) = open2(&p).await?;
+        let banner = format!(
+            "snapferry: plan {} {what}: {} -> {}",
+            doc.id,
+            src.describe(),
+            dst.describe()
+        );
+        let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
+        Ok(Step {
+            plan_store,
+            doc,
+            root,
+            p,
+            src,
+            dst,
+            observer,
+        })
+    }
 }
 
 async fn open2(p: &Plan) -> Result<(Arc<dyn Store>, Arc<dyn Store>), u8> {
