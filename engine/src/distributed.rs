@@ -441,24 +441,44 @@ fn pinned(doc: &PlanDoc, root: Vec<u8>) -> Arc<Pinned> {
     })
 }
 
-/// `snapferry sync --plan URL --unit I`: unit `i` of the plan in `plan_store` (its
-/// directory), preflighted and ready to run (the caller drives it: progress, Ctrl-C);
-/// hand its report to [`UnitEnd::finish`], which writes the marker when every blob
-/// landed verified.
-pub async fn prepare_unit(
-    plan_store: Arc<dyn Store>,
-    (doc, root): (&PlanDoc, Vec<u8>),
-    (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
-    mut opts: SyncOptions,
-    i: usize,
-    observer: Arc<dyn Observer>,
-) -> Result<(SyncRun, UnitEnd)> {
+/// What a step of a plan (a unit, the commit) runs with: the plan's directory, the plan
+/// and its pinned root, both stores, the options and the observer.
+pub struct Step {
+    /// The plan's directory.
+    pub plan_store: Arc<dyn Store>,
+    /// The plan.
+    pub doc: PlanDoc,
+    /// Its pinned root.
+    pub root: Vec<u8>,
+    /// The source.
+    pub src: Arc<dyn Store>,
+    /// The destination.
+    pub dst: Arc<dyn Store>,
+    /// The run's options (its role is set here).
+    pub opts: SyncOptions,
+    /// Progress and events.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// `snapferry sync --plan URL --unit I`: unit `i` of the plan, preflighted and ready to
+/// run (the caller drives it: progress, Ctrl-C); hand its report to [`UnitEnd::finish`],
+/// which writes the marker when every blob landed verified.
+pub async fn prepare_unit(step: Step, i: usize) -> Result<(SyncRun, UnitEnd)> {
+    let Step {
+        plan_store,
+        doc,
+        root,
+        src,
+        dst,
+        mut opts,
+        observer,
+    } = step;
     let unit = doc.unit(i)?;
     let shards: Vec<Unit> = unit.shards.iter().map(|s| s.unit.clone()).collect();
     if opts.bwlimit.is_none() {
         opts.bwlimit = doc.bwlimit_per_worker();
     }
-    opts.role = Role::Unit(pinned(doc, root), shards.clone());
+    opts.role = Role::Unit(pinned(&doc, root), shards.clone());
     let lease = Arc::new(Prefixed::new(plan_store.clone(), &lease_dir(i)));
     let run = SyncRun::new(src, dst.clone(), opts, observer).with_unit_lease(lease);
     run.preflight().await?;
@@ -510,15 +530,18 @@ impl UnitEnd {
 /// units without a marker; else the barrier (index and root metadata, every planned
 /// shard confirmed at the destination, the commit point), under the destination's lease,
 /// preflighted and ready to run.
-pub async fn prepare_commit(
-    plan_store: Arc<dyn Store>,
-    (doc, root): (&PlanDoc, Vec<u8>),
-    (src, dst): (Arc<dyn Store>, Arc<dyn Store>),
-    mut opts: SyncOptions,
-    observer: Arc<dyn Observer>,
-) -> Result<SyncRun> {
-    markers(plan_store.as_ref(), doc).await?;
-    opts.role = Role::Commit(pinned(doc, root), doc.all_shards());
+pub async fn prepare_commit(step: Step) -> Result<SyncRun> {
+    let Step {
+        plan_store,
+        doc,
+        root,
+        src,
+        dst,
+        mut opts,
+        observer,
+    } = step;
+    markers(plan_store.as_ref(), &doc).await?;
+    opts.role = Role::Commit(pinned(&doc, root), doc.all_shards());
     let run = SyncRun::new(src, dst, opts, observer);
     run.preflight().await?;
     Ok(run)

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use snapferry_engine::distributed::{self, PlanDoc};
+use snapferry_engine::distributed;
 use snapferry_engine::store::{self, Store};
 
 use super::{fail, failed, sync};
@@ -101,23 +101,11 @@ pub async fn unit(a: SyncArgs) -> u8 {
             "sync --plan needs --unit I (or JOB_COMPLETION_INDEX); to commit the round, run snapferry commit --plan URL",
         );
     };
-    let step = match Step::open(&a, &format!("unit {i}")).await {
+    let (step, p) = match open_step(&a, &format!("unit {i}")).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Step {
-        plan_store,
-        doc,
-        root,
-        p,
-        src,
-        dst,
-        observer,
-    } = step;
-    let opts = p.opts.clone();
-    let prepared =
-        distributed::prepare_unit(plan_store, (&doc, root), (src, dst), opts, i, observer);
-    let (run, end) = match prepared.await {
+    let (run, end) = match distributed::prepare_unit(step, i).await {
         Ok(x) => x,
         Err(e) => return failed(e),
     };
@@ -127,7 +115,7 @@ pub async fn unit(a: SyncArgs) -> u8 {
     };
     report::sync_summary(&r);
     match end.finish(&r).await {
-        Ok(marker) => report::unit_marker(&doc, i, marker.as_ref()),
+        Ok(marker) => report::unit_marker(i, marker.as_ref()),
         Err(e) => return failed(e),
     }
     sync::finish(&p, &r)
@@ -135,23 +123,11 @@ pub async fn unit(a: SyncArgs) -> u8 {
 
 /// `snapferry commit --plan URL`.
 pub async fn commit(a: CommitArgs) -> u8 {
-    let step = match Step::open(&a.sync, "commit").await {
+    let (step, p) = match open_step(&a.sync, "commit").await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Step {
-        plan_store,
-        doc,
-        root,
-        p,
-        src,
-        dst,
-        observer,
-    } = step;
-    let opts = p.opts.clone();
-    let prepared =
-        distributed::prepare_commit(plan_store, (&doc, root), (src, dst), opts, observer);
-    let run = match prepared.await {
+    let run = match distributed::prepare_commit(step).await {
         Ok(run) => run,
         Err(e) => return failed(e),
     };
@@ -164,60 +140,49 @@ pub async fn commit(a: CommitArgs) -> u8 {
     }
 }
 
+/// A step of a plan (a unit, the commit), opened: the plan of `--plan` and its pinned
+/// root, the run's arguments checked against the plan's SRC and DST, both stores, and the
+/// progress printer with the step's banner.
+async fn open_step(a: &SyncArgs, what: &str) -> Result<(distributed::Step, Plan), u8> {
+    let (loc, side) = match a.plan_dir() {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return Err(fail(
+                exit::USAGE,
+                "give --plan URL (printed by snapferry plan)",
+            ))
+        }
+        Err(msg) => return Err(fail(exit::USAGE, msg)),
+    };
+    let plan_store = store::open_existing(&loc, &side).await.map_err(failed)?;
+    let (doc, root) = distributed::read_plan(plan_store.as_ref())
+        .await
+        .map_err(failed)?;
+    let p = a
+        .validate_for(&doc.source, &doc.destination)
+        .map_err(|msg| fail(exit::USAGE, msg))?;
+    let (src, dst) = open2(&p).await?;
+    let banner = format!(
+        "snapferry: plan {} {what}: {} -> {}",
+        doc.id,
+        src.describe(),
+        dst.describe()
+    );
+    let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
+    let step = distributed::Step {
+        plan_store,
+        doc,
+        root,
+        src,
+        dst,
+        opts: p.opts.clone(),
+        observer,
+    };
+    Ok((step, p))
+}
+
 fn redacted(s: Option<&str>) -> String {
     snapferry_engine::location::redact_url(s.unwrap_or_default())
-}
-
-/// A step of a plan (a unit, the commit), opened: the plan of `--plan` and its pinned
-/// root, the run's arguments checked against the plan's SRC and DST, both stores, and
-/// the progress printer with the step's banner.
-struct Step {
-    plan_store: Arc<dyn Store>,
-    doc: PlanDoc,
-    root: Vec<u8>,
-    p: Plan,
-    src: Arc<dyn Store>,
-    dst: Arc<dyn Store>,
-    observer: Arc<progress::Printer>,
-}
-
-impl Step {
-    async fn open(a: &SyncArgs, what: &str) -> Result<Step, u8> {
-        let (loc, side) = match a.plan_dir() {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                return Err(fail(
-                    exit::USAGE,
-                    "give --plan URL (printed by snapferry plan)",
-                ))
-            }
-            Err(msg) => return Err(fail(exit::USAGE, msg)),
-        };
-        let plan_store = store::open_existing(&loc, &side).await.map_err(failed)?;
-        let (doc, root) = distributed::read_plan(plan_store.as_ref())
-            .await
-            .map_err(failed)?;
-        let p = a
-            .validate_for(&doc.source, &doc.destination)
-            .map_err(|msg| fail(exit::USAGE, msg))?;
-        let (src, dst) = open2(&p).await?;
-        let banner = format!(
-            "snapferry: plan {} {what}: {} -> {}",
-            doc.id,
-            src.describe(),
-            dst.describe()
-        );
-        let observer = Arc::new(progress::Printer::new(false, a.verbose > 0, banner));
-        Ok(Step {
-            plan_store,
-            doc,
-            root,
-            p,
-            src,
-            dst,
-            observer,
-        })
-    }
 }
 
 async fn open2(p: &Plan) -> Result<(Arc<dyn Store>, Arc<dyn Store>), u8> {

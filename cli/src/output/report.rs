@@ -197,23 +197,16 @@ pub fn plan(doc: &snapferry_engine::distributed::PlanDoc, plan_url: &str, json: 
 }
 
 /// A unit's end: its marker, or why there is none.
-pub fn unit_marker(
-    doc: &snapferry_engine::distributed::PlanDoc,
-    i: usize,
-    m: Option<&snapferry_engine::distributed::Marker>,
-) {
+pub fn unit_marker(i: usize, m: Option<&snapferry_engine::distributed::Marker>) {
     match m {
         Some(m) => err!(
             "snapferry: unit {i} of plan {} finished: its shard directories hold {} objects ({}); marker {}",
-            doc.id,
+            m.plan,
             m.landed.objects,
             human(m.landed.bytes),
             snapferry_engine::distributed::marker_key(i)
         ),
-        None => err!(
-            "snapferry: unit {i} of plan {} did not finish; no marker written (run it again)",
-            doc.id
-        ),
+        None => err!("snapferry: unit {i} did not finish; no marker written (run it again)"),
     }
 }
 
