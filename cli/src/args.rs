@@ -419,6 +419,10 @@ pub struct SyncArgs {
         requires = "plan"
     )]
     pub unit: Option<usize>,
+    /// With --plan: when another run holds the unit's lease, try again every 10s for up
+    /// to this long (a crashed worker's lease on another host frees after --lease-ttl).
+    #[arg(long, value_name = "DURATION", default_value = "0s", requires = "plan")]
+    pub lease_wait: String,
     #[command(flatten)]
     pub ends: Endpoints,
     /// Print every planned action with its reason; write nothing.

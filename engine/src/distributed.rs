@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::snapshot::distributed::RootId;
 use crate::pipeline::snapshot::planner::{Unit, Weighed};
+use crate::pipeline::snapshot::state;
 use crate::pipeline::{NoObserver, Observer, Pinned, Report, Role, SyncOptions, SyncRun};
 use crate::probe::Prefixed;
 use crate::store::{PutOptions, Store};
@@ -72,6 +73,10 @@ pub struct PlanDoc {
     /// own takes this share of the round's.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// The SHA-256 `plan.json` records of this document (set when it is read): each
+    /// marker names it, so a marker of another plan under the same id is not taken.
+    #[serde(skip)]
+    pub sealed_sha256: String,
 }
 
 /// One unit of a plan: shard directories of similar bytes in all.
@@ -163,21 +168,33 @@ struct Sealed<'a> {
     body: &'a serde_json::value::RawValue,
 }
 
-fn seal<T: Serialize>(v: &T) -> Result<Bytes> {
+/// `v` as a sealed document, and the SHA-256 it records.
+fn seal<T: Serialize>(v: &T) -> Result<(Bytes, String)> {
     let body = serde_json::to_string_pretty(v).map_err(|e| Error::other(e.to_string()))?;
     let raw =
         serde_json::value::RawValue::from_string(body).map_err(|e| Error::other(e.to_string()))?;
+    let sha256 = hex::encode(Sha256::digest(raw.get().as_bytes()));
     let sealed = Sealed {
-        sha256: hex::encode(Sha256::digest(raw.get().as_bytes())),
+        sha256: sha256.clone(),
         body: &raw,
     };
     let bytes = serde_json::to_vec_pretty(&sealed).map_err(|e| Error::other(e.to_string()))?;
-    Ok(Bytes::from(bytes))
+    Ok((Bytes::from(bytes), sha256))
 }
 
-fn unseal<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
-    let bad =
-        |why: String| Error::repository(format!("{what} is damaged ({why}); make a new plan"));
+/// A sealed document read back: refused (with `fix`, what to do) unless its bytes have
+/// the SHA-256 it records.
+fn unseal<T: for<'de> Deserialize<'de>>(what: &str, fix: &str, bytes: &[u8]) -> Result<T> {
+    Ok(unseal_sha(what, fix, bytes)?.0)
+}
+
+/// [`unseal`], with the SHA-256 the document records.
+fn unseal_sha<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    fix: &str,
+    bytes: &[u8],
+) -> Result<(T, String)> {
+    let bad = |why: String| Error::repository(format!("{what} is damaged ({why}); {fix}"));
     let sealed: Sealed = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
     let got = hex::encode(Sha256::digest(sealed.body.get().as_bytes()));
     if got != sealed.sha256 {
@@ -186,7 +203,8 @@ fn unseal<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
             sealed.sha256
         )));
     }
-    serde_json::from_str(sealed.body.get()).map_err(|e| bad(e.to_string()))
+    let v = serde_json::from_str(sealed.body.get()).map_err(|e| bad(e.to_string()))?;
+    Ok((v, sealed.sha256))
 }
 
 async fn put(store: &dyn Store, key: &str, data: Bytes) -> Result<()> {
@@ -195,9 +213,12 @@ async fn put(store: &dyn Store, key: &str, data: Bytes) -> Result<()> {
 }
 
 /// Writes a plan into its directory `store`: the pinned root first, then the document.
-pub async fn write_plan(store: &dyn Store, plan: &PlanDoc, root: &[u8]) -> Result<()> {
+/// Returns the SHA-256 the document records.
+pub async fn write_plan(store: &dyn Store, plan: &PlanDoc, root: &[u8]) -> Result<String> {
     put(store, ROOT_KEY, Bytes::copy_from_slice(root)).await?;
-    put(store, PLAN_KEY, seal(plan)?).await
+    let (bytes, sha) = seal(plan)?;
+    put(store, PLAN_KEY, bytes).await?;
+    Ok(sha)
 }
 
 /// Reads the plan of directory `store` and its pinned root, both checked.
@@ -208,7 +229,12 @@ pub async fn read_plan(store: &dyn Store) -> Result<(PlanDoc, Vec<u8>)> {
             store.describe()
         )));
     };
-    let plan: PlanDoc = unseal(&format!("the plan in {}", store.describe()), &body)?;
+    let (mut plan, sha): (PlanDoc, String) = unseal_sha(
+        &format!("the plan in {}", store.describe()),
+        "make a new plan",
+        &body,
+    )?;
+    plan.sealed_sha256 = sha;
     if plan.format != FORMAT {
         return Err(Error::invalid_input(format!(
             "plan {} has format {}, this snapferry reads {FORMAT}; use the version that made it",
@@ -221,7 +247,7 @@ pub async fn read_plan(store: &dyn Store) -> Result<(PlanDoc, Vec<u8>)> {
             plan.id
         )));
     };
-    if crate::pipeline::snapshot::state::root_hash(&root) != plan.source_root_sha256 {
+    if state::root_hash(&root) != plan.source_root_sha256 {
         return Err(Error::repository(format!(
             "plan {}'s pinned root does not have the SHA-256 the plan records; make a new plan",
             plan.id
@@ -235,6 +261,9 @@ pub async fn read_plan(store: &dyn Store) -> Result<(PlanDoc, Vec<u8>)> {
 pub struct Marker {
     /// The plan's id.
     pub plan: String,
+    /// The SHA-256 its `plan.json` records.
+    #[serde(default)]
+    pub plan_sha256: String,
     /// The unit's number.
     pub unit: usize,
     /// Objects this run copied.
@@ -298,7 +327,7 @@ pub async fn landed(dst: &dyn Store, shards: &[Unit]) -> Result<Landed> {
 
 /// Writes unit `m.unit`'s marker.
 pub async fn write_marker(store: &dyn Store, m: &Marker) -> Result<()> {
-    put(store, &marker_key(m.unit), seal(m)?).await
+    put(store, &marker_key(m.unit), seal(m)?.0).await
 }
 
 /// Every unit's marker; fails with [`crate::ErrorKind::Incomplete`] naming the units
@@ -309,15 +338,20 @@ pub async fn markers(store: &dyn Store, plan: &PlanDoc) -> Result<Vec<Marker>> {
     for u in &plan.units {
         match crate::store::read_whole(store, &marker_key(u.index)).await? {
             Some((_, body)) => {
-                let m: Marker = unseal(&format!("unit {}'s marker", u.index), &body)?;
-                if m.plan != plan.id || m.unit != u.index {
-                    return Err(Error::repository(format!(
-                        "{} holds a marker of plan {} unit {} as unit {}'s; make a new plan",
+                let what = format!("unit {}'s marker", u.index);
+                let m: Marker = unseal(&what, "run the unit again: it rewrites its marker", &body)?;
+                if m.plan != plan.id || m.unit != u.index || m.plan_sha256 != plan.sealed_sha256 {
+                    // Left by another plan of that id, or copied here: this unit has not
+                    // run for this plan.
+                    tracing::warn!(
+                        "{}: the marker of unit {} is plan {} unit {}'s, not this plan's; counting the unit as not finished",
                         store.describe(),
+                        u.index,
                         m.plan,
-                        m.unit,
-                        u.index
-                    )));
+                        m.unit
+                    );
+                    missing.push(u.index);
+                    continue;
                 }
                 found.push(m);
             }
@@ -373,6 +407,11 @@ pub async fn plan(
             "--units 0 plans nothing; give the number of units to split the round into (e.g. the workers times 4)",
         ));
     }
+    if workers == Some(0) {
+        return Err(Error::invalid_input(
+            "--workers 0 runs no unit; give how many units run at once",
+        ));
+    }
     if let Some(id) = &id {
         check_id(id)?;
         let dir = format!("plans/{id}/");
@@ -387,10 +426,21 @@ pub async fn plan(
                     doc.units.len()
                 )));
             }
+            if let Some((_, current)) =
+                crate::repo::model::read_root_bytes(dst.as_ref(), None).await?
+            {
+                if state::root_hash(&current) == doc.source_root_sha256 {
+                    return Err(Error::invalid_input(format!(
+                        "plan {id} was committed already (the destination's root is its pinned root); give a new --id for the next round"
+                    )));
+                }
+            }
             return Ok((doc, dir, true));
         }
     }
-    let bwlimit = opts.bwlimit;
+    let (bwlimit, dry_run) = (opts.bwlimit, opts.dry_run);
+    // The plan step writes nothing but the plan; a dry run not even that.
+    opts.dry_run = true;
     opts.role = Role::Plan;
     let run = SyncRun::new(src, dst, opts, Arc::new(NoObserver));
     run.preflight().await?;
@@ -411,24 +461,27 @@ pub async fn plan(
     };
     let (generation, planned) = planned;
     let units = pack(planned.units, units);
-    let doc = PlanDoc {
+    let mut doc = PlanDoc {
         format: FORMAT,
         id: id.unwrap_or_else(|| format!("{generation}-{:08x}", rand::random::<u32>())),
         created_ms: crate::store::fs::now_ms(),
         source,
         destination,
         source_generation: generation,
-        source_root_sha256: crate::pipeline::snapshot::state::root_hash(&planned.root),
+        source_root_sha256: state::root_hash(&planned.root),
         destination_root: planned.destination_root,
         bytes: units.iter().map(|u| u.bytes).sum(),
         objects: units.iter().map(|u| u.objects).sum(),
         units,
         bwlimit,
         workers,
+        sealed_sha256: String::new(),
     };
     let dir = format!("plans/{}/", doc.id);
     let store = Prefixed::new(control, &dir);
-    write_plan(&store, &doc, &planned.root).await?;
+    if !dry_run {
+        doc.sealed_sha256 = write_plan(&store, &doc, &planned.root).await?;
+    }
     Ok((doc, dir, false))
 }
 
@@ -485,6 +538,7 @@ pub async fn prepare_unit(step: Step, i: usize) -> Result<(SyncRun, UnitEnd)> {
     let end = UnitEnd {
         plan_store,
         dst,
+        plan_sha256: doc.sealed_sha256.clone(),
         plan: doc.id.clone(),
         unit: i,
         shards,
@@ -497,6 +551,7 @@ pub struct UnitEnd {
     plan_store: Arc<dyn Store>,
     dst: Arc<dyn Store>,
     plan: String,
+    plan_sha256: String,
     unit: usize,
     shards: Vec<Unit>,
 }
@@ -505,13 +560,17 @@ impl UnitEnd {
     /// Writes the unit's marker if its run finished with every blob verified (no fatal
     /// error, no failure, not interrupted); `None`: it did not, and nothing is written.
     pub async fn finish(self, report: &Report) -> Result<Option<Marker>> {
-        let finished =
-            report.fatal_error.is_none() && report.failed_objects == 0 && !report.interrupted;
+        // A dry run copied nothing: it is no unit's completion.
+        let finished = !report.dry_run
+            && report.fatal_error.is_none()
+            && report.failed_objects == 0
+            && !report.interrupted;
         if !finished {
             return Ok(None);
         }
         let marker = Marker {
             plan: self.plan,
+            plan_sha256: self.plan_sha256,
             unit: self.unit,
             copied_objects: report.copied_objects,
             copied_bytes: report.copied_bytes,
@@ -592,11 +651,25 @@ pub struct Status {
 pub async fn status(store: &dyn Store, doc: &PlanDoc) -> Result<Status> {
     let mut detail = Vec::new();
     for u in &doc.units {
+        // A damaged marker, or another plan's, is no finished unit here (the commit
+        // refuses the same way); it is said, not fatal to the status.
         let marker = match crate::store::read_whole(store, &marker_key(u.index)).await? {
-            Some((_, body)) => Some(unseal::<Marker>(
-                &format!("unit {}'s marker", u.index),
-                &body,
-            )?),
+            Some((_, body)) => {
+                let what = format!("unit {}'s marker", u.index);
+                match unseal::<Marker>(&what, "run the unit again: it rewrites its marker", &body) {
+                    Ok(m) if m.plan_sha256 == doc.sealed_sha256 && m.unit == u.index => Some(m),
+                    Ok(_) => {
+                        tracing::warn!(
+                            "{what} is another plan's; the unit has not run for this one"
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                }
+            }
             None => None,
         };
         detail.push(UnitStatus {
@@ -697,6 +770,7 @@ mod tests {
             units: Vec::new(),
             bwlimit: Some(100 << 20),
             workers: Some(4),
+            sealed_sha256: String::new(),
         };
         assert_eq!(doc.bwlimit_per_worker(), Some(25 << 20));
         doc.workers = None;
@@ -712,6 +786,7 @@ mod tests {
     fn a_sealed_document_that_was_altered_is_refused() {
         let m = Marker {
             plan: "p".into(),
+            plan_sha256: "s".into(),
             unit: 1,
             copied_objects: 2,
             copied_bytes: 3,
@@ -725,13 +800,13 @@ mod tests {
                 sha256: "x".into(),
             },
         };
-        let bytes = seal(&m).unwrap();
-        assert_eq!(unseal::<Marker>("m", &bytes).unwrap(), m);
+        let (bytes, _) = seal(&m).unwrap();
+        assert_eq!(unseal::<Marker>("m", "fix", &bytes).unwrap(), m);
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         let altered = text.replace("\"copied_bytes\": 3", "\"copied_bytes\": 4");
         assert_ne!(altered, text);
-        let e = unseal::<Marker>("m", altered.as_bytes()).unwrap_err();
+        let e = unseal::<Marker>("m", "fix", altered.as_bytes()).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::RepositoryFormat, "{e}");
-        assert!(unseal::<Marker>("m", b"{}").is_err());
+        assert!(unseal::<Marker>("m", "fix", b"{}").is_err());
     }
 }

@@ -221,6 +221,18 @@ impl Location {
         }
     }
 
+    /// The location with a directory made absolute (against the working directory), so
+    /// that it names the same place from any other: what a plan records.
+    pub fn absolute(&self) -> Result<Location> {
+        match self {
+            Location::Fs { path } => Ok(Location::Fs {
+                path: std::path::absolute(path)
+                    .map_err(|e| Error::invalid_input(format!("{}: {e}", path.display())))?,
+            }),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// `sub` (relative, ending in `/`) below this location.
     pub fn join(&self, sub: &str) -> Location {
         match self {
@@ -278,6 +290,11 @@ impl Location {
             },
             Location::Fs { path } => {
                 let dir = match control {
+                    Some(c) if c.trim().is_empty() => {
+                        return Err(Error::invalid_input(
+                            "--control is empty; give a directory beside the repository's",
+                        ))
+                    }
                     Some(c) => PathBuf::from(c),
                     None => {
                         let mut name = path.as_os_str().to_os_string();

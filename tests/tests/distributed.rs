@@ -275,6 +275,7 @@ fn plan_refuses_bad_input_in_one_line_and_writes_nothing() {
     let dst = dir.path().join("dst");
     let repo = fixture();
     let inside = dst.join("ctl");
+    let in_src = repo.join("plans");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![plain.to_str().unwrap(), "--units", "2"],
@@ -297,6 +298,20 @@ fn plan_refuses_bad_input_in_one_line_and_writes_nothing() {
                 inside.to_str().unwrap(),
             ],
             "lies inside the repository",
+        ),
+        (
+            vec![
+                repo.to_str().unwrap(),
+                "--units",
+                "2",
+                "--control",
+                in_src.to_str().unwrap(),
+            ],
+            "lies inside the source",
+        ),
+        (
+            vec![repo.to_str().unwrap(), "--units", "2", "--workers", "0"],
+            "--workers 0 runs no unit",
         ),
     ];
     for (args, says) in cases {
@@ -350,4 +365,111 @@ fn a_commit_after_another_round_committed_refuses_and_changes_nothing() {
     assert_eq!(latest(&s3, "dist").unwrap(), before, "nothing committed");
     let v = verify_deep(&s3, "s3://dist/repo");
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn the_commit_confirms_every_blob_even_over_the_pinned_roots_own_bytes_put_there_by_another_tool() {
+    let s3 = Minio::start();
+    let c = s3.client();
+    rt().block_on(async {
+        create_bucket(&c, "dist").await;
+        // Another tool copied the root first (index-* sorts before indices/), then stopped.
+        for k in ["index-4", "index.latest"] {
+            put(
+                &c,
+                "dist",
+                &format!("repo/{k}"),
+                std::fs::read(fixture().join(k)).unwrap(),
+            )
+            .await;
+        }
+    });
+    let url = plan(&s3, "s3://dist/repo", 2, &[]);
+    // Dry runs of the units are no completion.
+    for i in 0..2 {
+        let mut dry = unit_cmd(&s3, &url, i);
+        dry.arg("--dry-run");
+        let out = run(dry);
+        assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+        assert!(
+            texts(&out).1.contains("did not finish"),
+            "{}",
+            texts(&out).1
+        );
+    }
+    let out = commit(&s3, &url);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no marker after dry runs: {}",
+        texts(&out).1
+    );
+    unit(&s3, &url, 0);
+    unit(&s3, &url, 1);
+    // A data blob lost after its unit finished.
+    let lost = rt().block_on(async {
+        let ks = keys(&c, "dist", "repo/indices/").await;
+        let k = ks
+            .iter()
+            .find(|k| k.rsplit('/').next().unwrap().starts_with("__"))
+            .unwrap()
+            .clone();
+        c.delete_object()
+            .bucket("dist")
+            .key(&k)
+            .send()
+            .await
+            .unwrap();
+        k
+    });
+    let out = commit(&s3, &url);
+    let se = texts(&out).1;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the confirmation catches it: {se}"
+    );
+    assert!(se.contains(&lost["repo/".len()..]), "names the blob: {se}");
+    assert!(
+        rt().block_on(keys(&c, "dist", "repo/.snapferry-state.json"))
+            .is_empty(),
+        "nothing certified: {se}"
+    );
+    // The unit run again puts it back; then the commit holds.
+    for i in 0..2 {
+        unit(&s3, &url, i);
+    }
+    let out = commit(&s3, &url);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let v = verify_deep(&s3, "s3://dist/repo");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn a_unit_whose_lease_another_host_holds_waits_for_it_with_lease_wait() {
+    let s3 = Minio::start();
+    let c = s3.client();
+    rt().block_on(create_bucket(&c, "dist"));
+    let url = plan(&s3, "s3://dist/repo", 1, &["--id", "held"]);
+    // A worker on another host died holding unit 0's lease; it expires in 4 s.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let holder = serde_json::json!({
+        "id": "dead0000dead0000", "host": "another-node", "pid": 4242,
+        "started_ms": now - 60_000, "renewed_ms": now - 1_000, "expires_ms": now + 4_000,
+        "version": "0"
+    });
+    let lease = "repo.snapferry/plans/held/units/0/.snapferry-lease";
+    rt().block_on(put(&c, "dist", lease, holder.to_string().into_bytes()));
+    let out = run(unit_cmd(&s3, &url, 0));
+    assert_eq!(out.status.code(), Some(4), "held: {}", texts(&out).1);
+    let mut waiting = unit_cmd(&s3, &url, 0);
+    waiting.args(["--lease-wait", "1m"]);
+    let out = run(waiting);
+    let se = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{se}");
+    assert!(se.contains("trying again"), "{se}");
+    assert!(se.contains("unit 0 of plan held finished"), "{se}");
 }

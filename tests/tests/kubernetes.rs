@@ -107,6 +107,17 @@ fn the_manifests_say_what_a_round_needs() {
     }
     let cron = &named("CronJob", "snapferry-incremental")["spec"];
     assert_eq!(cron["concurrencyPolicy"], "Forbid");
+    assert_eq!(
+        cron["suspend"], true,
+        "suspended until the baseline commits"
+    );
+    let unit_cmd = units["template"]["spec"]["containers"][0]["command"]
+        .as_array()
+        .unwrap();
+    assert!(
+        unit_cmd.iter().any(|a| a == "--lease-wait"),
+        "a replacement pod waits for a dead pod's unit lease: {unit_cmd:?}"
+    );
     // The example's plan URL follows from its DST, CONTROL and PLAN_ID.
     let dst = config["DST"].as_str().unwrap();
     let bucket = dst.split("://").nth(1).unwrap().split('/').next().unwrap();

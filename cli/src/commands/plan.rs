@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use snapferry_engine::distributed;
+use snapferry_engine::error::ErrorKind;
 use snapferry_engine::store::{self, Store};
 
 use super::{fail, failed, sync};
@@ -64,18 +65,35 @@ pub async fn plan(a: PlanArgs) -> u8 {
     if let Some(Err(e)) = a.id.as_deref().map(distributed::check_id) {
         return failed(e);
     }
-    let control = match p.dst.control(a.control.as_deref()) {
+    // Recorded as absolute locations without secrets: every step reads them back.
+    let (src_loc, dst_loc) = match (p.src.absolute(), p.dst.absolute()) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return failed(e),
+    };
+    let control = match dst_loc.control(a.control.as_deref()) {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
+    let eps = &a.sync.ends;
+    if control.overlaps(
+        eps.dst_endpoint.as_deref(),
+        &src_loc,
+        eps.src_endpoint.as_deref(),
+    ) {
+        return fail(
+            exit::USAGE,
+            format!(
+                "--control {} lies inside the source {} (or holds it); give a prefix beside the destination's repository",
+                control.url(),
+                src_loc.url()
+            ),
+        );
+    }
     let (src, dst, control_store) = match open3(&p, &control).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let ends = (
-        redacted(a.sync.src.as_deref()),
-        redacted(a.sync.dst.as_deref()),
-    );
+    let ends = (src_loc.url(), dst_loc.url());
     let how = (units, a.id.clone(), a.workers);
     match distributed::plan(src, dst, control_store, p.opts, how, ends).await {
         Ok((doc, dir, reused)) => {
@@ -101,17 +119,37 @@ pub async fn unit(a: SyncArgs) -> u8 {
             "sync --plan needs --unit I (or JOB_COMPLETION_INDEX); to commit the round, run snapferry commit --plan URL",
         );
     };
-    let (step, p) = match open_step(&a, &format!("unit {i}")).await {
-        Ok(s) => s,
-        Err(code) => return code,
+    let wait = match crate::args::parse_duration("--lease-wait", &a.lease_wait) {
+        Ok(w) => w,
+        Err(msg) => return fail(exit::USAGE, msg),
     };
-    let (run, end) = match distributed::prepare_unit(step, i).await {
-        Ok(x) => x,
-        Err(e) => return failed(e),
-    };
-    let r = match sync::drive(run, p.progress).await {
-        Ok(r) => r,
-        Err(e) => return failed(e),
+    let deadline = std::time::Instant::now() + wait;
+    // Another run holds the unit's lease (a crashed worker's, until it expires; or a
+    // second worker on the unit): nothing was written, so trying again later is safe.
+    let (r, end, p) = loop {
+        let (step, p) = match open_step(&a, &format!("unit {i}")).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let (run, end) = match distributed::prepare_unit(step, i).await {
+            Ok(x) => x,
+            Err(e) => return failed(e),
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match sync::drive(run, p.progress).await {
+            Ok(r) => break (r, end, p),
+            Err(e) if e.kind() == ErrorKind::Locked && !left.is_zero() => {
+                err!(
+                    "snapferry: {e}; trying again in 10s (--lease-wait, {}s left)",
+                    left.as_secs()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(left.min(std::time::Duration::from_secs(10))) => {}
+                    _ = super::interrupted() => return fail(exit::FAILED, "interrupted while waiting for the unit's lease"),
+                }
+            }
+            Err(e) => return failed(e),
+        }
     };
     report::sync_summary(&r);
     match end.finish(&r).await {
@@ -179,10 +217,6 @@ async fn open_step(a: &SyncArgs, what: &str) -> Result<(distributed::Step, Plan)
         observer,
     };
     Ok((step, p))
-}
-
-fn redacted(s: Option<&str>) -> String {
-    snapferry_engine::location::redact_url(s.unwrap_or_default())
 }
 
 async fn open2(p: &Plan) -> Result<(Arc<dyn Store>, Arc<dyn Store>), u8> {

@@ -143,6 +143,12 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
         }
         return Ok(None);
     }
+    let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
+    if by_listing && !matches!(ctx.opts.role, Role::Whole) {
+        return Err(Error::invalid_input(
+            "a distributed round is planned from the repository's metadata: --snapshot, --delete and --plan-from listing do not work with plan, --unit or commit yet; run a whole sync for those",
+        ));
+    }
     if let Role::Unit(pinned, _) | Role::Commit(pinned, _) = &ctx.opts.role {
         // A step of a distributed round: the root its plan pinned, whatever the source
         // holds now.
@@ -153,12 +159,6 @@ pub async fn detect(ctx: &Arc<Ctx>) -> Result<Option<Plan>> {
             snapshots: snapshot_names(pinned.generation, &pinned.root)?,
             listing: None,
         }));
-    }
-    let by_listing = selecting || ctx.opts.delete || ctx.opts.plan_from == PlanFrom::Listing;
-    if by_listing && !matches!(ctx.opts.role, Role::Whole) {
-        return Err(Error::invalid_input(
-            "a distributed round is planned from the repository's metadata: --snapshot, --delete and --plan-from listing do not work with plan, --unit or commit yet; run a whole sync for those",
-        ));
     }
     let mut latest = None;
     if mode == SnapshotAware::Auto && !selecting {
@@ -610,8 +610,13 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, checked: Checked) -> Result<Outcome> {
     if metadata_phases(ctx, deferred, &ALL_METADATA, &mut report, &mut out).await? {
         return Ok(out);
     }
-    let confirming = ctx.opts.confirm_before_commit || (committing.is_some() && !committed);
-    if confirming && !ctx.opts.dry_run {
+    // The barrier confirms unless the destination's root is already this very root and
+    // trusted (committed by snapferry: every blob it references landed before it). The
+    // same bytes put there by anything else prove nothing. The confirmation only reads,
+    // so a dry run of the barrier does it too.
+    let trusted_already = committed && matches!(trusted, Ok(None));
+    let confirming = ctx.opts.confirm_before_commit || (committing.is_some() && !trusted_already);
+    if confirming && (!ctx.opts.dry_run || committing.is_some()) {
         // The cutover round, and the barrier of a distributed one: every blob of what
         // changed is confirmed at the destination, with its size, before the root that
         // references it is written.
