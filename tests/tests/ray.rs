@@ -1,9 +1,13 @@
 //! The Ray launcher (deploy/ray/snapferry_ray.py) on a real Ray cluster — a head and two
-//! worker nodes on loopback (fixtures/ray/cluster.py) — against real MinIO: a round of 4 units
-//! whose one unit loses its Ray worker to SIGKILL while its snapferry copies (MinIO behind
-//! toxiproxy's latency, so it takes seconds) makes the repository a whole `sync` makes: the
-//! snapferry dies with its worker, Ray runs the unit again, and that run takes over the dead
-//! one's lease. A unit that fails for good leaves the round uncommitted, and named.
+//! worker nodes on loopback (fixtures/ray/cluster.py) — against real MinIO: the OpenSearch
+//! fixture scaled up by cloning its indices (fixtures/repos/clone.py) goes from one MinIO
+//! server to another in a round of 4 units whose one unit loses its Ray worker to SIGKILL
+//! while its snapferry copies (the destination behind toxiproxy's latency, so it takes
+//! seconds): the snapferry dies with its worker, Ray runs the unit again, and that run takes
+//! over the dead one's lease. The result is the repository a whole `sync` makes, byte for
+//! byte, passes `repo verify --deep`, and a real OpenSearch restores it with the fixture's
+//! document counts. A round into the OSS gateway passes `repo verify --deep` too. A unit that
+//! fails for good leaves the round uncommitted, and named.
 //!
 //! Needs the Ray venv: `SNAPFERRY_RAY_PYTHON`, else the cached one that
 //! `bash fixtures/ray/install.sh` makes (fixtures/test.sh runs it).
@@ -16,9 +20,30 @@ use std::time::{Duration, Instant};
 use testkit::*;
 
 const UNITS: usize = 4;
+/// Copies of the fixture's indices in the scaled-up source (copy 0 is the original).
+const COPIES: u32 = 3;
 
 fn fixture() -> PathBuf {
     fixture_dir("opensearch").join("repo")
+}
+
+/// The fixture cloned into `dest` with `COPIES` copies of its indices: clone.py's summary.
+fn clone_fixture(dest: &Path) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(repo_root().join("fixtures/repos/clone.py"))
+        .arg(fixture())
+        .arg(dest)
+        .args(["--copies", &COPIES.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run clone.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("clone.py prints JSON")
 }
 
 fn ray_python() -> PathBuf {
@@ -66,7 +91,8 @@ struct RayCluster {
 }
 
 impl RayCluster {
-    fn start() -> RayCluster {
+    /// Starts the cluster; `env` overrides `ray_env`'s (the tasks' credentials).
+    fn start(env: &[(&str, &str)]) -> RayCluster {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         // Short: Ray's Unix sockets live under it.
@@ -77,6 +103,9 @@ impl RayCluster {
         let mut c = Command::new(ray_python());
         c.arg(repo_root().join("fixtures/ray/cluster.py"));
         ray_env(&mut c, dir.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
         c.process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -125,8 +154,15 @@ impl Drop for RayCluster {
     }
 }
 
-/// The driver, running a round of `UNITS` units from the fixture into `dst` at `endpoint`.
-fn driver(cluster: &RayCluster, endpoint: &str, dst: &str, hooks: &[(&str, String)]) -> Child {
+/// The driver, running a round of `UNITS` units from `src` into `dst` with the sync flags
+/// `flags` (the endpoints); `env` overrides `ray_env`'s (test hooks, credentials).
+fn driver(
+    cluster: &RayCluster,
+    src: &str,
+    dst: &str,
+    flags: &[&str],
+    env: &[(&str, String)],
+) -> Child {
     let mut c = Command::new(ray_python());
     c.arg(repo_root().join("deploy/ray/snapferry_ray.py"))
         .args([
@@ -137,13 +173,12 @@ fn driver(cluster: &RayCluster, endpoint: &str, dst: &str, hooks: &[(&str, Strin
         ])
         .arg("--snapferry")
         .arg(snapferry_binary())
-        .args(["--max-retries", "2", "--"])
-        .arg(fixture())
-        .arg(dst)
+        .args(["--max-retries", "2", "--", src, dst])
         .args(["--units", &UNITS.to_string()])
-        .args(["--dst-endpoint", endpoint, "--progress", "never"]);
+        .args(flags)
+        .args(["--progress", "never"]);
     ray_env(&mut c, cluster.dir.path());
-    for (k, v) in hooks {
+    for (k, v) in env {
         c.env(k, v);
     }
     c.stdin(Stdio::null())
@@ -196,23 +231,82 @@ fn latest(s3: &Minio, bucket: &str) -> Result<Vec<u8>, String> {
     rt().block_on(try_get(&s3.client(), bucket, "repo/index.latest"))
 }
 
+/// `snapferry repo verify URL --deep --json` with `flags` and `env`: it exits 0 and finds no
+/// problem.
+fn verify_deep(url: &str, flags: &[&str], env: &[(&str, &str)]) {
+    let mut verify = snapferry();
+    verify.args(["repo", "verify", url]).args(flags);
+    verify.args(["--json", "--deep"]);
+    for (k, v) in env {
+        verify.env(k, v);
+    }
+    let out = run(verify);
+    let (so, se) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "repo verify {url}: {se}");
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"));
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// Restores `indices` (each with its expected document count) of snapshot `snap` of `repo`
+/// as `restored-*`, checks their counts, and deletes them again.
+fn restore_and_count(node: &SearchNode, repo: &str, snap: &str, indices: &[(String, u64)]) {
+    let names: Vec<&str> = indices.iter().map(|(n, _)| n.as_str()).collect();
+    let (st, body) = node.call(
+        "POST",
+        &format!("/_snapshot/{repo}/{snap}/_restore?wait_for_completion=true"),
+        serde_json::json!({"indices": names.join(","), "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
+    );
+    assert_eq!(st, 200, "restore {snap} {names:?}: {body}");
+    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
+    for (index, want) in indices {
+        let (st, body) = node.call(
+            "GET",
+            &format!("/restored-{index}/_count"),
+            serde_json::Value::Null,
+        );
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(body["count"], *want, "{snap}/{index}");
+    }
+    let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
+    assert_eq!(st, 200, "{body}");
+}
+
 #[test]
 fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync_makes() {
-    let s3 = Minio::start();
-    let c = s3.client();
-    rt().block_on(async {
-        create_bucket(&c, "whole").await;
-        create_bucket(&c, "dst").await;
-    });
+    // The source: the fixture with its indices cloned, on MinIO server A (`src/repo`).
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let made = clone_fixture(&tmp.path().join("cloned"));
+    eprintln!("ray.rs: cloned fixture {made}");
+    let Pair {
+        a,
+        b,
+        ca: _ca,
+        cb: c,
+        rt: _rt,
+    } = Pair::start();
+    rt().block_on(create_bucket(&c, "whole"));
+    let mut up = snapferry();
+    up.args([
+        "sync",
+        tmp.path().join("cloned").to_str().unwrap(),
+        "s3://src/repo",
+    ]);
+    up.args(["--dst-endpoint", &a.endpoint, "--progress", "never"]);
+    let out = run(up);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    // One whole sync, A to B's `whole/repo`.
     let mut whole = snapferry();
-    whole.args(["sync", fixture().to_str().unwrap(), "s3://whole/repo"]);
-    whole.args(["--dst-endpoint", &s3.endpoint, "--progress", "never"]);
+    whole.args(["sync", "s3://src/repo", "s3://whole/repo"]);
+    whole.args(["--src-endpoint", &a.endpoint, "--dst-endpoint", &b.endpoint]);
+    whole.args(["--progress", "never"]);
+    let t_whole = Instant::now();
     let out = run(whole);
     assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    eprintln!("ray.rs: the whole sync took {:.1?}", t_whole.elapsed());
 
-    // Every request of the round waits 150 ms, so a unit's copy takes seconds.
+    // Every request of the round to B waits 150 ms, so a unit's copy takes seconds.
     let tp = Toxiproxy::start();
-    let proxy = tp.proxy("minio", &s3.endpoint);
+    let proxy = tp.proxy("minio", &b.endpoint);
     proxy.toxic(
         Stream::Downstream,
         Toxic::Latency {
@@ -220,14 +314,20 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
             jitter_ms: 0,
         },
     );
-    let cluster = RayCluster::start();
+    let cluster = RayCluster::start(&[]);
     let pids = tempfile::tempdir().expect("pids dir");
     let t0 = Instant::now();
     let hook = format!("1:{}", pids.path().display());
     let mut child = driver(
         &cluster,
-        &proxy.endpoint,
+        "s3://src/repo",
         "s3://dst/repo",
+        &[
+            "--src-endpoint",
+            &a.endpoint,
+            "--dst-endpoint",
+            &proxy.endpoint,
+        ],
         &[("SNAPFERRY_RAY_TEST_PIDS", hook)],
     );
     // Unit 1's first attempt says which Ray worker runs it and its snapferry's PID; once that
@@ -327,6 +427,8 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
     });
     let (kw, kd) = (strip(kw), strip(kd));
     assert!(kw.len() > UNITS, "{kw:?}");
+    // Every blob of the scaled-up source (the clones under their own ids, and the root).
+    assert_eq!(Some(kw.len() as u64), made["blobs"].as_u64(), "{made}");
     assert_eq!(kw, kd, "key sets differ");
     rt().block_on(async {
         for k in &kw {
@@ -337,32 +439,52 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
             assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
         }
     });
-    let mut verify = snapferry();
-    verify.args([
-        "repo",
-        "verify",
-        "s3://dst/repo",
-        "--endpoint",
-        &s3.endpoint,
-    ]);
-    verify.args(["--json", "--deep"]);
-    let out = run(verify);
-    let (so, se) = texts(&out);
-    assert_eq!(out.status.code(), Some(0), "repo verify: {se}");
-    let v: serde_json::Value = serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"));
-    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+    verify_deep("s3://dst/repo", &["--endpoint", &b.endpoint], &[]);
+
+    // A real OpenSearch restores the round's repository (synced back to a directory: its `fs`
+    // repository; it has no S3 plugin) with the fixture's document counts: the original
+    // indices (copy 0) of every snapshot.
+    let path_repo = tmp.path().join("path-repo");
+    let copied = path_repo.join("copied");
+    let mut back = snapferry();
+    back.args(["sync", "s3://dst/repo", copied.to_str().unwrap()]);
+    back.args(["--src-endpoint", &b.endpoint, "--progress", "never"]);
+    let out = run(back);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let manifest = fixture_manifest(&fixture_dir("opensearch"));
+    let node = SearchNode::start(&path_repo);
+    let (st, body) = node.call(
+        "PUT",
+        "/_snapshot/copied",
+        serde_json::json!({"type": "fs", "settings": {"location": copied.to_str().unwrap(), "readonly": true}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let snapshots = manifest["snapshots"].as_array().unwrap();
+    for snap in snapshots {
+        let name = snap["name"].as_str().unwrap();
+        let indices: Vec<(String, u64)> = snap["indices"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, i)| (n.clone(), i["doc_count"].as_u64().unwrap()))
+            .collect();
+        restore_and_count(&node, "copied", name, &indices);
+    }
+    // The clones are not restorable: clone.py rewrites the root, not the snapshots' own
+    // `snap-*.dat`, which list the original indices only (OpenSearch: "no such index").
 }
 
 #[test]
 fn a_unit_that_fails_for_good_is_named_and_the_round_is_not_committed() {
     let s3 = Minio::start();
     rt().block_on(create_bucket(&s3.client(), "dst"));
-    let cluster = RayCluster::start();
+    let cluster = RayCluster::start(&[]);
     let t0 = Instant::now();
     let child = driver(
         &cluster,
-        &s3.endpoint,
+        fixture().to_str().unwrap(),
         "s3://dst/repo",
+        &["--dst-endpoint", &s3.endpoint],
         &[("SNAPFERRY_RAY_TEST_FAIL", "2".to_string())],
     );
     let out = finish(child);
@@ -381,4 +503,80 @@ fn a_unit_that_fails_for_good_is_named_and_the_round_is_not_committed() {
     assert!(se.contains("units 2 of 4 failed; not committing"), "{se}");
     assert!(!so.contains("commit:"), "{so}");
     assert!(latest(&s3, "dst").is_err(), "nothing committed");
+}
+
+#[test]
+fn a_round_on_ray_into_the_oss_gateway_passes_a_deep_verify() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    clone_fixture(&tmp.path().join("cloned"));
+    let s3 = Minio::start();
+    rt().block_on(create_bucket(&s3.client(), "src"));
+    let mut up = snapferry();
+    up.args([
+        "sync",
+        tmp.path().join("cloned").to_str().unwrap(),
+        "s3://src/repo",
+    ]);
+    up.args(["--dst-endpoint", &s3.endpoint, "--progress", "never"]);
+    let out = run(up);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let gw = OssGateway::start(&["dst"]);
+    // The nodes' tasks and the driver's plan and commit write with the gateway's keys.
+    let oss = [
+        ("SNAPFERRY_DST_ACCESS_KEY_ID", OSS_AK),
+        ("SNAPFERRY_DST_SECRET_ACCESS_KEY", OSS_SK),
+    ];
+    let cluster = RayCluster::start(&oss);
+    let t0 = Instant::now();
+    let child = driver(
+        &cluster,
+        "s3://src/repo",
+        "oss://dst/repo",
+        &[
+            "--src-endpoint",
+            &s3.endpoint,
+            "--dst-endpoint",
+            &gw.endpoint,
+        ],
+        &oss.map(|(k, v)| (k, v.to_string())),
+    );
+    let out = finish(child);
+    let (so, se) = texts(&out);
+    eprintln!("ray.rs: the OSS round took {:.1?}\n{so}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(0), "driver: {so}\n{se}");
+    for i in 0..UNITS {
+        let l = unit_line(&so, i);
+        assert!(l.starts_with(&format!("unit {i}: ok exit 0 ")), "{l}");
+    }
+    assert!(so.contains("commit: exit 0"), "{so}");
+    drop(cluster);
+    assert!(gw.object("dst", "repo/index.latest").is_some(), "committed");
+    verify_deep(
+        "oss://dst/repo",
+        &["--endpoint", &gw.endpoint],
+        &[
+            ("SNAPFERRY_SRC_ACCESS_KEY_ID", OSS_AK),
+            ("SNAPFERRY_SRC_SECRET_ACCESS_KEY", OSS_SK),
+        ],
+    );
+    // Every key of the source, the same bytes (but the state record).
+    let want: Vec<String> = rt()
+        .block_on(keys(&s3.client(), "src", "repo/"))
+        .into_iter()
+        .filter(|k| !k.ends_with(".snapferry-state.json"))
+        .collect();
+    let got: Vec<String> = gw
+        .keys("dst")
+        .into_iter()
+        .filter(|k| k.starts_with("repo/") && !k.ends_with(".snapferry-state.json"))
+        .collect();
+    assert_eq!(want, got, "key sets differ");
+    rt().block_on(async {
+        for k in &want {
+            let x = get(&s3.client(), "src", k).await;
+            let y = gw.object("dst", k).unwrap_or_else(|| panic!("{k} missing"));
+            assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
+        }
+    });
+    assert_eq!(gw.stats()["signature_failures"], 0);
 }
