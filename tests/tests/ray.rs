@@ -47,23 +47,11 @@ fn clone_fixture(dest: &Path) -> serde_json::Value {
 }
 
 fn ray_python() -> PathBuf {
-    let p = std::env::var("SNAPFERRY_RAY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let cache = std::env::var("SNAPFERRY_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                        .join(".cache/snapferry")
-                });
-            cache.join("ray-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "setup failed: {} not found; run `bash fixtures/ray/install.sh` (fixtures/test.sh does) or set SNAPFERRY_RAY_PYTHON",
-        p.display()
-    );
-    p
+    venv_python(
+        "SNAPFERRY_RAY_PYTHON",
+        "ray-venv",
+        "fixtures/ray/install.sh",
+    )
 }
 
 /// A clean environment for Ray's processes: PATH, a home and Ray's temp dir of this test, the
@@ -412,33 +400,14 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
     drop(cluster);
     drop(tp);
 
-    // The same repository as one whole sync, byte for byte (but the state record's time).
-    let strip = |ks: Vec<String>| -> Vec<String> {
-        ks.into_iter()
-            .filter(|k| !k.ends_with(".snapferry-state.json"))
-            .map(|k| k["repo/".len()..].to_string())
-            .collect()
-    };
-    let (kw, kd) = rt().block_on(async {
-        (
-            keys(&c, "whole", "repo/").await,
-            keys(&c, "dst", "repo/").await,
-        )
-    });
-    let (kw, kd) = (strip(kw), strip(kd));
-    assert!(kw.len() > UNITS, "{kw:?}");
-    // Every blob of the scaled-up source (the clones under their own ids, and the root).
-    assert_eq!(Some(kw.len() as u64), made["blobs"].as_u64(), "{made}");
-    assert_eq!(kw, kd, "key sets differ");
-    rt().block_on(async {
-        for k in &kw {
-            let (x, y) = (
-                get(&c, "whole", &format!("repo/{k}")).await,
-                get(&c, "dst", &format!("repo/{k}")).await,
-            );
-            assert_eq!(md5_hex(&x), md5_hex(&y), "{k}: bytes differ");
-        }
-    });
+    // The same repository as one whole sync, byte for byte (but the state record's time),
+    // every blob of the scaled-up source (the clones under their own ids, and the root).
+    let n = rt().block_on(assert_same_repository(
+        (&c, "whole", "repo/"),
+        (&c, "dst", "repo/"),
+    ));
+    assert!(n > UNITS, "{n}");
+    assert_eq!(Some(n as u64), made["blobs"].as_u64(), "{made}");
     verify_deep("s3://dst/repo", &["--endpoint", &b.endpoint], &[]);
 
     // A real OpenSearch restores the round's repository (synced back to a directory: its `fs`
