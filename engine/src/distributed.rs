@@ -590,18 +590,10 @@ impl UnitEnd {
 /// shard confirmed at the destination, the commit point), under the destination's lease,
 /// preflighted and ready to run.
 pub async fn prepare_commit(step: Step) -> Result<SyncRun> {
-    let Step {
-        plan_store,
-        doc,
-        root,
-        src,
-        dst,
-        mut opts,
-        observer,
-    } = step;
-    markers(plan_store.as_ref(), &doc).await?;
-    opts.role = Role::Commit(pinned(&doc, root), doc.all_shards());
-    let run = SyncRun::new(src, dst, opts, observer);
+    markers(step.plan_store.as_ref(), &step.doc).await?;
+    let mut opts = step.opts;
+    opts.role = Role::Commit(pinned(&step.doc, step.root), step.doc.all_shards());
+    let run = SyncRun::new(step.src, step.dst, opts, step.observer);
     run.preflight().await?;
     Ok(run)
 }

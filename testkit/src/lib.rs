@@ -476,6 +476,27 @@ pub fn venv_python(var: &str, venv: &str, installer: &str) -> PathBuf {
     p
 }
 
+/// The fixture repository `name_prefix` (fixtures/repos) made production-sized by
+/// fixtures/repos/clone.py into `dest`, its indices `copies` times: clone.py's summary
+/// (`indices`, `blobs`, `generation`).
+pub fn clone_fixture(name_prefix: &str, dest: &std::path::Path, copies: u32) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(repo_root().join("fixtures/repos/clone.py"))
+        .arg(fixture_dir(name_prefix).join("repo"))
+        .arg(dest)
+        .args(["--copies", &copies.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run clone.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("clone.py prints JSON")
+}
+
 /// The Python with the official OSS SDK (alibabacloud-oss-v2), installed by
 /// `fixtures/oss-gateway/install.sh`: `SNAPFERRY_OSS_PYTHON`, else the cached venv.
 pub fn oss_python() -> PathBuf {

@@ -13,24 +13,6 @@ use testkit::*;
 /// one being dropped.
 const UNITS_BOUND: u64 = 10;
 
-fn clone_repo(dest: &Path, copies: u32) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(repo_root().join("fixtures/repos/clone.py"))
-        .arg(fixture_dir("opensearch").join("repo"))
-        .arg(dest)
-        .args(["--copies", &copies.to_string()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .expect("run clone.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("clone.py prints JSON")
-}
-
 fn sync(src: &Path, dst: &Path, extra: &[&str]) -> (serde_json::Value, String) {
     let (report, stdout, _) = sync_snapshot_aware(src, dst, extra);
     (report, stdout)
@@ -40,7 +22,7 @@ fn sync(src: &Path, dst: &Path, extra: &[&str]) -> (serde_json::Value, String) {
 fn a_million_key_repository_is_planned_with_a_few_shards_of_state() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let made = clone_repo(&src, 8200);
+    let made = clone_fixture("opensearch", &src, 8200);
     let blobs = made["blobs"].as_u64().unwrap();
     assert!(blobs >= 1_000_000, "{made}");
 

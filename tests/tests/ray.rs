@@ -27,25 +27,6 @@ fn fixture() -> PathBuf {
     fixture_dir("opensearch").join("repo")
 }
 
-/// The fixture cloned into `dest` with `COPIES` copies of its indices: clone.py's summary.
-fn clone_fixture(dest: &Path) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(repo_root().join("fixtures/repos/clone.py"))
-        .arg(fixture())
-        .arg(dest)
-        .args(["--copies", &COPIES.to_string()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .expect("run clone.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("clone.py prints JSON")
-}
-
 fn ray_python() -> PathBuf {
     venv_python(
         "SNAPFERRY_RAY_PYTHON",
@@ -263,7 +244,7 @@ fn restore_and_count(node: &SearchNode, repo: &str, snap: &str, indices: &[(Stri
 fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync_makes() {
     // The source: the fixture with its indices cloned, on MinIO server A (`src/repo`).
     let tmp = tempfile::tempdir().expect("temp dir");
-    let made = clone_fixture(&tmp.path().join("cloned"));
+    let made = clone_fixture("opensearch", &tmp.path().join("cloned"), COPIES);
     eprintln!("ray.rs: cloned fixture {made}");
     let Pair {
         a,
@@ -477,7 +458,7 @@ fn a_unit_that_fails_for_good_is_named_and_the_round_is_not_committed() {
 #[test]
 fn a_round_on_ray_into_the_oss_gateway_passes_a_deep_verify() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    clone_fixture(&tmp.path().join("cloned"));
+    clone_fixture("opensearch", &tmp.path().join("cloned"), COPIES);
     let s3 = Minio::start();
     rt().block_on(create_bucket(&s3.client(), "src"));
     let mut up = snapferry();
