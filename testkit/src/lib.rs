@@ -910,6 +910,59 @@ impl OssGateway {
     }
 }
 
+/// A snapshot's `indices` as a fixture manifest gives them (name -> `doc_count`).
+pub fn doc_counts(indices: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    indices
+        .as_object()
+        .expect("a manifest's indices")
+        .iter()
+        .map(|(k, v)| (k.clone(), v["doc_count"].as_u64().expect("doc_count")))
+        .collect()
+}
+
+/// Restores every index of snapshot `snap` of repository `repo` on `node` as
+/// `restored-<name>`, checks that exactly `want`'s indices came back, each with its
+/// document count, and deletes the restored indices again.
+pub fn restore_and_count(
+    node: &SearchNode,
+    repo: &str,
+    snap: &str,
+    want: &std::collections::BTreeMap<String, u64>,
+) {
+    let (st, body) = node.call(
+        "POST",
+        &format!("/_snapshot/{repo}/{snap}/_restore?wait_for_completion=true"),
+        serde_json::json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)",
+               "rename_replacement": "restored-$1",
+               "index_settings": {"index.number_of_replicas": 0}}),
+    );
+    assert_eq!(st, 200, "restore {repo}/{snap}: {body}");
+    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
+    let restored: std::collections::BTreeSet<String> = body["snapshot"]["indices"]
+        .as_array()
+        .expect("the restored indices")
+        .iter()
+        .filter_map(|i| i.as_str())
+        .map(|i| i.trim_start_matches("restored-").to_string())
+        .collect();
+    assert_eq!(
+        restored,
+        want.keys().cloned().collect(),
+        "{repo}/{snap}: indices"
+    );
+    for (index, n) in want {
+        let (st, body) = node.call(
+            "GET",
+            &format!("/restored-{index}/_count"),
+            serde_json::Value::Null,
+        );
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(body["count"], *n, "{repo}/{snap}/{index}");
+    }
+    let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
+    assert_eq!(st, 200, "{body}");
+}
+
 /// A single-node OpenSearch/Elasticsearch started by fixtures/search/node.py; stopped on
 /// drop (closing node.py's stdin stops the node and its JVM).
 pub struct SearchNode {

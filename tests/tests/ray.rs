@@ -216,30 +216,6 @@ fn verify_deep(url: &str, flags: &[&str], env: &[(&str, &str)]) {
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
 }
 
-/// Restores `indices` (each with its expected document count) of snapshot `snap` of `repo`
-/// as `restored-*`, checks their counts, and deletes them again.
-fn restore_and_count(node: &SearchNode, repo: &str, snap: &str, indices: &[(String, u64)]) {
-    let names: Vec<&str> = indices.iter().map(|(n, _)| n.as_str()).collect();
-    let (st, body) = node.call(
-        "POST",
-        &format!("/_snapshot/{repo}/{snap}/_restore?wait_for_completion=true"),
-        serde_json::json!({"indices": names.join(","), "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
-    );
-    assert_eq!(st, 200, "restore {snap} {names:?}: {body}");
-    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
-    for (index, want) in indices {
-        let (st, body) = node.call(
-            "GET",
-            &format!("/restored-{index}/_count"),
-            serde_json::Value::Null,
-        );
-        assert_eq!(st, 200, "{body}");
-        assert_eq!(body["count"], *want, "{snap}/{index}");
-    }
-    let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
-    assert_eq!(st, 200, "{body}");
-}
-
 #[test]
 fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync_makes() {
     // The source: the fixture with its indices cloned, on MinIO server A (`src/repo`).
@@ -412,13 +388,7 @@ fn a_round_on_ray_survives_a_killed_worker_and_makes_the_repository_a_whole_sync
     let snapshots = manifest["snapshots"].as_array().unwrap();
     for snap in snapshots {
         let name = snap["name"].as_str().unwrap();
-        let indices: Vec<(String, u64)> = snap["indices"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(n, i)| (n.clone(), i["doc_count"].as_u64().unwrap()))
-            .collect();
-        restore_and_count(&node, "copied", name, &indices);
+        restore_and_count(&node, "copied", name, &doc_counts(&snap["indices"]));
     }
     // The clones are not restorable: clone.py rewrites the root, not the snapshots' own
     // `snap-*.dat`, which list the original indices only (OpenSearch: "no such index").

@@ -20,34 +20,6 @@ fn listed_snapshots(node: &SearchNode, repo: &str) -> Vec<String> {
         .collect()
 }
 
-/// Restores snapshot `name` of `repo` as `restored-*`, checks each index's document count
-/// against the manifest's `indices`, and deletes the restored indices again.
-fn restore_and_count(
-    node: &SearchNode,
-    repo: &str,
-    name: &str,
-    indices: &serde_json::Map<String, serde_json::Value>,
-) {
-    let (st, body) = node.call(
-        "POST",
-        &format!("/_snapshot/{repo}/{name}/_restore?wait_for_completion=true"),
-        json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored-$1", "index_settings": {"index.number_of_replicas": 0}}),
-    );
-    assert_eq!(st, 200, "restore {name}: {body}");
-    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
-    for (index, want) in indices {
-        let (st, body) = node.call(
-            "GET",
-            &format!("/restored-{index}/_count"),
-            serde_json::Value::Null,
-        );
-        assert_eq!(st, 200, "{body}");
-        assert_eq!(body["count"], want["doc_count"], "{name}/{index}");
-    }
-    let (st, body) = node.call("DELETE", "/restored-*", serde_json::Value::Null);
-    assert_eq!(st, 200, "{body}");
-}
-
 #[test]
 fn opensearch_restores_every_snapshot_from_a_copied_repository() {
     let fixture = fixture_dir("opensearch");
@@ -72,7 +44,7 @@ fn opensearch_restores_every_snapshot_from_a_copied_repository() {
             listed.iter().any(|l| l == name),
             "{name} not listed: {listed:?}"
         );
-        restore_and_count(&node, "copied", name, snap["indices"].as_object().unwrap());
+        restore_and_count(&node, "copied", name, &doc_counts(&snap["indices"]));
     }
 }
 
@@ -112,12 +84,7 @@ fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
     for snap in manifest["snapshots"].as_array().unwrap() {
         let name = snap["name"].as_str().unwrap();
         if selected.contains(&name) {
-            restore_and_count(
-                &node,
-                "selected",
-                name,
-                snap["indices"].as_object().unwrap(),
-            );
+            restore_and_count(&node, "selected", name, &doc_counts(&snap["indices"]));
         }
     }
     // Writable: a new snapshot of data restored from the fixture's own snap-3 (which the
@@ -168,12 +135,7 @@ fn opensearch_lists_and_restores_exactly_the_snapshots_sync_selected() {
         serde_json::Value::Null,
     );
     assert_eq!(st, 200, "{body}");
-    restore_and_count(
-        &node,
-        "selected",
-        "new-1",
-        snap3["indices"].as_object().unwrap(),
-    );
+    restore_and_count(&node, "selected", "new-1", &doc_counts(&snap3["indices"]));
     // And snapferry's own deep check agrees.
     let mut c = snapferry();
     c.args(["repo", "verify", dest.to_str().unwrap(), "--deep"]);

@@ -78,17 +78,9 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 /// index -> doc_count of a snapshot, from the fixture's manifest.
 fn counts(manifest: &Value, snap: &str) -> BTreeMap<String, u64> {
-    manifest["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == snap)
-        .unwrap_or_else(|| panic!("{snap} not in the manifest"))["indices"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v["doc_count"].as_u64().unwrap()))
-        .collect()
+    let snapshots = manifest["snapshots"].as_array().unwrap();
+    let s = snapshots.iter().find(|s| s["name"] == snap);
+    doc_counts(&s.unwrap_or_else(|| panic!("{snap} not in the manifest"))["indices"])
 }
 
 fn register(node: &SearchNode, repo: &str, dir: &Path, readonly: bool) {
@@ -114,42 +106,6 @@ fn listed(node: &SearchNode, repo: &str) -> BTreeSet<String> {
             s["snapshot"].as_str().unwrap().to_string()
         })
         .collect()
-}
-
-/// Restores every index of `snap` as `restored-<index>`, checks each count, then deletes them.
-fn restore_and_count(node: &SearchNode, repo: &str, snap: &str, want: &BTreeMap<String, u64>) {
-    let (st, body) = node.call(
-        "POST",
-        &format!("/_snapshot/{repo}/{snap}/_restore?wait_for_completion=true"),
-        json!({"indices": "*", "include_global_state": false, "rename_pattern": "(.+)",
-               "rename_replacement": "restored-$1",
-               "index_settings": {"index.number_of_replicas": 0}}),
-    );
-    assert_eq!(st, 200, "restore {repo}/{snap}: {body}");
-    assert_eq!(body["snapshot"]["shards"]["failed"], 0, "{body}");
-    let restored: BTreeSet<String> = body["snapshot"]["indices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i.as_str()
-                .unwrap()
-                .trim_start_matches("restored-")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(
-        restored,
-        want.keys().cloned().collect(),
-        "{repo}/{snap}: indices"
-    );
-    for (index, n) in want {
-        let (st, body) = node.call("GET", &format!("/restored-{index}/_count"), Value::Null);
-        assert_eq!(st, 200, "{body}");
-        assert_eq!(body["count"], *n, "{repo}/{snap}/{index}");
-    }
-    let (st, body) = node.call("DELETE", "/restored-*", Value::Null);
-    assert_eq!(st, 200, "{body}");
 }
 
 #[test]
