@@ -3155,6 +3155,13 @@ pub fn kill9(child: &mut Child) -> std::process::ExitStatus {
 /// (`x-minio-force-delete: true`), as an operator or a lifecycle job deleting it under a
 /// running copy would.
 pub async fn force_delete_bucket(c: &aws_sdk_s3::Client, b: &str) {
+    try_force_delete_bucket(c, b)
+        .await
+        .unwrap_or_else(|e| panic!("force-delete bucket {b}: {e}"));
+}
+
+/// [`force_delete_bucket`], its failure returned.
+pub async fn try_force_delete_bucket(c: &aws_sdk_s3::Client, b: &str) -> Result<(), String> {
     c.delete_bucket()
         .bucket(b)
         .customize()
@@ -3163,7 +3170,8 @@ pub async fn force_delete_bucket(c: &aws_sdk_s3::Client, b: &str) {
         })
         .send()
         .await
-        .unwrap_or_else(|e| panic!("force-delete bucket {b}: {e:?}"));
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
 }
 
 impl OssGateway {

@@ -267,11 +267,13 @@ fn the_destination_bucket_deleted_mid_copy_is_a_clear_failure_with_a_report() {
         for i in 0..12u64 {
             put(&ca, "src", &format!("p/o{i:02}"), data(4 * MIB, i)).await;
         }
-        put(&ca, "src", "p/z-big", data(40 * MIB, 77)).await;
+        put(&ca, "src", "p/z-big", data(120 * MIB, 77)).await;
     });
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("r.json");
-    // About 6 s of copying.
+    // About 10 s of copying: MinIO goes on accepting writes for a few seconds after a
+    // force-delete answered (a fresh-clone run copied everything 4.4 s after it, exit 0),
+    // so the copy must outlast that.
     let mut child = spawn_paced_sync(&a, &b, &[], &report);
     wait_for(
         &mut child,
@@ -285,7 +287,32 @@ fn the_destination_bucket_deleted_mid_copy_is_a_clear_failure_with_a_report() {
                 >= 2
         },
     );
-    rt.block_on(force_delete_bucket(&cb, "dst"));
+    // The delete has taken effect once a new object cannot be written. Writes in flight
+    // can bring a force-deleted MinIO bucket back (seen: it took writes for 30 s), so it
+    // is deleted again until a write fails. The copy must still be running then, or this
+    // test shows nothing.
+    let gone = Instant::now();
+    loop {
+        let _ = rt.block_on(try_force_delete_bucket(&cb, "dst"));
+        let probe = cb
+            .put_object()
+            .bucket("dst")
+            .key("probe")
+            .body(data(1, 1).into());
+        if rt.block_on(probe.send()).is_err() {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(30),
+            "MinIO still takes writes to the deleted bucket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().expect("the run's status").is_none(),
+        "the copy ended before the delete took effect ({:?} after it); give it more to copy",
+        gone.elapsed()
+    );
     let (code, so, se, took) = finish(child, Duration::from_secs(120));
     eprintln!("bucket deleted mid-copy: exit {code:?} {took:?} after the delete\n{se}");
     assert!(
