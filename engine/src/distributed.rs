@@ -330,31 +330,35 @@ pub async fn write_marker(store: &dyn Store, m: &Marker) -> Result<()> {
     put(store, &marker_key(m.unit), seal(m)?.0).await
 }
 
+/// Unit `i`'s marker of `plan`: `None` when there is none, or when the one there was left
+/// by another plan (of that id, or copied here: the unit has not run for this plan); an
+/// error when it is damaged.
+async fn read_marker(store: &dyn Store, plan: &PlanDoc, i: usize) -> Result<Option<Marker>> {
+    let Some((_, body)) = crate::store::read_whole(store, &marker_key(i)).await? else {
+        return Ok(None);
+    };
+    let what = format!("unit {i}'s marker");
+    let m: Marker = unseal(&what, "run the unit again: it rewrites its marker", &body)?;
+    if m.plan != plan.id || m.unit != i || m.plan_sha256 != plan.sealed_sha256 {
+        tracing::warn!(
+            "{}: the marker of unit {i} is plan {} unit {}'s, not this plan's; counting the unit as not finished",
+            store.describe(),
+            m.plan,
+            m.unit
+        );
+        return Ok(None);
+    }
+    Ok(Some(m))
+}
+
 /// Every unit's marker; fails with [`crate::ErrorKind::Incomplete`] naming the units
 /// that have none.
 pub async fn markers(store: &dyn Store, plan: &PlanDoc) -> Result<Vec<Marker>> {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for u in &plan.units {
-        match crate::store::read_whole(store, &marker_key(u.index)).await? {
-            Some((_, body)) => {
-                let what = format!("unit {}'s marker", u.index);
-                let m: Marker = unseal(&what, "run the unit again: it rewrites its marker", &body)?;
-                if m.plan != plan.id || m.unit != u.index || m.plan_sha256 != plan.sealed_sha256 {
-                    // Left by another plan of that id, or copied here: this unit has not
-                    // run for this plan.
-                    tracing::warn!(
-                        "{}: the marker of unit {} is plan {} unit {}'s, not this plan's; counting the unit as not finished",
-                        store.describe(),
-                        u.index,
-                        m.plan,
-                        m.unit
-                    );
-                    missing.push(u.index);
-                    continue;
-                }
-                found.push(m);
-            }
+        match read_marker(store, plan, u.index).await? {
+            Some(m) => found.push(m),
             None => missing.push(u.index),
         }
     }
@@ -643,26 +647,14 @@ pub struct Status {
 pub async fn status(store: &dyn Store, doc: &PlanDoc) -> Result<Status> {
     let mut detail = Vec::new();
     for u in &doc.units {
-        // A damaged marker, or another plan's, is no finished unit here (the commit
-        // refuses the same way); it is said, not fatal to the status.
-        let marker = match crate::store::read_whole(store, &marker_key(u.index)).await? {
-            Some((_, body)) => {
-                let what = format!("unit {}'s marker", u.index);
-                match unseal::<Marker>(&what, "run the unit again: it rewrites its marker", &body) {
-                    Ok(m) if m.plan_sha256 == doc.sealed_sha256 && m.unit == u.index => Some(m),
-                    Ok(_) => {
-                        tracing::warn!(
-                            "{what} is another plan's; the unit has not run for this one"
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        None
-                    }
-                }
+        // A damaged marker is no finished unit here either, but it is said, not fatal
+        // to the status (the commit refuses on it).
+        let marker = match read_marker(store, doc, u.index).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
             }
-            None => None,
         };
         detail.push(UnitStatus {
             unit: u.index,
